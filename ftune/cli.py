@@ -1,0 +1,192 @@
+"""`ftune <subcommand> [hydra overrides]`: a thin dispatcher over one Hydra app per subcommand.
+
+Hydra has no subcommands, so argv[1] picks the primary config (configs/<sub>.yaml) and the rest goes to
+Hydra untouched. Before handing over, the overrides are composed once in-process so that a typo or a wrong
+type becomes one clear line and exit code 2 instead of Hydra's multi-line report. No torch import here:
+`ftune --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ftune import __version__
+from ftune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FtuneError, did_you_mean, report
+
+COMMANDS = {
+    "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
+    "eval": "evaluate a run (run_dir=...) or a model folder (model=... task=...) on a split or file",
+    "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
+}
+
+USAGE = f"""usage: ftune <command> [hydra overrides...]
+
+Fine-tune pretrained transformers with Hydra configs (ftune {__version__}).
+
+commands:
+{chr(10).join(f"  {name:<9}{text}" for name, text in COMMANDS.items())}
+
+examples:
+  ftune train                                   # MiniLM on the shipped NER demo data
+  ftune train task=ner model=minilm task.data.train=train.txt task.data.validation=dev.txt
+  ftune train -m optimizer.lr=1e-5,3e-5         # sweep: one run directory per job
+  ftune train --cfg job                         # print the composed config
+  ftune eval run_dir=runs/ner/minilm/<time> split=test
+  cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
+
+`ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
+exit codes: 0 ok, 1 internal error, 2 bad config or data, 130 interrupted."""
+
+# Failures of multirun jobs: reported one line each, the sweep goes on, the exit code says so.
+_failed_jobs: list[str] = []
+
+_HYDRA_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if argv else EXIT_USAGE)
+    if argv[0] in ("-V", "--version"):
+        print(f"ftune {__version__}")
+        sys.exit(0)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        hint = did_you_mean(command, COMMANDS) or f"choose from {', '.join(COMMANDS)}"
+        sys.exit(report(FtuneError(f"unknown command `{command}`", fix=hint)))
+
+    from ftune.config import register_configs
+
+    register_configs()
+    try:
+        if not any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in rest):
+            _preflight(command, rest)
+    except FtuneError as error:
+        sys.exit(report(error))
+
+    sys.argv = [f"ftune {command}", *rest]
+    try:
+        _hydra_app(command)()
+    except KeyboardInterrupt:
+        print("ftune: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    if _failed_jobs:
+        print(f"ftune: {len(_failed_jobs)} job(s) failed: {', '.join(_failed_jobs)}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _hydra_app(command: str):
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path="pkg://ftune.configs", config_name=command)
+    def app(cfg):
+        return run_command(command, cfg)
+
+    return app
+
+
+def run_command(command: str, cfg):
+    """Run `ftune.commands.<command>.run(cfg)` inside a Hydra job, mapping user errors to exit 2."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    _quiet_libraries()
+    module = importlib.import_module(f"ftune.commands.{command}")
+    try:
+        return module.run(cfg)
+    except FtuneError as error:
+        code = report(error)
+        if not multirun:
+            sys.exit(code)
+        _failed_jobs.append(f"#{HydraConfig.get().job.num}")
+        return None
+
+
+def _quiet_libraries() -> None:
+    """transformers' per-file progress bars and init warnings drown ftune's own output."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _preflight(command: str, args: list[str]) -> None:
+    """Compose the config in-process and turn composition errors into one FtuneError line."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    flags = [a for a in args if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") and not f.startswith("--cfg") and f not in ("-p", "--package")
+           for f in flags):
+        return  # unusual Hydra flags (--config-dir, ...): let Hydra handle everything
+    overrides = [a for a in args if not a.startswith("-") and a not in ("job", "hydra", "all")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise FtuneError(f"cannot parse overrides: {str(error).splitlines()[0]}",
+                         fix="use key=value, e.g. trainer.epochs=3") from error
+    # Every value of every sweep is checked once, the other sweeps held at their first value.
+    first = [_with_value(o, _values(o)[0]) for o in parsed]
+    variants = [first] + [first[:i] + [_with_value(o, v)] + first[i + 1:]
+                          for i, o in enumerate(parsed) for v in _values(o)[1:]]
+    with initialize_config_module("ftune.configs", version_base="1.3"):
+        for variant in variants[:50]:
+            try:
+                compose(command, overrides=variant)
+            except Exception as error:  # Hydra and OmegaConf raise many types; all mean "bad config"
+                raise _explain(error, command, variant, compose) from error
+
+
+def _values(override) -> list[str]:
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()] if override.value() is not None else [""]
+
+
+def _with_value(override, value: str) -> str:
+    key = override.get_key_element()
+    return key if override.is_delete() and not value else f"{key}={value}"
+
+
+def _explain(error: Exception, command: str, overrides: list[str], compose) -> FtuneError:
+    from hydra.errors import MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    cause = error
+    while cause.__cause__ is not None and not isinstance(cause, ConfigKeyError | ValidationError):
+        cause = cause.__cause__
+    if isinstance(error, MissingConfigException) and error.options is not None:
+        group = (error.missing_cfg_file or "").split("/")[0] or "config"
+        name = (error.missing_cfg_file or "").split("/")[-1]
+        options = sorted(o for o in error.options if not o.startswith("base_"))
+        hint = did_you_mean(name, options)
+        return FtuneError(f"unknown {group} `{name}`", where=f"{group}={name}",
+                          fix=f"{hint + ' ' if hint else ''}choose from: {', '.join(options)}")
+    full_key = getattr(cause, "full_key", None)
+    if isinstance(cause, ConfigKeyError) and full_key:
+        parent, _, key = full_key.rpartition(".")
+        others = [o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(full_key)]
+        try:
+            node = compose(command, overrides=others)
+            node = OmegaConf.select(node, parent) if parent else node
+            allowed = sorted(node.keys()) if node is not None and OmegaConf.is_dict(node) else []
+        except Exception:
+            allowed = []
+        hint = did_you_mean(key, allowed)
+        prefix = f"{parent}." if parent else ""
+        hint = hint.replace("`", f"`{prefix}", 1) if hint else ""
+        fix = f"{hint + ' ' if hint else ''}allowed keys: {', '.join(allowed)}" if allowed else None
+        return FtuneError(f"unknown config key `{full_key}`", fix=fix)
+    if isinstance(cause, ValidationError) and full_key:
+        message = str(cause).splitlines()[0]
+        return FtuneError(message, where=full_key, fix="check the value's type in the config schema")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return FtuneError(" ".join(lines[:2]) or type(error).__name__, where=f"ftune {command}")

@@ -1,0 +1,42 @@
+"""`ftune eval`: evaluate a run's model (or any model folder) on a split or a data file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ftune import run as R
+from ftune.errors import FtuneError
+
+log = logging.getLogger("ftune")
+
+
+def run(cfg: DictConfig) -> dict:
+    from ftune.config import TrainerConfig
+    from ftune.engine.loop import Engine, make_accelerator
+    from omegaconf import OmegaConf
+
+    if cfg.split not in R.SPLITS:
+        raise FtuneError(f"unknown split `{cfg.split}`", where="split", fix="choose from: train, validation, test")
+    task, tokenizer, model, trainer_cfg, run_dir, folder = R.load_inference(cfg)
+    if cfg.file:
+        examples, name = task.load_file(cfg.file, key="file"), Path(cfg.file).stem
+    else:
+        examples, name = task.load_split(cfg.split), cfg.split
+    if not examples:
+        raise FtuneError(f"no examples to evaluate in split `{cfg.split}`", where="split",
+                         fix="pick a configured split, or pass file=<data file>")
+    task.check_examples(examples, name)
+    trainer_cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), trainer_cfg or {},
+                                  {"eval_batch_size": cfg.batch_size, "num_workers": 0})
+    accelerator, _ = make_accelerator("auto", cfg.device)
+    engine = Engine(model, task, trainer_cfg, accelerator)
+    metrics = engine.evaluate(task.featurize(examples, tokenizer), examples)
+    metrics.update(examples=len(examples), model=str(folder), split=name)
+    R.print_table(task, metrics, f"{name} ({folder})")
+    out_dir = run_dir if run_dir is not None else Path.cwd()
+    R.write_json(out_dir / f"eval_{name}.json", metrics)
+    log.info("wrote %s", out_dir / f"eval_{name}.json")
+    return metrics

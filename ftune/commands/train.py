@@ -1,0 +1,97 @@
+"""`ftune train`: fine-tune a model and write a self-describing run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftune import run as R
+from ftune.errors import FtuneError
+
+log = logging.getLogger("ftune")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train as configured; returns the metrics dict (also written to <run_dir>/results.json)."""
+    from accelerate.utils import set_seed
+
+    from ftune.engine import checkpoint as ckpt
+    from ftune.engine.events import build_subscribers
+    from ftune.engine.loop import Engine, make_accelerator, total_steps
+    from ftune.models import load_tokenizer, locate
+    from ftune.optim import build_optimizer, build_scheduler
+    from ftune.registry import build_task
+
+    started = time.perf_counter()
+    run_dir = R.hydra_output_dir(cfg.run_dir)
+    R.validate_train_config(cfg)
+    R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
+    resume_from = ckpt.find(run_dir, cfg.resume)
+
+    task = build_task(cfg.task)
+    splits = R.load_splits(task)
+    task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
+    model_path = locate(cfg.model.name_or_path)
+    log.info("task %s, %d labels (%s scheme), model %s", task.name, len(task.labels), getattr(task, "scheme", "-"),
+             model_path)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
+
+    set_seed(cfg.trainer.seed)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
+    features = {name: task.featurize(examples, tokenizer) for name, examples in splits.items()}
+    if not features["train"]:
+        raise FtuneError("no training features", where="task.data.train", fix="check the training file")
+    if resume_from is not None:
+        _check_resumable(resume_from, task.labels)
+    model = task.build_model(str(resume_from or model_path), trust_remote_code=cfg.model.trust_remote_code)
+
+    accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
+    optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type == "cuda")
+    scheduler = build_scheduler(cfg.scheduler, optimizer, total_steps(len(features["train"]), cfg.trainer))
+    engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
+                    build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None), [tokenizer])
+    state = None
+    if resume_from is not None:
+        state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler)
+        log.info("resuming from %s (step %d)", resume_from, state.step)
+
+    evaluation = (features["validation"], splits["validation"]) if splits["validation"] else None
+    train_started = time.perf_counter()
+    try:
+        state = engine.fit(features["train"], evaluation, state)
+    finally:
+        engine.close()
+    train_seconds = time.perf_counter() - train_started
+
+    # Final figures come from the selected model: best/ (the last model when there is no validation split).
+    ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
+    results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
+               "best_step": state.best_step, "steps": state.step, "precision": precision,
+               "train": {"examples": len(splits["train"]), "features": len(features["train"]),
+                         "seconds": round(train_seconds, 2),
+                         "samples_per_s": round(state.samples / max(train_seconds, 1e-9), 2)}}
+    for split in ("validation", "test"):
+        if splits[split]:
+            results[split] = engine.evaluate(features[split], splits[split])
+            R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})")
+    results["seconds"] = round(time.perf_counter() - started, 2)
+    if accelerator.is_main_process:
+        R.write_json(run_dir / "results.json", results)
+    log.info("run directory: %s", run_dir)
+    main = results.get("validation", {}).get(task.main_metric)
+    return {"optimized_metric": main, **results}
+
+
+def _check_resumable(checkpoint_dir: Path, labels: list[str]) -> None:
+    import json
+
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    saved = [config["id2label"][str(i)] for i in range(len(config.get("id2label", {})))]
+    if saved != labels:
+        raise FtuneError(f"the checkpoint was trained with labels {saved[:6]}..., the data now gives {labels[:6]}...",
+                         where="resume", fix="resume with the same data, or start a new run")

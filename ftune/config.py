@@ -1,0 +1,158 @@
+"""Structured-config schemas, one dataclass per config group, registered in Hydra's ConfigStore.
+
+Every group YAML starts with `defaults: [base_<group>]`, so a misspelled key or a wrong type fails at
+composition time, naming the key. Defaults live in the YAML files; the dataclasses say what may be set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short name used in run directories, e.g. "minilm"
+    # Hub id ("bert-base-cased"), local folder, or "pkg:<python package>/<folder>" for weights
+    # shipped inside an installed package (works offline).
+    name_or_path: str = MISSING
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class NerDataConfig:
+    hub: str | None = None  # Hugging Face dataset name, e.g. "conll2003"
+    hub_config: str | None = None
+    # Local files override `hub` when any is set: CoNLL column files or JSONL {"tokens", "tags"}.
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: str = "auto"  # auto | conll | jsonl
+    token_column: int = 0
+    tag_column: int = -1
+    tokens_field: str = "tokens"
+    tags_field: str = "tags"
+    max_examples: int | None = None  # first N examples of each split (quick experiments)
+
+
+@dataclass
+class NerTaskConfig:
+    name: str = "ner"
+    data: NerDataConfig = field(default_factory=NerDataConfig)
+    scheme: str = "auto"  # auto | IOB1 | IOB2 | BIOES
+    max_length: int = 128  # sub-word tokens per window, special tokens included
+    stride: int = 16  # context tokens kept on each side when a sentence is split into windows
+    label_all_tokens: bool = False  # train on every sub-token (metrics still use the first one)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # adamw | sgd | adafactor
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the optimizer class
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING  # linear | cosine | constant
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0  # wins over warmup_ratio when > 0
+
+
+@dataclass
+class PeftConfig:
+    name: str = "none"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 3
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 32  # examples per optimizer step on each device, before accumulation
+    eval_batch_size: int = 64
+    grad_accum: int = 1  # micro-batches per optimizer step; the loss is normalised over all their targets
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    max_grad_norm: float | None = 1.0
+    eval_every: int | None = None  # optimizer steps between evaluations (always at epoch end)
+    save_every: int | None = None  # optimizer steps between checkpoints (always at epoch end)
+    log_every: int = 10
+    patience: int | None = None  # evaluations without improvement before stopping early
+    keep_last: int = 2  # checkpoints kept in checkpoints/
+    seed: int = 42
+    group_by_length: bool = True
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class LoggerConfig:
+    console: str = "auto"  # auto (rich bar on a terminal, plain lines otherwise) | rich | plain | none
+    jsonl: bool = True
+    tensorboard: bool = False
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    task: Any = MISSING
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    peft: PeftConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    run_dir: str = MISSING
+    resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
+    overwrite: bool = False  # allow training into a run directory that already holds a run
+
+
+@dataclass
+class EvalConfig:
+    run_dir: str | None = None  # a training run; its saved config.yaml is reused
+    model: str | None = None  # or any Hugging Face model folder (then `task=` is required)
+    task: Any = None
+    split: str = "validation"  # validation | test | train
+    file: str | None = None  # evaluate this data file instead of a configured split
+    checkpoint: str = "best"  # best | last | <path to a checkpoint or model folder>
+    batch_size: int = 64
+    device: str = "auto"
+
+
+@dataclass
+class PredictConfig:
+    run_dir: str | None = None
+    model: str | None = None
+    task: Any = None
+    checkpoint: str = "best"
+    input: str = "-"  # file of text lines or JSONL, or - for stdin
+    output: str = "-"  # JSONL file, or - for stdout
+    batch_size: int = 64
+    device: str = "auto"
+
+
+TASK_SCHEMAS: dict[str, type] = {"ner": NerTaskConfig}
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "optimizer": OptimizerConfig,
+    "scheduler": SchedulerConfig,
+    "peft": PeftConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+}
+
+
+def register_configs() -> None:
+    """Register every schema so that YAML files can extend `base_<group>`."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_train", node=TrainConfig)
+    cs.store(name="base_eval", node=EvalConfig)
+    cs.store(name="base_predict", node=PredictConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+    for name, schema in TASK_SCHEMAS.items():
+        cs.store(group="task", name=f"base_{name}", node=schema)

@@ -1,0 +1,129 @@
+"""Readers that turn data files into lists of plain example dicts, with file:line in every error.
+
+Each example carries `where` ("file:line") so that later validation can point at the source.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from ftune.errors import FtuneError
+from ftune.paths import existing_file
+
+DOCSTART = "-DOCSTART-"
+MAX_REPORTED = 5
+
+
+class DataErrors:
+    """Collects data problems and raises one FtuneError listing the first few and the total."""
+
+    def __init__(self, what: str):
+        self.what, self.problems = what, []
+
+    def add(self, where: str, problem: str) -> None:
+        self.problems.append(f"{where}: {problem}")
+
+    def raise_if_any(self, fix: str) -> None:
+        if self.problems:
+            shown = "; ".join(self.problems[:MAX_REPORTED])
+            more = f" (and {len(self.problems) - MAX_REPORTED} more)" if len(self.problems) > MAX_REPORTED else ""
+            raise FtuneError(f"{len(self.problems)} problem(s) in {self.what}: {shown}{more}", fix=fix)
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) with undecodable bytes reported as a data error, not a UnicodeDecodeError."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise FtuneError(f"bytes that are not UTF-8 at column {error.start + 1}", where=f"{path}:{number}",
+                                 fix="re-encode the file as UTF-8") from error
+
+
+def detect_format(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    if path.suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    return "conll"
+
+
+def read_conll(path: str, key: str, token_column: int = 0, tag_column: int = -1) -> list[dict]:
+    """Sentences from a CoNLL column file: blank lines and -DOCSTART- lines separate sentences."""
+    file = existing_file(path, key)
+    errors = DataErrors(str(path))
+    sentences, tokens, tags, start = [], [], [], 0
+
+    def flush():
+        if tokens:
+            sentences.append({"tokens": list(tokens), "tags": list(tags), "where": f"{path}:{start}"})
+        tokens.clear()
+        tags.clear()
+
+    for number, line in read_lines(file):
+        fields = line.split()
+        if not fields:
+            flush()
+            continue
+        if fields[0] == DOCSTART:
+            flush()
+            continue
+        try:
+            token, tag = fields[token_column], fields[tag_column]
+        except IndexError:
+            errors.add(f"{path}:{number}", f"{len(fields)} column(s), need columns {token_column} and {tag_column}")
+            continue
+        if len(fields) < 2:
+            errors.add(f"{path}:{number}", "a token with no tag column")
+            continue
+        if not tokens:
+            start = number
+        tokens.append(token)
+        tags.append(tag)
+    flush()
+    errors.raise_if_any(fix="CoNLL files need one token per line with its tag in a column, blank lines between sentences")
+    return sentences
+
+
+def read_jsonl(path: str, key: str) -> list[dict]:
+    """One JSON object per non-blank line, each with its `where`."""
+    file = existing_file(path, key)
+    errors = DataErrors(str(path))
+    rows = []
+    for number, line in read_lines(file):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            errors.add(f"{path}:{number}", f"invalid JSON ({error.msg})")
+            continue
+        if not isinstance(row, dict):
+            errors.add(f"{path}:{number}", "expected a JSON object")
+            continue
+        row["where"] = f"{path}:{number}"
+        rows.append(row)
+    errors.raise_if_any(fix="write one JSON object per line")
+    return rows
+
+
+def read_tagged_jsonl(path: str, key: str, tokens_field: str = "tokens", tags_field: str = "tags") -> list[dict]:
+    """Sentences from JSONL lines like {"tokens": [...], "tags": [...]}."""
+    errors = DataErrors(str(path))
+    sentences = []
+    for row in read_jsonl(path, key):
+        tokens, tags = row.get(tokens_field), row.get(tags_field)
+        if not isinstance(tokens, list) or not isinstance(tags, list):
+            errors.add(row["where"], f"needs list fields `{tokens_field}` and `{tags_field}`")
+            continue
+        if len(tokens) != len(tags):
+            errors.add(row["where"], f"{len(tokens)} tokens but {len(tags)} tags")
+            continue
+        if tokens:
+            sentences.append({"tokens": [str(t) for t in tokens], "tags": [str(t) for t in tags],
+                              "where": row["where"]})
+    errors.raise_if_any(fix=f"each line needs `{tokens_field}` and `{tags_field}` lists of equal length")
+    return sentences

@@ -1,0 +1,157 @@
+"""Checkpoints: checkpoints/step-N/ with weights, optimizer, scheduler, RNG and trainer state.
+
+A checkpoint is written into a hidden temporary folder, flushed to disk, and renamed into place; the
+`latest` pointer is replaced last. A folder without `trainer_state.json` is never trusted by resume.
+Weights are safetensors; the other files are loaded with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ftune.errors import FtuneError
+
+log = logging.getLogger("ftune")
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch (0-based)
+    chunk: int = 0  # optimizer steps done inside the current epoch: the data position
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations without improvement, for early stopping
+    samples: int = 0
+    last_eval_step: int = -1
+
+
+def save(folder: Path, model, optimizer, scheduler, state: TrainState, keep_last: int, extras: list) -> Path:
+    """Each checkpoint is also a complete Hugging Face model folder (config, weights, tokenizer)."""
+    final = folder / f"step-{state.step}"
+    tmp = folder / f".tmp-step-{state.step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    for extra in extras:
+        extra.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(_rng_state(), tmp / "rng.pt")
+    (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+    _fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer = folder / ".latest.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, folder / "latest")
+    _prune(folder, keep_last, keep=final)
+    return final
+
+
+def find(run_dir: Path, resume: str | bool) -> Path | None:
+    """The checkpoint to resume from: `true` → latest complete one under run_dir, or an explicit path."""
+    if resume is False or resume is None or str(resume).lower() in ("false", "none", ""):
+        return None
+    if str(resume).lower() not in ("true", "latest"):
+        path = Path(str(resume))
+        if not (path / STATE_FILE).is_file():
+            raise FtuneError(f"not a complete checkpoint: {path} (no {STATE_FILE})", where="resume",
+                             fix="give a checkpoints/step-N folder, or resume=true for the latest")
+        return path
+    folder = run_dir / "checkpoints"
+    pointer = folder / "latest"
+    if pointer.is_file() and (folder / pointer.read_text().strip() / STATE_FILE).is_file():
+        return folder / pointer.read_text().strip()
+    complete = sorted((p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()), key=_step_of)
+    if not complete:
+        raise FtuneError(f"no checkpoint to resume from in {folder}", where="resume",
+                         fix="start without resume=true, or point run_dir at the interrupted run")
+    return complete[-1]
+
+
+def load_training_state(path: Path, optimizer, scheduler) -> TrainState:
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    return TrainState(**json.loads((path / STATE_FILE).read_text()))
+
+
+def save_model_folder(target: Path, model, extras: list) -> None:
+    """Write a Hugging Face model folder (weights, config, tokenizer) atomically: best/ is never half-written."""
+    tmp = target.with_name(f".tmp-{target.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for extra in extras:
+        extra.save_pretrained(tmp)
+    _fsync_tree(tmp)
+    old = target.with_name(f".old-{target.name}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_weights(model, folder: Path) -> None:
+    """Load safetensors weights saved by `save_pretrained` into an existing model of the same shape."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    if unexpected or set(missing) - tied:
+        raise FtuneError(f"weights in {folder} do not fit the model (missing {list(missing)[:3]}, "
+                         f"unexpected {list(unexpected)[:3]})", where="checkpoint")
+    if missing:
+        model.tie_weights()
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = [name, keys.tolist(), pos, has_gauss, cached]
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _prune(folder: Path, keep_last: int, keep: Path) -> None:
+    steps = sorted((p for p in folder.glob("step-*") if p.is_dir()), key=_step_of)
+    for old in steps[: max(0, len(steps) - max(keep_last, 1))]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())

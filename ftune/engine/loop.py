@@ -1,0 +1,264 @@
+"""The training engine: one loop for every task, built on accelerate.
+
+The engine sees a model, a task (through the Protocol in ftune.tasks.base), features, an optimizer and a
+scheduler. It owns precision, gradient accumulation, clipping, evaluation, best-checkpoint selection,
+early stopping, checkpoints and resume. It knows nothing about NER or any other task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ftune.data.batching import eval_batches, train_batches
+from ftune.engine import checkpoint as ckpt
+from ftune.engine.checkpoint import TrainState
+from ftune.errors import FtuneError
+
+log = logging.getLogger("ftune")
+
+
+def make_accelerator(precision: str, device: str):
+    """An Accelerator for the requested precision (auto: bf16 or fp16 on CUDA, fp32 on CPU) and device."""
+    from accelerate import Accelerator
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FtuneError("trainer.device=cuda but no CUDA GPU is visible", where="trainer.device",
+                         fix="use trainer.device=auto or cpu")
+    on_gpu = torch.cuda.is_available() and device != "cpu"
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
+    if precision == "fp16" and not on_gpu:
+        raise FtuneError("fp16 needs a CUDA GPU", where="trainer.precision", fix="use fp32 or bf16 on a CPU")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise FtuneError(f"unknown precision `{precision}`", where="trainer.precision",
+                         fix="choose from: auto, fp32, bf16, fp16")
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    return Accelerator(mixed_precision=mixed, cpu=not on_gpu), precision
+
+
+def steps_per_epoch(num_features: int, batch_size: int, grad_accum: int) -> int:
+    return math.ceil(math.ceil(num_features / batch_size) / grad_accum)
+
+
+def total_steps(num_features: int, cfg: Any) -> int:
+    per_epoch = steps_per_epoch(num_features, cfg.batch_size, cfg.grad_accum)
+    return cfg.max_steps if cfg.max_steps else per_epoch * cfg.epochs
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, features: list[dict]):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> tuple[int, dict]:
+        return index, self.features[index]
+
+
+class Engine:
+    def __init__(self, model, task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
+                 run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None):
+        self.task, self.cfg, self.accelerator = task, trainer_cfg, accelerator
+        self.run_dir, self.subscribers, self.extras = run_dir, subscribers or [], extras or []
+        self.scheduler = scheduler
+        if optimizer is not None:
+            self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        else:
+            self.model, self.optimizer = accelerator.prepare(model), None
+        self.device = accelerator.device
+
+    # ---- events ---------------------------------------------------------------------------------------
+    def emit(self, event: dict) -> None:
+        if self.accelerator.is_main_process:
+            for subscriber in self.subscribers:
+                subscriber(event)
+
+    def close(self) -> None:
+        for subscriber in self.subscribers:
+            subscriber.close()
+
+    # ---- data -----------------------------------------------------------------------------------------
+    def _loader(self, features: list[dict], batches: list[list[int]]) -> DataLoader:
+        collate = self.task.collate
+
+        def collate_indexed(items: list[tuple[int, dict]]) -> dict:
+            batch = collate([feature for _, feature in items])
+            batch["index"] = [index for index, _ in items]
+            return batch
+
+        return DataLoader(_Indexed(features), batch_sampler=batches, collate_fn=collate_indexed,
+                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+
+    def _to_device(self, batch: dict) -> dict:
+        # non_blocking with pinned memory: the copy overlaps with the previous step's kernels
+        move = {k: v.to(self.device, non_blocking=True) for k, v in batch["inputs"].items()}
+        targets = {k: v.to(self.device, non_blocking=True) for k, v in batch.get("targets", {}).items()}
+        return {**batch, "inputs": move, "targets": targets}
+
+    # ---- training -------------------------------------------------------------------------------------
+    def fit(self, train: list[dict], evaluation: tuple[list[dict], list[dict]] | None,
+            state: TrainState | None = None) -> TrainState:
+        """Train until max steps / epochs or early stopping; `state` continues a resumed run exactly."""
+        cfg, state = self.cfg, state or TrainState()
+        lengths = [f["length"] for f in train]
+        total = total_steps(len(train), cfg)
+        per_epoch = steps_per_epoch(len(train), cfg.batch_size, cfg.grad_accum)
+        self.emit({"event": "start", "total_steps": total, "epochs": math.ceil(total / per_epoch),
+                   "train_examples": len(train), "precision": self.accelerator.mixed_precision,
+                   "initial_step": state.step})
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        window = {"loss": torch.zeros((), device=self.device), "targets": torch.zeros((), device=self.device),
+                  "samples": 0, "tokens": 0, "padded": 0, "time": time.perf_counter()}
+        reason = "max steps reached"
+        self.model.train()
+        while state.step < total:
+            batches = train_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
+            chunks = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+            remaining = chunks[state.chunk:]
+            micro = iter(self._loader(train, [b for chunk in remaining for b in chunk]))
+            for chunk in remaining:
+                self._train_step([next(micro) for _ in chunk], params, window)
+                state.step += 1
+                state.chunk += 1
+                state.samples += sum(len(b) for b in chunk)
+                epoch_end = state.chunk == len(chunks)
+                if epoch_end:
+                    state.epoch, state.chunk = state.epoch + 1, 0
+                last = state.step >= total
+                self.emit({"event": "step", "step": state.step})
+                if state.step % cfg.log_every == 0 or epoch_end or last:
+                    self._log_train(state, total, per_epoch, window)
+                paused = time.perf_counter()  # evaluation and saving do not count in train throughput
+                if evaluation and ((cfg.eval_every and state.step % cfg.eval_every == 0) or epoch_end or last):
+                    if self._evaluate_and_select(state, *evaluation):
+                        reason = f"early stopping: no improvement in {cfg.patience} evaluations"
+                        last = True
+                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last:
+                    self.save_checkpoint(state)
+                window["time"] += time.perf_counter() - paused
+                if last:
+                    break
+            if state.step >= total or reason.startswith("early"):
+                break
+        if evaluation is None and self.run_dir is not None:  # nothing to select on: the last model is best
+            ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
+        self.emit({"event": "end", "step": state.step, "reason": reason})
+        return state
+
+    def _train_step(self, micro_batches: list[dict], params: list, window: dict) -> None:
+        """One optimizer step over several micro-batches, with the loss normalised over all their targets.
+
+        Each micro-batch backpropagates its *summed* loss; the gradients are divided by the step's total
+        number of targets afterwards. So k micro-batches give exactly the update of one batch of their union,
+        however unevenly the targets (e.g. real tokens) are spread over them.
+        """
+        step_loss = torch.zeros((), device=self.device)
+        step_targets = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro_batches):
+            batch = self._to_device(batch)
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+            with sync:
+                outputs = self.model(**batch["inputs"])
+                loss_sum, targets = self.task.loss(outputs, batch)
+                self.accelerator.backward(loss_sum)
+            step_loss += loss_sum.detach().float()
+            step_targets += targets
+            window["samples"] += len(batch["index"])
+            window["tokens"] += batch["tokens"]
+            window["padded"] += batch["inputs"]["input_ids"].numel()
+        self.accelerator.unscale_gradients()  # fp16: undo the loss scale before dividing and clipping
+        global_targets = self.accelerator.reduce(step_targets, "sum")
+        # DDP averages gradients over processes, so multiply back by their number.
+        scale = self.accelerator.num_processes / global_targets.clamp(min=1)
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        if not self.accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        window["loss"] += step_loss
+        window["targets"] += step_targets
+
+    def _log_train(self, state: TrainState, total: int, per_epoch: int, window: dict) -> None:
+        # .item() is a host-device sync: done only here, at the log cadence
+        loss = (window["loss"] / window["targets"].clamp(min=1)).item()
+        seconds = max(time.perf_counter() - window["time"], 1e-9)
+        self.emit({"event": "train", "step": state.step, "total_steps": total,
+                   "epoch": round(state.epoch + state.chunk / per_epoch, 4), "loss": loss,
+                   "lr": self.scheduler.get_last_lr()[0], "samples_per_s": window["samples"] / seconds,
+                   "tokens_per_s": window["tokens"] / seconds,
+                   "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1)})
+        window.update(loss=torch.zeros((), device=self.device), targets=torch.zeros((), device=self.device),
+                      samples=0, tokens=0, padded=0, time=time.perf_counter())
+
+    def _evaluate_and_select(self, state: TrainState, features: list[dict], examples: list[dict]) -> bool:
+        """Evaluate, keep best/ up to date, and say whether early stopping should end the run."""
+        if state.last_eval_step == state.step:
+            return False
+        started = time.perf_counter()
+        metrics = self.evaluate(features, examples)
+        state.last_eval_step = state.step
+        value = metrics[self.task.main_metric]
+        better = state.best_metric is None or (
+            value > state.best_metric if self.task.greater_is_better else value < state.best_metric)
+        if better:
+            state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+            if self.run_dir is not None and self.accelerator.is_main_process:
+                ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
+        else:
+            state.bad_evals += 1
+        flat = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+        self.emit({"event": "eval", "step": state.step, "epoch": state.epoch, **flat, "is_best": better,
+                   "eval_seconds": time.perf_counter() - started})
+        return bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience
+
+    def save_checkpoint(self, state: TrainState) -> None:
+        if self.run_dir is not None and self.accelerator.is_main_process:
+            ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), self.optimizer,
+                      self.scheduler, state, self.cfg.keep_last, self.extras)
+        self.accelerator.wait_for_everyone()
+
+    # ---- evaluation and prediction ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def infer(self, features: list[dict], batch_size: int) -> tuple[list[Any], float | None]:
+        """Per-feature predictions (in feature order) and the mean loss over targets, if any.
+
+        Predictions are decoded batch by batch into small host objects: a split's logits are never held.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        predictions: list[Any] = [None] * len(features)
+        loss_sum = torch.zeros((), device=self.device)
+        targets = torch.zeros((), device=self.device)
+        for batch in self._loader(features, eval_batches([f["length"] for f in features], batch_size)):
+            batch = self._to_device(batch)
+            outputs = self.model(**batch["inputs"])
+            if batch["targets"]:
+                batch_loss, batch_targets = self.task.loss(outputs, batch)
+                loss_sum += batch_loss.float()
+                targets += batch_targets
+            for index, prediction in zip(batch["index"], self.task.decode(outputs, batch)):
+                predictions[index] = prediction
+        self.model.train(was_training)
+        count = targets.item()
+        return predictions, (loss_sum.item() / count if count else None)
+
+    def evaluate(self, features: list[dict], examples: list[dict]) -> dict:
+        predictions, loss = self.infer(features, self.cfg.eval_batch_size)
+        metrics = self.task.compute_metrics(predictions, features, examples)
+        if loss is not None:
+            metrics["loss"] = loss
+        return metrics

@@ -1,0 +1,52 @@
+"""User-facing errors: one line on stderr, exit code 2, traceback only in debug mode.
+
+Exit codes (documented in the README):
+    0   success
+    1   unexpected internal error (a bug: please report it with FTUNE_DEBUG=1 output)
+    2   bad configuration, missing file or invalid data
+    130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Iterable
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class FtuneError(Exception):
+    """A problem the user can fix: says what is wrong, where, and how to fix it."""
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None):
+        self.what, self.where, self.fix = what, where, fix
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        text = f"{self.where}: {self.what}" if self.where else self.what
+        return f"{text} ({self.fix})" if self.fix else text
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' did you mean `x`?' for the closest choice, or '' when nothing is close."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean `{match[0]}`?" if match else ""
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("FTUNE_DEBUG", "") not in ("", "0", "false", "False")
+
+
+def report(error: FtuneError) -> int:
+    """Print the error as one line (traceback too in debug mode) and return the exit code."""
+    if debug_enabled():
+        import traceback
+
+        traceback.print_exception(error)
+    print(f"ftune: error: {error.one_line()}", file=sys.stderr, flush=True)
+    return EXIT_USAGE

@@ -1,0 +1,134 @@
+"""Set-up shared by the subcommands, in plain order: run dir → task and data → labels → model → engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftune.errors import FtuneError
+from ftune.registry import build_task
+
+log = logging.getLogger("ftune")
+SPLITS = ("train", "validation", "test")
+
+
+def hydra_output_dir(fallback: str | None) -> Path:
+    """The job's output directory (a multirun job's own sub-directory), or `fallback` outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    if not fallback:
+        raise FtuneError("run_dir is not set", where="run_dir", fix="pass run_dir=<folder>")
+    return Path(fallback)
+
+
+def check_run_dir(run_dir: Path, resume: Any, overwrite: bool) -> None:
+    """Refuse to train into a folder that holds another run, unless resuming or told to overwrite."""
+    holds_run = (run_dir / "results.json").exists() or (run_dir / "checkpoints").exists()
+    if holds_run and not overwrite and str(resume).lower() in ("false", "none", ""):
+        raise FtuneError(f"{run_dir} already holds a run", where="run_dir",
+                         fix="pick another run_dir, add resume=true to continue it, or overwrite=true to replace it")
+
+
+def load_splits(task, names=SPLITS) -> dict[str, list[dict]]:
+    splits = {name: task.load_split(name) for name in names}
+    for name, examples in splits.items():
+        log.info("%s: %d examples", name, len(examples))
+    return splits
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Checks that need no data or weights: fail here, before anything slow happens."""
+    from ftune.optim import optimizer_args
+    from ftune.registry import SCHEDULERS, lookup
+
+    optimizer_args(cfg.optimizer)
+    lookup(SCHEDULERS, cfg.scheduler.name, "scheduler", "scheduler.name")
+    if cfg.peft.name != "none":
+        raise FtuneError(f"peft `{cfg.peft.name}` is not available yet", where="peft", fix="use peft=none")
+    trainer = cfg.trainer
+    for key in ("batch_size", "eval_batch_size", "grad_accum", "log_every", "keep_last"):
+        if trainer[key] < 1:
+            raise FtuneError(f"must be ≥ 1, got {trainer[key]}", where=f"trainer.{key}")
+    if trainer.epochs < 1 and not trainer.max_steps:
+        raise FtuneError("train for at least one epoch or set max_steps", where="trainer.epochs")
+    if trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise FtuneError(f"unknown precision `{trainer.precision}`", where="trainer.precision",
+                         fix="choose from: auto, fp32, bf16, fp16")
+    if trainer.device not in ("auto", "cpu", "cuda"):
+        raise FtuneError(f"unknown device `{trainer.device}`", where="trainer.device", fix="choose from: auto, cpu, cuda")
+
+
+def model_source(run_cfg: DictConfig | None, run_dir: Path | None, model: str | None, checkpoint: str) -> Path:
+    """The model folder that eval/predict load: best/, the latest checkpoint, or an explicit folder."""
+    from ftune.engine import checkpoint as ckpt
+    from ftune.paths import resolve
+
+    if run_dir is None:
+        if not model:
+            raise FtuneError("nothing to load", where="run_dir", fix="pass run_dir=<training run> or model=<model folder>")
+        folder = resolve(model, "model")
+    elif checkpoint == "best":
+        folder = run_dir / "best"
+    elif checkpoint in ("last", "latest"):
+        folder = ckpt.find(run_dir, True)
+    else:
+        folder = Path(checkpoint)
+    if not (folder / "config.json").is_file():
+        raise FtuneError(f"no model in {folder} (no config.json)", where="checkpoint" if run_dir else "model",
+                         fix="train first, or use checkpoint=last for the latest checkpoint")
+    return folder
+
+
+def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, Path | None, Path]:
+    """(task, tokenizer, model, trainer config or None, run dir or None, model folder) for eval and predict."""
+    from transformers import AutoConfig
+
+    from ftune.models import load_tokenizer, locate
+
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else None
+    run_cfg = None
+    if run_dir is not None:
+        if not (run_dir / "config.yaml").is_file():
+            raise FtuneError(f"{run_dir} is not an ftune run (no config.yaml)", where="run_dir",
+                             fix="pass the folder that `ftune train` created")
+        run_cfg = OmegaConf.load(run_dir / "config.yaml")
+        task_cfg = run_cfg.task
+        if cfg.task is not None:
+            task_cfg = OmegaConf.merge(task_cfg, cfg.task)
+    else:
+        if cfg.task is None:
+            raise FtuneError("a model folder needs its task", where="task", fix="add task=ner (or another task)")
+        task_cfg = cfg.task
+    folder = model_source(run_cfg, run_dir, cfg.model, cfg.checkpoint)
+    task = build_task(task_cfg)
+    config = AutoConfig.from_pretrained(locate(str(folder), "model"))
+    task.labels = [config.id2label[i] for i in range(len(config.id2label))]
+    tokenizer = load_tokenizer(str(folder))
+    model = task.build_model(str(folder))
+    return task, tokenizer, model, (run_cfg.trainer if run_cfg is not None else None), run_dir, folder
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    tmp.replace(path)
+
+
+def print_table(task, metrics: dict, title: str) -> None:
+    """The task's metrics table on stdout (plain text when stdout is not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if not column else "right")
+    for name, precision, recall, f1, support in task.metrics_table(metrics):
+        table.add_row(str(name), f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}", str(support))
+    Console(file=sys.stdout, width=100).print(table)

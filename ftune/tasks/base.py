@@ -1,0 +1,59 @@
+"""The task plug-in interface. The engine calls only these methods and never imports a task module.
+
+A batch, as returned by `collate`, is a dict with:
+    "inputs":  tensors passed to the model as keyword arguments (moved to the device by the engine)
+    "targets": tensors the task's `loss` needs (moved to the device too), may be empty
+    "index":   positions of the batch's features in the feature list (for re-ordering predictions)
+    "tokens":  number of real (non-padding) input tokens, for throughput figures
+plus anything else the task wants to keep on the host (offsets, word ids, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+
+class Task(Protocol):
+    name: str
+    main_metric: str  # key of compute_metrics' result that selects the best checkpoint, e.g. "f1"
+    greater_is_better: bool
+    labels: list[str]
+    pipeline_task: str  # transformers.pipeline task name that loads best/
+
+    def load_split(self, split: str) -> list[dict]:
+        """Raw examples of a configured split (train | validation | test); [] when not configured."""
+
+    def load_file(self, path: str) -> list[dict]:
+        """Raw examples from a data file."""
+
+    def read_inputs(self, lines: list[str]) -> list[dict]:
+        """Examples for `predict` from raw input lines (plain text or JSON)."""
+
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        """Set `labels` from the training examples and check the other splits against them."""
+
+    def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
+        """A transformers model with this task's head, sized for `labels`."""
+
+    def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
+        """Model-ready features; one example may give several (windows). Each has `example` and `length`."""
+
+    def collate(self, features: list[dict]) -> dict:
+        """A padded batch (see the module docstring)."""
+
+    def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of per-target losses, number of targets): the engine normalises over a whole optimizer step."""
+
+    def decode(self, outputs: Any, batch: dict) -> list[Any]:
+        """Small per-feature predictions on the host (never whole logits), in batch order."""
+
+    def compute_metrics(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> dict:
+        """Metrics of a split from its per-feature predictions; must contain `main_metric`."""
+
+    def format_predictions(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> list[dict]:
+        """One JSON-ready dict per example, for `predict`."""
+
+    def metrics_table(self, metrics: dict) -> list[tuple]:
+        """Rows (name, precision, recall, f1, support) for the console table."""

@@ -1,0 +1,278 @@
+"""Named-entity recognition as token classification.
+
+Words are split into sub-tokens; only a word's first sub-token carries its label (or all of them with
+`label_all_tokens`), and metrics always read the first sub-token's prediction, one per word, so entity
+counts are never inflated by sub-words. Sentences longer than `max_length` become several windows: each
+word is owned (trained and predicted) by exactly one window, with up to `stride` tokens of context around.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ftune.data.batching import pad
+from ftune.data.readers import DataErrors, detect_format, read_conll, read_tagged_jsonl
+from ftune.errors import FtuneError
+from ftune.paths import resolve
+from ftune.tasks import tag_schemes as ts
+
+WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+
+
+class NerTask:
+    name = "ner"
+    main_metric = "f1"
+    greater_is_better = True
+    pipeline_task = "token-classification"
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.labels: list[str] = []
+        self.scheme = cfg.scheme
+        self.pad_id = 0
+
+    # ---- data -------------------------------------------------------------------------------------
+    def load_split(self, split: str) -> list[dict]:
+        data = self.cfg.data
+        if any(data.get(s) for s in ("train", "validation", "test")):
+            path = data.get(split)
+            return self.load_file(path, key=f"task.data.{split}") if path else []
+        if data.hub:
+            return self._load_hub(split)
+        raise FtuneError("no data configured", where="task.data",
+                         fix="set task.data.train/validation/test to CoNLL or JSONL files, or task.data.hub")
+
+    def load_file(self, path: str, key: str = "file") -> list[dict]:
+        data = self.cfg.data
+        if detect_format(resolve(path, key), data.format) == "jsonl":
+            examples = read_tagged_jsonl(path, key, data.tokens_field, data.tags_field)
+        else:
+            examples = read_conll(path, key, data.token_column, data.tag_column)
+        return examples[: data.max_examples] if data.max_examples else examples
+
+    def _load_hub(self, split: str) -> list[dict]:
+        from ftune.models import hub_available
+
+        data = self.cfg.data
+        import datasets
+
+        if not hub_available():
+            datasets.config.HF_HUB_OFFLINE = True  # use the local cache only; no 25 s of retries
+        try:
+            available = datasets.get_dataset_split_names(data.hub, data.hub_config)
+            if split not in available:
+                return []
+            dataset = datasets.load_dataset(data.hub, data.hub_config, split=split)
+        except Exception as error:
+            raise FtuneError(f"cannot load dataset `{data.hub}` from the Hugging Face hub or its cache "
+                             f"({type(error).__name__})", where="task.data.hub",
+                             fix="offline, point task.data.train/validation/test at local CoNLL or JSONL files") from error
+        names = dataset.features["ner_tags"].feature.names
+        limit = data.max_examples or len(dataset)
+        return [{"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]], "where": f"{data.hub}/{split}:{i}"}
+                for i, row in zip(range(limit), dataset)]
+
+    def read_inputs(self, lines: list[str]) -> list[dict]:
+        import json
+
+        examples = []
+        for line in lines:
+            row = None
+            if line.lstrip().startswith("{"):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+            if isinstance(row, dict) and isinstance(row.get("tokens"), list):
+                examples.append({"tokens": [str(t) for t in row["tokens"]]})
+                continue
+            text = row["text"] if isinstance(row, dict) and isinstance(row.get("text"), str) else line
+            matches = list(WORD.finditer(text))
+            examples.append({"text": text, "tokens": [m.group() for m in matches],
+                             "offsets": [(m.start(), m.end()) for m in matches]})
+        return examples
+
+    # ---- labels -------------------------------------------------------------------------------------
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        if not train:
+            raise FtuneError("the training split is empty", where="task.data.train",
+                             fix="point task.data.train at a non-empty CoNLL or JSONL file")
+        self.scheme = ts.detect_scheme([ex["tags"] for ex in train]) if self.cfg.scheme == "auto" else self.cfg.scheme
+        self._check(train, "train", known=None)
+        self.labels = ts.sort_labels({tag for ex in train for tag in ex["tags"]})
+        for split, examples in others.items():
+            self._check(examples, split, known=set(self.labels))
+
+    def check_examples(self, examples: list[dict], split: str) -> None:
+        """Validate gold tags against the labels of an already trained model."""
+        self._check(examples, split, known=set(self.labels))
+
+    def _check(self, examples: list[dict], split: str, known: set[str] | None) -> None:
+        errors = DataErrors(f"the {split} split")
+        scheme = self.scheme if self.scheme != "auto" else "BIOES"
+        for ex in examples:
+            for tag in ex.get("tags", []):
+                problem = ts.scheme_problem(tag, scheme)
+                if problem is None and known is not None and tag not in known:
+                    problem = f"label `{tag}` does not occur in the training data"
+                if problem:
+                    errors.add(ex["where"], problem)
+        errors.raise_if_any(fix=f"fix the tags (scheme {scheme}; labels: {', '.join(sorted(known or []))[:200]})")
+
+    # ---- model and features -------------------------------------------------------------------------
+    def build_model(self, name_or_path: str, **kwargs: Any):
+        from transformers import AutoModelForTokenClassification
+
+        from ftune.models import load_pretrained
+
+        return load_pretrained(AutoModelForTokenClassification, name_or_path, num_labels=len(self.labels),
+                               id2label=dict(enumerate(self.labels)),
+                               label2id={l: i for i, l in enumerate(self.labels)}, **kwargs)
+
+    def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
+        self.pad_id = tokenizer.pad_token_id or 0
+        self._specials = special_tokens(tokenizer)
+        label2id = {l: i for i, l in enumerate(self.labels)}
+        next_id = {i: label2id[ts.continuation(l, self.labels)] for i, l in enumerate(self.labels)}
+        budget = self.cfg.max_length - sum(len(ids) for ids in self._specials)
+        if budget < 4:
+            raise FtuneError(f"max_length {self.cfg.max_length} leaves no room for words", where="task.max_length")
+        features = []
+        for start in range(0, len(examples), 1000):
+            chunk = examples[start:start + 1000]
+            encoded = tokenizer([ex["tokens"] for ex in chunk], is_split_into_words=True, add_special_tokens=False)
+            for offset, ex in enumerate(chunk):
+                pieces: list[list[int]] = [[] for _ in ex["tokens"]]
+                for token_id, word in zip(encoded["input_ids"][offset], encoded.word_ids(offset)):
+                    if word is not None and len(pieces[word]) < budget:
+                        pieces[word].append(token_id)
+                tags = [label2id[t] for t in ex["tags"]] if "tags" in ex else None
+                for window in plan_windows([len(p) for p in pieces], budget, self.cfg.stride):
+                    features.append(self._window(pieces, tags, window, next_id, tokenizer, start + offset))
+        return features
+
+    def _window(self, pieces, tags, window, next_id, tokenizer, example: int) -> dict:
+        left, own_start, own_end, right = window
+        ids, labels, words = [], [], []
+        for w in range(left, right):
+            owned = own_start <= w < own_end
+            for k, token_id in enumerate(pieces[w]):
+                ids.append(token_id)
+                words.append(w if owned and k == 0 else -1)
+                if tags is None or not owned or (k > 0 and not self.cfg.label_all_tokens):
+                    labels.append(-100)
+                else:
+                    labels.append(tags[w] if k == 0 else next_id[tags[w]])
+        prefix, suffix = self._specials
+        full = prefix + ids + suffix
+        labels = [-100] * len(prefix) + labels + [-100] * len(suffix)
+        words = [-1] * len(prefix) + words + [-1] * len(suffix)
+        return {"input_ids": full, "labels": labels, "words": words, "example": example, "length": len(full)}
+
+    def collate(self, features: list[dict]) -> dict:
+        ids = torch.tensor(pad([f["input_ids"] for f in features], self.pad_id))
+        mask = torch.tensor(pad([[1] * f["length"] for f in features], 0))
+        return {"inputs": {"input_ids": ids, "attention_mask": mask},
+                "targets": {"labels": torch.tensor(pad([f["labels"] for f in features], -100))},
+                "words": [f["words"] for f in features], "tokens": int(mask.sum())}
+
+    # ---- loss, predictions, metrics -------------------------------------------------------------------
+    def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = outputs.logits, batch["targets"]["labels"]
+        total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+        return total, (labels != -100).sum()
+
+    def decode(self, outputs: Any, batch: dict) -> list[list[tuple[int, int, float]]]:
+        confidence, predicted = outputs.logits.float().softmax(-1).max(-1)
+        confidence, predicted = confidence.cpu().tolist(), predicted.cpu().tolist()
+        return [[(w, predicted[b][t], confidence[b][t]) for t, w in enumerate(words) if w >= 0]
+                for b, words in enumerate(batch["words"])]
+
+    def _word_predictions(self, predictions, features, examples):
+        tags = [["O"] * len(ex["tokens"]) for ex in examples]
+        scores = [[0.0] * len(ex["tokens"]) for ex in examples]
+        for feature, predicted in zip(features, predictions):
+            for word, label, confidence in predicted:
+                tags[feature["example"]][word] = self.labels[label]
+                scores[feature["example"]][word] = confidence
+        return tags, scores
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        from seqeval.metrics import classification_report
+
+        predicted, _ = self._word_predictions(predictions, features, examples)
+        gold = [ts.to_iob2(ex["tags"]) for ex in examples]
+        guess = [ts.to_iob2(tags) for tags in predicted]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # seqeval warns about types with no prediction: reported as 0
+            report = classification_report(gold, guess, output_dict=True, zero_division=0)
+        words = sum(len(g) for g in gold)
+        micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
+        per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
+                        "support": int(v["support"])} for k, v in report.items() if not k.endswith(" avg")}
+        correct = sum(a == b for g, p in zip(gold, guess) for a, b in zip(g, p))
+        return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
+                "accuracy": correct / words if words else 0.0, "entities": int(micro["support"]),
+                "per_type": per_type}
+
+    def metrics_table(self, metrics: dict) -> list[tuple]:
+        rows = [(kind, m["precision"], m["recall"], m["f1"], m["support"]) for kind, m in metrics["per_type"].items()]
+        return [*rows, ("micro avg", metrics["precision"], metrics["recall"], metrics["f1"], metrics["entities"])]
+
+    def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
+        tags, scores = self._word_predictions(predictions, features, examples)
+        results = []
+        for ex, ex_tags, ex_scores in zip(examples, tags, scores):
+            found = []
+            for kind, first, last in ts.entities(ex_tags):
+                score = sum(ex_scores[first:last + 1]) / (last - first + 1)
+                entity = {"type": kind, "score": round(score, 4)}
+                if "offsets" in ex:
+                    start, end = ex["offsets"][first][0], ex["offsets"][last][1]
+                    entity.update(text=ex["text"][start:end], start=start, end=end)
+                else:
+                    entity.update(text=" ".join(ex["tokens"][first:last + 1]), start_token=first, end_token=last + 1)
+                found.append(entity)
+            row = {"text": ex["text"]} if "text" in ex else {"tokens": ex["tokens"], "tags": ex_tags}
+            results.append({**row, "entities": found})
+        return results
+
+
+def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single sequence ([CLS] / [SEP], <s> / </s>, ...)."""
+    bare = tokenizer(["word"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    full = tokenizer(["word"], is_split_into_words=True)["input_ids"]
+    start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
+    return full[:start], full[start + len(bare):]
+
+
+def plan_windows(sizes: list[int], budget: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Windows over words as (context start, owned start, owned end, context end), each within `budget`
+    sub-tokens; owned ranges tile the sentence exactly once. `sizes` are sub-tokens per word (≤ budget)."""
+    n = len(sizes)
+    if sum(sizes) <= budget:
+        return [(0, 0, n, n)] if n else []
+    stride = min(stride, budget // 4)
+    own_budget = budget - 2 * stride
+    windows, start = [], 0
+    while start < n:
+        end, used = start, 0
+        while end < n and (end == start or used + sizes[end] <= own_budget):
+            used += sizes[end]
+            end += 1
+        left = start
+        while left > 0 and sum(sizes[left - 1:start]) <= stride and used + sum(sizes[left - 1:start]) <= budget:
+            left -= 1
+        total = used + sum(sizes[left:start])
+        right = end
+        while right < n and total + sizes[right] <= budget:
+            total += sizes[right]
+            right += 1
+        windows.append((left, start, end, right))
+        start = end
+    return windows

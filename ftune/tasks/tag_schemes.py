@@ -1,0 +1,89 @@
+"""Tag schemes for sequence labelling: validation, detection, and normalisation to IOB2.
+
+Metrics and entity spans are computed on IOB2 for every scheme: S-X becomes B-X, E-X becomes I-X, and an
+I-X that does not continue an X entity starts one (as conlleval reads IOB1 and ill-formed predictions).
+"""
+
+from __future__ import annotations
+
+PREFIXES = ("B", "I", "E", "S")
+SCHEMES = ("IOB1", "IOB2", "BIOES")
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """("B", "PER") for "B-PER", ("O", "") for "O"; raises ValueError for anything else."""
+    if tag == "O":
+        return "O", ""
+    prefix, sep, kind = tag.partition("-")
+    if not sep or prefix not in PREFIXES or not kind:
+        raise ValueError(tag)
+    return prefix, kind
+
+
+def detect_scheme(sequences: list[list[str]]) -> str:
+    prefixes = {split_tag(tag)[0] for tags in sequences for tag in tags}
+    if prefixes & {"E", "S"}:
+        return "BIOES"
+    for tags in sequences:
+        previous = "O"
+        for tag in tags:
+            prefix, kind = split_tag(tag)
+            if prefix == "I" and (previous == "O" or split_tag(previous)[1] != kind):
+                return "IOB1"
+            previous = tag
+    return "IOB2"
+
+
+def scheme_problem(tag: str, scheme: str) -> str | None:
+    """Why `tag` is not valid in `scheme`, or None."""
+    try:
+        prefix, _ = split_tag(tag)
+    except ValueError:
+        return f"tag `{tag}` is not O or B-/I-/E-/S-<TYPE>"
+    if scheme in ("IOB1", "IOB2") and prefix in ("E", "S"):
+        return f"tag `{tag}` is not valid in {scheme} (E-/S- prefixes belong to BIOES)"
+    return None
+
+
+def to_iob2(tags: list[str]) -> list[str]:
+    out, previous_kind = [], ""
+    for tag in tags:
+        if tag == "O":
+            out.append("O")
+            previous_kind = ""
+            continue
+        prefix, kind = split_tag(tag)
+        if prefix in ("B", "S") or kind != previous_kind:
+            out.append(f"B-{kind}")
+        else:
+            out.append(f"I-{kind}")
+        # after E-/S- the entity is closed: a following I- of the same type starts a new one
+        previous_kind = "" if prefix in ("E", "S") else kind
+    return out
+
+
+def entities(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first word, last word inclusive) for each entity, read as IOB2."""
+    spans, current = [], None
+    for i, tag in enumerate([*to_iob2(tags), "O"]):
+        if current and not tag.startswith("I-"):
+            spans.append(current)
+            current = None
+        if tag.startswith("B-"):
+            current = (tag[2:], i, i)
+        elif tag.startswith("I-") and current:
+            current = (current[0], current[1], i)
+    return spans
+
+
+def sort_labels(labels: set[str]) -> list[str]:
+    """O first, then by type and prefix: a stable id order whatever order the data shows them in."""
+    rest = sorted((l for l in labels if l != "O"), key=lambda l: (split_tag(l)[1], PREFIXES.index(split_tag(l)[0])))
+    return ["O", *rest]
+
+
+def continuation(tag: str, labels: list[str]) -> str:
+    """The tag for a non-first sub-token of a word tagged `tag` (label_all_tokens): B-X continues as I-X."""
+    if tag.startswith(("B-", "S-")) and f"I-{tag[2:]}" in labels:
+        return f"I-{tag[2:]}"
+    return tag
