@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     from ftune.config import register_configs
 
     register_configs()
+    if command in ("eval", "predict"):
+        # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
+        rest = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in rest]
     try:
         if not any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in rest):
             _preflight(command, rest)
@@ -122,6 +125,8 @@ def _preflight(command: str, args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from ftune.config import check_known_keys
+
     flags = [a for a in args if a.startswith("-")]
     if any(f not in ("-m", "--multirun") and not f.startswith("--cfg") and f not in ("-p", "--package")
            for f in flags):
@@ -139,9 +144,10 @@ def _preflight(command: str, args: list[str]) -> None:
     with initialize_config_module("ftune.configs", version_base="1.3"):
         for variant in variants[:50]:
             try:
-                compose(command, overrides=variant)
+                cfg = compose(command, overrides=variant)
             except Exception as error:  # Hydra and OmegaConf raise many types; all mean "bad config"
                 raise _explain(error, command, variant, compose) from error
+            check_known_keys(cfg)
 
 
 def _values(override) -> list[str]:
@@ -158,11 +164,13 @@ def _with_value(override, value: str) -> str:
 def _explain(error: Exception, command: str, overrides: list[str], compose) -> FtuneError:
     from hydra.errors import MissingConfigException
     from omegaconf import OmegaConf
-    from omegaconf.errors import ConfigKeyError, ValidationError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     cause = error
-    while cause.__cause__ is not None and not isinstance(cause, ConfigKeyError | ValidationError):
-        cause = cause.__cause__
+    while not isinstance(cause, ConfigKeyError | ConfigAttributeError | ValidationError):
+        if (cause.__cause__ or cause.__context__) is None:
+            break
+        cause = cause.__cause__ or cause.__context__
     if isinstance(error, MissingConfigException) and error.options is not None:
         group = (error.missing_cfg_file or "").split("/")[0] or "config"
         name = (error.missing_cfg_file or "").split("/")[-1]
@@ -171,7 +179,7 @@ def _explain(error: Exception, command: str, overrides: list[str], compose) -> F
         return FtuneError(f"unknown {group} `{name}`", where=f"{group}={name}",
                           fix=f"{hint + ' ' if hint else ''}choose from: {', '.join(options)}")
     full_key = getattr(cause, "full_key", None)
-    if isinstance(cause, ConfigKeyError) and full_key:
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and full_key:
         parent, _, key = full_key.rpartition(".")
         others = [o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(full_key)]
         try:

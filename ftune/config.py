@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ftune.errors import FtuneError, did_you_mean
 
 
 @dataclass
@@ -36,7 +38,10 @@ class NerDataConfig:
     tag_column: int = -1
     tokens_field: str = "tokens"
     tags_field: str = "tags"
-    max_examples: int | None = None  # first N examples of each split (quick experiments)
+    # first N examples of a split (quick experiments, benchmarks)
+    max_train: int | None = None
+    max_validation: int | None = None
+    max_test: int | None = None
 
 
 @dataclass
@@ -113,7 +118,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     run_dir: str | None = None  # a training run; its saved config.yaml is reused
-    model: str | None = None  # or any Hugging Face model folder (then `task=` is required)
+    model_dir: str | None = None  # or any Hugging Face model folder (then `task=` is required); CLI: model=
     task: Any = None
     split: str = "validation"  # validation | test | train
     file: str | None = None  # evaluate this data file instead of a configured split
@@ -125,7 +130,7 @@ class EvalConfig:
 @dataclass
 class PredictConfig:
     run_dir: str | None = None
-    model: str | None = None
+    model_dir: str | None = None
     task: Any = None
     checkpoint: str = "best"
     input: str = "-"  # file of text lines or JSONL, or - for stdin
@@ -156,3 +161,34 @@ def register_configs() -> None:
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in TASK_SCHEMAS.items():
         cs.store(group="task", name=f"base_{name}", node=schema)
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Reject keys that no schema declares, e.g. added with `+trainer.epochz=3` (they would do nothing)."""
+    schemas = {group: schema for group, schema in GROUP_SCHEMAS.items() if isinstance(cfg.get(group), DictConfig)}
+    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in TASK_SCHEMAS:
+        schemas["task"] = TASK_SCHEMAS[cfg.task.name]
+    top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig}
+    for schema in top.values():
+        if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
+            break
+    else:
+        schema = TrainConfig
+    _compare(cfg, OmegaConf.structured(schema), "", skip=set(schemas))
+    for group, group_schema in schemas.items():
+        _compare(cfg[group], OmegaConf.structured(group_schema), f"{group}.", skip={"args"})
+
+
+def _compare(node: DictConfig, schema: DictConfig, prefix: str, skip: set[str]) -> None:
+    allowed = list(schema.keys())
+    for key in node.keys():
+        if key in skip:
+            continue
+        if key not in allowed:
+            hint = did_you_mean(str(key), [str(k) for k in allowed])
+            hint = hint.replace("`", f"`{prefix}", 1) if hint else ""
+            raise FtuneError(f"unknown config key `{prefix}{key}`",
+                             fix=f"{hint + ' ' if hint else ''}allowed keys: {', '.join(map(str, allowed))}")
+        value, expected = node._get_node(key), schema._get_node(key)
+        if isinstance(value, DictConfig) and isinstance(expected, DictConfig) and not expected._is_missing():
+            _compare(value, expected, f"{prefix}{key}.", skip=set())

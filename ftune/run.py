@@ -65,15 +65,13 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise FtuneError(f"unknown device `{trainer.device}`", where="trainer.device", fix="choose from: auto, cpu, cuda")
 
 
-def model_source(run_cfg: DictConfig | None, run_dir: Path | None, model: str | None, checkpoint: str) -> Path:
+def model_source(run_cfg: DictConfig | None, run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:
     """The model folder that eval/predict load: best/, the latest checkpoint, or an explicit folder."""
     from ftune.engine import checkpoint as ckpt
     from ftune.paths import resolve
 
     if run_dir is None:
-        if not model:
-            raise FtuneError("nothing to load", where="run_dir", fix="pass run_dir=<training run> or model=<model folder>")
-        folder = resolve(model, "model")
+        folder = resolve(model_dir, "model")
     elif checkpoint == "best":
         folder = run_dir / "best"
     elif checkpoint in ("last", "latest"):
@@ -94,6 +92,8 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
 
     run_dir = Path(cfg.run_dir) if cfg.run_dir else None
     run_cfg = None
+    if run_dir is None and not cfg.model_dir:
+        raise FtuneError("nothing to load", where="run_dir", fix="pass run_dir=<training run> or model=<model folder> task=<task>")
     if run_dir is not None:
         if not (run_dir / "config.yaml").is_file():
             raise FtuneError(f"{run_dir} is not an ftune run (no config.yaml)", where="run_dir",
@@ -106,7 +106,7 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
         if cfg.task is None:
             raise FtuneError("a model folder needs its task", where="task", fix="add task=ner (or another task)")
         task_cfg = cfg.task
-    folder = model_source(run_cfg, run_dir, cfg.model, cfg.checkpoint)
+    folder = model_source(run_cfg, run_dir, cfg.model_dir, cfg.checkpoint)
     task = build_task(task_cfg)
     config = AutoConfig.from_pretrained(locate(str(folder), "model"))
     task.labels = [config.id2label[i] for i in range(len(config.id2label))]

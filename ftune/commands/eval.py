@@ -21,6 +21,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.split not in R.SPLITS:
         raise FtuneError(f"unknown split `{cfg.split}`", where="split", fix="choose from: train, validation, test")
     task, tokenizer, model, trainer_cfg, run_dir, folder = R.load_inference(cfg)
+    if run_dir is not None:
+        handler = logging.FileHandler(run_dir / "eval.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
     if cfg.file:
         examples, name = task.load_file(cfg.file, key="file"), Path(cfg.file).stem
     else:

@@ -95,8 +95,11 @@ class Engine:
             batch["index"] = [index for index, _ in items]
             return batch
 
+        # A private generator: creating an iterator draws a seed from it, and drawing from the global RNG
+        # would shift dropout masks whenever a resumed run creates its loader mid-epoch.
         return DataLoader(_Indexed(features), batch_sampler=batches, collate_fn=collate_indexed,
-                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.cfg.seed))
 
     def _to_device(self, batch: dict) -> dict:
         # non_blocking with pinned memory: the copy overlaps with the previous step's kernels

@@ -41,11 +41,14 @@ class NerTask:
         data = self.cfg.data
         if any(data.get(s) for s in ("train", "validation", "test")):
             path = data.get(split)
-            return self.load_file(path, key=f"task.data.{split}") if path else []
-        if data.hub:
-            return self._load_hub(split)
-        raise FtuneError("no data configured", where="task.data",
-                         fix="set task.data.train/validation/test to CoNLL or JSONL files, or task.data.hub")
+            examples = self.load_file(path, key=f"task.data.{split}") if path else []
+        elif data.hub:
+            examples = self._load_hub(split)
+        else:
+            raise FtuneError("no data configured", where="task.data",
+                             fix="set task.data.train/validation/test to CoNLL or JSONL files, or task.data.hub")
+        limit = data.get(f"max_{split}")
+        return examples[:limit] if limit else examples
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
         data = self.cfg.data
@@ -53,7 +56,7 @@ class NerTask:
             examples = read_tagged_jsonl(path, key, data.tokens_field, data.tags_field)
         else:
             examples = read_conll(path, key, data.token_column, data.tag_column)
-        return examples[: data.max_examples] if data.max_examples else examples
+        return examples
 
     def _load_hub(self, split: str) -> list[dict]:
         from ftune.models import hub_available
@@ -73,9 +76,8 @@ class NerTask:
                              f"({type(error).__name__})", where="task.data.hub",
                              fix="offline, point task.data.train/validation/test at local CoNLL or JSONL files") from error
         names = dataset.features["ner_tags"].feature.names
-        limit = data.max_examples or len(dataset)
         return [{"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]], "where": f"{data.hub}/{split}:{i}"}
-                for i, row in zip(range(limit), dataset)]
+                for i, row in enumerate(dataset)]
 
     def read_inputs(self, lines: list[str]) -> list[dict]:
         import json
@@ -102,8 +104,10 @@ class NerTask:
         if not train:
             raise FtuneError("the training split is empty", where="task.data.train",
                              fix="point task.data.train at a non-empty CoNLL or JSONL file")
-        self.scheme = ts.detect_scheme([ex["tags"] for ex in train]) if self.cfg.scheme == "auto" else self.cfg.scheme
-        self._check(train, "train", known=None)
+        self.scheme = self.cfg.scheme
+        self._check(train, "train", known=None)  # well-formed tags first: detection needs them
+        if self.scheme == "auto":
+            self.scheme = ts.detect_scheme([ex["tags"] for ex in train])
         self.labels = ts.sort_labels({tag for ex in train for tag in ex["tags"]})
         for split, examples in others.items():
             self._check(examples, split, known=set(self.labels))
