@@ -34,8 +34,10 @@ class FtuneError(Exception):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' did you mean `x`?' for the closest choice, or '' when nothing is close."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{match[0]}`?" if match else ""
+    choices = list(choices)
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    match = match or sorted(c for c in choices if c.startswith(word) or word.startswith(c))[:1]
+    return f"did you mean `{match[0]}`?" if match and word else ""
 
 
 def debug_enabled() -> bool:

@@ -1,0 +1,95 @@
+"""The installed command, run as a user would: a few subprocess runs (each pays ~5 s of imports)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FTUNE = [sys.executable, "-m", "ftune"]
+
+
+def ftune(*args, cwd=None, stdin=None, env=None, check=True):
+    result = subprocess.run([*FTUNE, *map(str, args)], cwd=cwd, input=stdin, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_help_lists_subcommands_and_config_groups():
+    top = ftune("--help")
+    assert all(word in top.stdout for word in ("train", "eval", "predict", "exit codes"))
+    train_help = ftune("train", "--help").stdout
+    assert "Configuration groups" in train_help and "model: " in train_help and "minilm" in train_help
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path):
+    result = ftune("train", "trainer.epochz=3", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "did you mean `trainer.epochs`" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+    unknown = ftune("trian", check=False)
+    assert unknown.returncode == 2 and "did you mean `train`" in unknown.stderr
+
+
+def test_missing_data_file_is_one_line_and_exit_2(tmp_path, tiny_model_dir):
+    result = ftune("train", f"model.name_or_path={tiny_model_dir}", "task.data.train=missing.conll",
+                   f"run_dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ftune: error: task.data.train: file not found: missing.conll" in result.stderr
+
+
+def test_train_eval_predict_end_to_end(tmp_path, tiny_model_dir, tiny_ner_data):
+    run_dir = tmp_path / "run"
+    train = ftune("train", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+                  f"task.data.train={tiny_ner_data['train']}", f"task.data.validation={tiny_ner_data['validation']}",
+                  f"task.data.test={tiny_ner_data['test']}", "trainer.epochs=1", "optimizer.lr=1e-3",
+                  f"run_dir={run_dir}", cwd=tmp_path)
+    assert "micro avg" in train.stdout  # the F1 table
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "train.log").stat().st_size > 0
+    results = json.loads((run_dir / "results.json").read_text())
+
+    evaluated = ftune("eval", f"run_dir={run_dir}", "split=test", cwd=tmp_path)
+    assert "micro avg" in evaluated.stdout
+    saved = json.loads((run_dir / "eval_test.json").read_text())
+    assert saved["f1"] == pytest.approx(results["test"]["f1"])
+
+    text = "Angela Merkel met Emmanuel Macron in Paris .\n\n" + json.dumps({"tokens": ["Rome", "is", "big"]}) + "\n"
+    predicted = ftune("predict", f"run_dir={run_dir}", "input=-", "output=-", stdin=text, cwd=tmp_path)
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert len(rows) == 3 and rows[0]["text"].startswith("Angela") and rows[1] == {"text": "", "entities": []}
+    assert rows[2]["tokens"] == ["Rome", "is", "big"] and len(rows[2]["tags"]) == 3
+    for entity in rows[0]["entities"]:
+        assert rows[0]["text"][entity["start"]:entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
+
+
+def test_multirun_gives_each_job_its_own_run_directory(tmp_path, tiny_model_dir, tiny_ner_data):
+    ftune("train", "-m", "trainer.seed=1,2", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+          f"task.data.train={tiny_ner_data['train']}", f"task.data.validation={tiny_ner_data['validation']}",
+          "trainer.max_steps=2", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    configs = [(tmp_path / "sweep" / job / "config.yaml").read_text() for job in jobs]
+    assert "seed: 1" in configs[0] and "seed: 2" in configs[1]
+    assert all((tmp_path / "sweep" / job / "results.json").exists() for job in jobs)
+
+
+def test_installed_package_ships_its_configs(tmp_path):
+    """A non-editable install works from any directory: configs travel inside the wheel as ftune.configs."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target",
+                    str(target), str(REPO)], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    info = subprocess.run([sys.executable, "-m", "ftune", "train", "--info", "searchpath"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+    assert "pkg://ftune.configs" in info.stdout
+    where = subprocess.run([sys.executable, "-c", "import ftune, ftune.configs; print(ftune.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(target))
+    assert (target / "ftune" / "configs" / "task" / "ner.yaml").is_file()
+    assert (target / "ftune" / "demo_data" / "ner" / "train.conll").is_file()
