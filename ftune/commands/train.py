@@ -31,10 +31,10 @@ def run(cfg: DictConfig) -> dict:
     R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     resume_from = ckpt.find(run_dir, cfg.resume)
 
+    model_path = locate(cfg.model.name_or_path)  # offline hub ids fail here, before data is read
     task = build_task(cfg.task)
     splits = R.load_splits(task)
     task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
-    model_path = locate(cfg.model.name_or_path)
     log.info("task %s, %d labels (%s scheme), model %s", task.name, len(task.labels), getattr(task, "scheme", "-"),
              model_path)
 
