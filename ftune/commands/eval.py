@@ -14,9 +14,10 @@ log = logging.getLogger("ftune")
 
 
 def run(cfg: DictConfig) -> dict:
+    from omegaconf import OmegaConf
+
     from ftune.config import TrainerConfig
     from ftune.engine.loop import Engine, make_accelerator
-    from omegaconf import OmegaConf
 
     if cfg.split not in R.SPLITS:
         raise FtuneError(f"unknown split `{cfg.split}`", where="split", fix="choose from: train, validation, test")

@@ -39,7 +39,8 @@ def run(cfg: DictConfig) -> dict:
              model_path)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
+    if _is_main_process():
+        OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
 
     set_seed(cfg.trainer.seed)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
@@ -52,7 +53,8 @@ def run(cfg: DictConfig) -> dict:
 
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
     optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type == "cuda")
-    scheduler = build_scheduler(cfg.scheduler, optimizer, total_steps(len(features["train"]), cfg.trainer))
+    steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
     engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
                     build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None), [tokenizer])
     state = None
@@ -74,17 +76,25 @@ def run(cfg: DictConfig) -> dict:
                "best_step": state.best_step, "steps": state.step, "precision": precision,
                "train": {"examples": len(splits["train"]), "features": len(features["train"]),
                          "seconds": round(train_seconds, 2),
-                         "samples_per_s": round(state.samples / max(train_seconds, 1e-9), 2)}}
+                         "processes": accelerator.num_processes,
+                         "samples_per_s": round(state.samples * accelerator.num_processes / max(train_seconds, 1e-9), 2)}}
     for split in ("validation", "test"):
         if splits[split]:
             results[split] = engine.evaluate(features[split], splits[split])
-            R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})")
+            if accelerator.is_main_process:
+                R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})")
     results["seconds"] = round(time.perf_counter() - started, 2)
     if accelerator.is_main_process:
         R.write_json(run_dir / "results.json", results)
     log.info("run directory: %s", run_dir)
     main = results.get("validation", {}).get(task.main_metric)
     return {"optimized_metric": main, **results}
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _check_resumable(checkpoint_dir: Path, labels: list[str]) -> None:

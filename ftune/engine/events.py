@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,8 +66,9 @@ class PlainConsole:
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if kind == "start":
-            log.info("training %d examples for %d steps (%d epoch(s)), %s", event["train_examples"],
-                     event["total_steps"], event["epochs"], event["precision"])
+            log.info("training on %d examples for %d steps (%d epoch(s)), %s, %d process(es)",
+                     event["train_examples"], event["total_steps"], event["epochs"], event["precision"],
+                     event["processes"])
         elif kind == "train":
             log.info("step %d/%d epoch %.2f loss %.4f lr %.2e %.1f samples/s %.0f tokens/s", event["step"],
                      event["total_steps"], event["epoch"], event["loss"], event["lr"], event["samples_per_s"],
@@ -129,7 +129,3 @@ def build_subscribers(logger_cfg: Any, run_dir: Path | None) -> list:
     if run_dir is not None and logger_cfg.tensorboard:
         subscribers.append(TensorBoardWriter(run_dir / "tensorboard"))
     return subscribers
-
-
-def finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

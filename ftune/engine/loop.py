@@ -44,13 +44,22 @@ def make_accelerator(precision: str, device: str):
     return Accelerator(mixed_precision=mixed, cpu=not on_gpu), precision
 
 
-def steps_per_epoch(num_features: int, batch_size: int, grad_accum: int) -> int:
-    return math.ceil(math.ceil(num_features / batch_size) / grad_accum)
+def steps_per_epoch(num_features: int, batch_size: int, grad_accum: int, processes: int = 1) -> int:
+    return math.ceil(math.ceil(math.ceil(num_features / batch_size) / processes) / grad_accum)
 
 
-def total_steps(num_features: int, cfg: Any) -> int:
-    per_epoch = steps_per_epoch(num_features, cfg.batch_size, cfg.grad_accum)
+def total_steps(num_features: int, cfg: Any, processes: int = 1) -> int:
+    per_epoch = steps_per_epoch(num_features, cfg.batch_size, cfg.grad_accum, processes)
     return cfg.max_steps if cfg.max_steps else per_epoch * cfg.epochs
+
+
+def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]]:
+    """This process's share of an epoch's batches. The list is padded by repeating its first batches so
+    every process runs the same number of steps (as DistributedSampler does): no process waits forever."""
+    if processes == 1:
+        return batches
+    padded = batches + batches[: (-len(batches)) % processes]
+    return padded[rank::processes]
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -113,10 +122,12 @@ class Engine:
         """Train until max steps / epochs or early stopping; `state` continues a resumed run exactly."""
         cfg, state = self.cfg, state or TrainState()
         lengths = [f["length"] for f in train]
-        total = total_steps(len(train), cfg)
-        per_epoch = steps_per_epoch(len(train), cfg.batch_size, cfg.grad_accum)
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        total = total_steps(len(train), cfg, processes)
+        per_epoch = steps_per_epoch(len(train), cfg.batch_size, cfg.grad_accum, processes)
         self.emit({"event": "start", "total_steps": total, "epochs": math.ceil(total / per_epoch),
-                   "train_examples": len(train), "precision": self.accelerator.mixed_precision,
+                   "train_examples": len(train), "processes": processes,
+                   "precision": {"no": "fp32"}.get(self.accelerator.mixed_precision, self.accelerator.mixed_precision),
                    "initial_step": state.step})
         params = [p for p in self.model.parameters() if p.requires_grad]
         window = {"loss": torch.zeros((), device=self.device), "targets": torch.zeros((), device=self.device),
@@ -125,6 +136,7 @@ class Engine:
         self.model.train()
         while state.step < total:
             batches = train_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
+            batches = shard(batches, processes, rank)
             chunks = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
             remaining = chunks[state.chunk:]
             micro = iter(self._loader(train, [b for chunk in remaining for b in chunk]))
@@ -201,8 +213,10 @@ class Engine:
         seconds = max(time.perf_counter() - window["time"], 1e-9)
         self.emit({"event": "train", "step": state.step, "total_steps": total,
                    "epoch": round(state.epoch + state.chunk / per_epoch, 4), "loss": loss,
-                   "lr": self.scheduler.get_last_lr()[0], "samples_per_s": window["samples"] / seconds,
-                   "tokens_per_s": window["tokens"] / seconds,
+                   "lr": self.scheduler.get_last_lr()[0],
+                   # every process runs the same number of equally sized steps: scale to the global rate
+                   "samples_per_s": window["samples"] * self.accelerator.num_processes / seconds,
+                   "tokens_per_s": window["tokens"] * self.accelerator.num_processes / seconds,
                    "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1)})
         window.update(loss=torch.zeros((), device=self.device), targets=torch.zeros((), device=self.device),
                       samples=0, tokens=0, padded=0, time=time.perf_counter())
@@ -253,7 +267,7 @@ class Engine:
                 batch_loss, batch_targets = self.task.loss(outputs, batch)
                 loss_sum += batch_loss.float()
                 targets += batch_targets
-            for index, prediction in zip(batch["index"], self.task.decode(outputs, batch)):
+            for index, prediction in zip(batch["index"], self.task.decode(outputs, batch), strict=True):
                 predictions[index] = prediction
         self.model.train(was_training)
         count = targets.item()

@@ -1,9 +1,9 @@
 """The task plug-in interface. The engine calls only these methods and never imports a task module.
 
-A batch, as returned by `collate`, is a dict with:
+Examples are plain dicts and carry `where` ("file:line") for error messages. The engine adds "index" to
+each batch (positions of its features). A batch, as returned by `collate`, is a dict with:
     "inputs":  tensors passed to the model as keyword arguments (moved to the device by the engine)
     "targets": tensors the task's `loss` needs (moved to the device too), may be empty
-    "index":   positions of the batch's features in the feature list (for re-ordering predictions)
     "tokens":  number of real (non-padding) input tokens, for throughput figures
 plus anything else the task wants to keep on the host (offsets, word ids, ...).
 """
@@ -33,6 +33,9 @@ class Task(Protocol):
 
     def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
         """Set `labels` from the training examples and check the other splits against them."""
+
+    def check_examples(self, examples: list[dict], split: str) -> None:
+        """Validate examples against the labels of an already trained model (eval), with file:line errors."""
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         """A transformers model with this task's head, sized for `labels`."""

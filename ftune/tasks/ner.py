@@ -152,7 +152,7 @@ class NerTask:
             encoded = tokenizer([ex["tokens"] for ex in chunk], is_split_into_words=True, add_special_tokens=False)
             for offset, ex in enumerate(chunk):
                 pieces: list[list[int]] = [[] for _ in ex["tokens"]]
-                for token_id, word in zip(encoded["input_ids"][offset], encoded.word_ids(offset)):
+                for token_id, word in zip(encoded["input_ids"][offset], encoded.word_ids(offset), strict=True):
                     if word is not None and len(pieces[word]) < budget:
                         pieces[word].append(token_id)
                 tags = [label2id[t] for t in ex["tags"]] if "tags" in ex else None
@@ -200,7 +200,7 @@ class NerTask:
     def _word_predictions(self, predictions, features, examples):
         tags = [["O"] * len(ex["tokens"]) for ex in examples]
         scores = [[0.0] * len(ex["tokens"]) for ex in examples]
-        for feature, predicted in zip(features, predictions):
+        for feature, predicted in zip(features, predictions, strict=True):
             for word, label, confidence in predicted:
                 tags[feature["example"]][word] = self.labels[label]
                 scores[feature["example"]][word] = confidence
@@ -219,7 +219,7 @@ class NerTask:
         micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
         per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
                         "support": int(v["support"])} for k, v in report.items() if not k.endswith(" avg")}
-        correct = sum(a == b for g, p in zip(gold, guess) for a, b in zip(g, p))
+        correct = sum(a == b for g, p in zip(gold, guess, strict=True) for a, b in zip(g, p, strict=True))
         return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
                 "accuracy": correct / words if words else 0.0, "entities": int(micro["support"]),
                 "per_type": per_type}
@@ -231,7 +231,7 @@ class NerTask:
     def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
         tags, scores = self._word_predictions(predictions, features, examples)
         results = []
-        for ex, ex_tags, ex_scores in zip(examples, tags, scores):
+        for ex, ex_tags, ex_scores in zip(examples, tags, scores, strict=True):
             found = []
             for kind, first, last in ts.entities(ex_tags):
                 score = sum(ex_scores[first:last + 1]) / (last - first + 1)
