@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from ftune import __version__
-from ftune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FtuneError, did_you_mean, report
+from ftune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FtuneError, Interrupted, did_you_mean, report
 
 COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
@@ -36,7 +36,8 @@ examples:
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
-exit codes: 0 ok, 1 internal error, 2 bad config or data, 130 interrupted."""
+exit codes: 0 ok, 1 internal error, 2 bad config or data, 130/143 stopped by SIGINT/SIGTERM
+(checkpoint saved; continue with resume=true)."""
 
 # Failures of multirun jobs: reported one line each, the sweep goes on, the exit code says so.
 _failed_jobs: list[str] = []
@@ -100,6 +101,9 @@ def run_command(command: str, cfg):
     module = importlib.import_module(f"ftune.commands.{command}")
     try:
         return module.run(cfg)
+    except Interrupted as stopped:
+        print(f"ftune: {stopped}", file=sys.stderr, flush=True)
+        sys.exit(stopped.exit_code)
     except FtuneError as error:
         code = report(error)
         if not multirun:
@@ -117,6 +121,10 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
 
 
 def _preflight(command: str, args: list[str]) -> None:

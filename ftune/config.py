@@ -55,6 +55,79 @@ class NerTaskConfig:
 
 
 @dataclass
+class QaDataConfig:
+    hub: str | None = None  # e.g. "squad" or "squad_v2"
+    hub_config: str | None = None
+    train: str | None = None  # SQuAD JSON ({"data": [...]}) or JSONL {"question", "context", "answers"}
+    validation: str | None = None
+    test: str | None = None
+    max_train: int | None = None
+    max_validation: int | None = None
+    max_test: int | None = None
+
+
+@dataclass
+class QaTaskConfig:
+    name: str = "qa"
+    data: QaDataConfig = field(default_factory=QaDataConfig)
+    max_length: int = 384  # tokens per window (question + context + special tokens)
+    doc_stride: int = 128  # tokens shared by consecutive windows of a long context
+    n_best: int = 20  # start and end candidates kept per window
+    max_answer_length: int = 30  # tokens
+    version_2: Any = "auto"  # auto | true | false: questions may have no answer (SQuAD v2)
+    null_threshold: float = 0.0  # v2: predict "" when null score - best span score > this
+
+
+@dataclass
+class ClassificationDataConfig:
+    """Data of the sequence-level tasks (classification, pair_classification, regression, multilabel)."""
+
+    hub: str | None = None  # Hugging Face dataset name, e.g. "glue"
+    hub_config: str | None = None  # e.g. "sst2"
+    # Local files override `hub` when any is set: CSV, TSV (with a header line) or JSONL.
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: str = "auto"  # auto (from the extension) | csv | tsv | jsonl
+    text_column: str = "text"
+    text_pair_column: str | None = None  # set for sentence pairs: the two texts are tokenised as a pair
+    label_column: str = "label"
+    max_train: int | None = None  # first N examples of a split
+    max_validation: int | None = None
+    max_test: int | None = None
+
+
+@dataclass
+class ClassificationTaskConfig:
+    name: str = "classification"
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
+    max_length: int = 128  # sub-word tokens, special tokens included; longer inputs are truncated (and counted)
+    class_weights: str | None = None  # null | auto (inverse class frequency in train, in the training loss)
+
+
+@dataclass
+class PairClassificationTaskConfig(ClassificationTaskConfig):
+    name: str = "pair_classification"
+    positive_label: str | None = None  # class of `positive_f1`; default: the second label of a binary task
+
+
+@dataclass
+class RegressionTaskConfig:
+    name: str = "regression"
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
+    max_length: int = 128
+
+
+@dataclass
+class MultilabelTaskConfig:
+    name: str = "multilabel"
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
+    max_length: int = 128
+    label_delimiter: str = ","  # splits a label cell such as "sports,politics" (a JSON list is read as such)
+    threshold: float = 0.5  # a label is predicted when its sigmoid probability is at least this
+
+
+@dataclass
 class OptimizerConfig:
     name: str = MISSING  # adamw | sgd | adafactor
     lr: float = 5e-5
@@ -90,6 +163,7 @@ class TrainerConfig:
     keep_last: int = 2  # checkpoints kept in checkpoints/
     seed: int = 42
     group_by_length: bool = True
+    cache_features: bool = True  # keep tokenised features on disk ($FTUNE_CACHE_DIR) for the next run
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
 
@@ -139,7 +213,14 @@ class PredictConfig:
     device: str = "auto"
 
 
-TASK_SCHEMAS: dict[str, type] = {"ner": NerTaskConfig}
+TASK_SCHEMAS: dict[str, type] = {
+    "ner": NerTaskConfig,
+    "qa": QaTaskConfig,
+    "classification": ClassificationTaskConfig,
+    "pair_classification": PairClassificationTaskConfig,
+    "regression": RegressionTaskConfig,
+    "multilabel": MultilabelTaskConfig,
+}
 
 GROUP_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,

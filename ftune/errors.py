@@ -4,7 +4,8 @@ Exit codes (documented in the README):
     0   success
     1   unexpected internal error (a bug: please report it with FTUNE_DEBUG=1 output)
     2   bad configuration, missing file or invalid data
-    130 interrupted (Ctrl-C)
+    130 interrupted (SIGINT, Ctrl-C): a checkpoint was saved, resume with resume=true
+    143 terminated (SIGTERM, e.g. a pre-empted job): a checkpoint was saved, resume with resume=true
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class FtuneError(Exception):
@@ -30,6 +32,14 @@ class FtuneError(Exception):
     def one_line(self) -> str:
         text = f"{self.where}: {self.what}" if self.where else self.what
         return f"{text} ({self.fix})" if self.fix else text
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str):
+        self.exit_code = 128 + signum
+        super().__init__(message)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -10,6 +10,11 @@ from ftune.errors import FtuneError, did_you_mean
 # Tasks are imported lazily: `ftune --help` must not pay for torch.
 TASKS: dict[str, str] = {
     "ner": "ftune.tasks.ner:NerTask",
+    "classification": "ftune.tasks.classification:ClassificationTask",
+    "pair_classification": "ftune.tasks.classification:PairClassificationTask",
+    "regression": "ftune.tasks.classification:RegressionTask",
+    "multilabel": "ftune.tasks.classification:MultilabelTask",
+    "qa": "ftune.tasks.qa:QaTask",
 }
 
 SCHEDULERS: dict[str, str] = {  # transformers.get_scheduler names

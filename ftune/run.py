@@ -127,8 +127,9 @@ def print_table(task, metrics: dict, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for column in ("", "precision", "recall", "f1", "support"):
+    columns = getattr(task, "table_columns", ("precision", "recall", "f1", "support"))
+    for column in ("", *columns):
         table.add_column(column, justify="left" if not column else "right")
-    for name, precision, recall, f1, support in task.metrics_table(metrics):
-        table.add_row(str(name), f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}", str(support))
+    for name, *values in task.metrics_table(metrics):
+        table.add_row(str(name), *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in values))
     Console(file=sys.stdout, width=100).print(table)

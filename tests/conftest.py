@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO = REPO / "ftune" / "demo_data" / "ner"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The feature cache of the test session lives in its own folder, not in the user's ~/.cache.
+os.environ.setdefault("FTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="ftune-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

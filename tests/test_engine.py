@@ -123,3 +123,28 @@ def test_refuses_to_overwrite_a_run(compose_config, tiny_train_overrides):
     with pytest.raises(FtuneError, match="already holds a run"):
         _run(compose_config, [*tiny_train_overrides, "trainer.max_steps=1"])
     _run(compose_config, [*tiny_train_overrides, "trainer.max_steps=1", "overwrite=true"])
+
+
+def test_sigterm_saves_a_checkpoint_and_stops_with_143(compose_config, tiny_train_overrides, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import ftune.engine.events as events
+    from ftune.errors import Interrupted
+
+    original = events.build_subscribers
+
+    def terminate_at_step_2(*args):
+        def send(event):
+            if event == {"event": "step", "step": 2}:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler pre-empting the job would
+
+        send.close = lambda: None
+        return [*original(*args), send]
+
+    monkeypatch.setattr(events, "build_subscribers", terminate_at_step_2)
+    with pytest.raises(Interrupted) as stopped:
+        _run(compose_config, tiny_train_overrides)
+    assert stopped.value.exit_code == 143 and "resume=true" in str(stopped.value)
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-2"
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back

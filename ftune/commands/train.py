@@ -18,6 +18,7 @@ def run(cfg: DictConfig) -> dict:
     """Train as configured; returns the metrics dict (also written to <run_dir>/results.json)."""
     from accelerate.utils import set_seed
 
+    from ftune.data import cache
     from ftune.engine import checkpoint as ckpt
     from ftune.engine.events import build_subscribers
     from ftune.engine.loop import Engine, make_accelerator, total_steps
@@ -35,8 +36,8 @@ def run(cfg: DictConfig) -> dict:
     task = build_task(cfg.task)
     splits = R.load_splits(task)
     task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
-    log.info("task %s, %d labels (%s scheme), model %s", task.name, len(task.labels), getattr(task, "scheme", "-"),
-             model_path)
+    shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
+    log.info("task %s%s, model %s", task.name, f", labels {shown}" if task.labels else "", model_path)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_main_process():
@@ -44,7 +45,8 @@ def run(cfg: DictConfig) -> dict:
 
     set_seed(cfg.trainer.seed)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
-    features = {name: task.featurize(examples, tokenizer) for name, examples in splits.items()}
+    features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features)
+                for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
     if resume_from is not None:

@@ -5,6 +5,7 @@ Each example carries `where` ("file:line") so that later validation can point at
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,46 @@ def read_tagged_jsonl(path: str, key: str, tokens_field: str = "tokens", tags_fi
                               "where": row["where"]})
     errors.raise_if_any(fix=f"each line needs `{tokens_field}` and `{tags_field}` lists of equal length")
     return sentences
+
+
+def read_table(path: str, key: str, delimiter: str | None = None) -> list[dict]:
+    """Rows of a CSV or TSV file with a header line: one dict per row keyed by column name, with `where`.
+
+    The delimiter comes from the extension unless given: `.tsv` → tab, anything else → comma. Tab-separated
+    files are read without quoting, as GLUE's are (a `"` is an ordinary character there); comma-separated
+    files use standard CSV quoting, so a quoted field may hold commas and line breaks. `where` is the line
+    on which a row starts. Blank lines are skipped.
+    """
+    file = existing_file(path, key)
+    if delimiter is None:
+        delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    errors = DataErrors(str(path))
+    reader = csv.reader((text + "\n" for _, text in read_lines(file)), delimiter=delimiter, quoting=quoting)
+    header: list[str] | None = None
+    rows, previous = [], 0
+    try:
+        for fields in reader:
+            start, previous = previous + 1, reader.line_num
+            if not any(field.strip() for field in fields):
+                continue
+            if header is None:
+                header = [field.strip() for field in fields]
+                header[0] = header[0].lstrip("\ufeff")  # byte-order mark written by spreadsheet programs
+                if "" in header or len(set(header)) < len(header):
+                    raise FtuneError(f"the header line needs distinct, non-empty column names, got {header}",
+                                     where=f"{path}:{start}", fix=f"start the {kind} file with a header line")
+                continue
+            if len(fields) != len(header):
+                errors.add(f"{path}:{start}", f"{len(fields)} field(s), the header has {len(header)}")
+                continue
+            row: dict = dict(zip(header, fields, strict=True))
+            row["where"] = f"{path}:{start}"
+            rows.append(row)
+    except csv.Error as error:
+        raise FtuneError(f"unreadable {kind} ({error})", where=f"{path}:{reader.line_num}",
+                         fix="check the quoting around this line") from error
+    separator = "tab" if delimiter == "\t" else repr(delimiter)
+    errors.raise_if_any(fix=f"each {kind} row needs as many {separator}-separated fields as the header line")
+    return rows

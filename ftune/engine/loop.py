@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from torch.utils.data import DataLoader
 from ftune.data.batching import eval_batches, train_batches
 from ftune.engine import checkpoint as ckpt
 from ftune.engine.checkpoint import TrainState
-from ftune.errors import FtuneError
+from ftune.errors import FtuneError, Interrupted
 
 log = logging.getLogger("ftune")
 
@@ -73,6 +75,31 @@ class _Indexed(torch.utils.data.Dataset):
         return index, self.features[index]
 
 
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the loop to finish its step, save a checkpoint and stop; a second signal
+    stops at once. Handlers are only installed in the main thread and restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum, self.previous = 0, {}
+
+    def _handle(self, signum, frame):
+        if self.signum:  # second signal: the user insists
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("signal %d: finishing the current step, then saving a checkpoint (again to stop now)", signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
 class Engine:
     def __init__(self, model, task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
                  run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None):
@@ -121,7 +148,6 @@ class Engine:
             state: TrainState | None = None) -> TrainState:
         """Train until max steps / epochs or early stopping; `state` continues a resumed run exactly."""
         cfg, state = self.cfg, state or TrainState()
-        lengths = [f["length"] for f in train]
         processes, rank = self.accelerator.num_processes, self.accelerator.process_index
         total = total_steps(len(train), cfg, processes)
         per_epoch = steps_per_epoch(len(train), cfg.batch_size, cfg.grad_accum, processes)
@@ -129,11 +155,20 @@ class Engine:
                    "train_examples": len(train), "processes": processes,
                    "precision": {"no": "fp32"}.get(self.accelerator.mixed_precision, self.accelerator.mixed_precision),
                    "initial_step": state.step})
+        reason = "max steps reached"
+        self.model.train()
+        with _StopOnSignal() as stop:
+            reason = self._loop(train, evaluation, state, total, per_epoch, processes, rank, stop) or reason
+        if evaluation is None and self.run_dir is not None:  # nothing to select on: the last model is best
+            ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
+        self.emit({"event": "end", "step": state.step, "reason": reason})
+        return state
+
+    def _loop(self, train, evaluation, state, total, per_epoch, processes, rank, stop) -> str | None:
+        cfg, lengths = self.cfg, [f["length"] for f in train]
         params = [p for p in self.model.parameters() if p.requires_grad]
         window = {"loss": torch.zeros((), device=self.device), "targets": torch.zeros((), device=self.device),
                   "samples": 0, "tokens": 0, "padded": 0, "time": time.perf_counter()}
-        reason = "max steps reached"
-        self.model.train()
         while state.step < total:
             batches = train_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
             batches = shard(batches, processes, rank)
@@ -153,21 +188,21 @@ class Engine:
                 if state.step % cfg.log_every == 0 or epoch_end or last:
                     self._log_train(state, total, per_epoch, window)
                 paused = time.perf_counter()  # evaluation and saving do not count in train throughput
+                early = False
                 if evaluation and ((cfg.eval_every and state.step % cfg.eval_every == 0) or epoch_end or last):
-                    if self._evaluate_and_select(state, *evaluation):
-                        reason = f"early stopping: no improvement in {cfg.patience} evaluations"
-                        last = True
-                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last:
+                    early = self._evaluate_and_select(state, *evaluation)
+                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last or early or stop.signum:
                     self.save_checkpoint(state)
                 window["time"] += time.perf_counter() - paused
+                if stop.signum:
+                    self.emit({"event": "end", "step": state.step, "reason": f"signal {stop.signum}"})
+                    raise Interrupted(stop.signum, f"stopped by signal {stop.signum} after step {state.step}; "
+                                      f"checkpoint saved: continue with resume=true run_dir={self.run_dir}")
+                if early:
+                    return f"early stopping: no improvement in {cfg.patience} evaluations"
                 if last:
-                    break
-            if state.step >= total or reason.startswith("early"):
-                break
-        if evaluation is None and self.run_dir is not None:  # nothing to select on: the last model is best
-            ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
-        self.emit({"event": "end", "step": state.step, "reason": reason})
-        return state
+                    return None
+        return None
 
     def _train_step(self, micro_batches: list[dict], params: list, window: dict) -> None:
         """One optimizer step over several micro-batches, with the loss normalised over all their targets.

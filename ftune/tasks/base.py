@@ -20,7 +20,7 @@ class Task(Protocol):
     main_metric: str  # key of compute_metrics' result that selects the best checkpoint, e.g. "f1"
     greater_is_better: bool
     labels: list[str]
-    pipeline_task: str  # transformers.pipeline task name that loads best/
+    pipeline_task: str | None  # transformers.pipeline task name that loads best/ (None where there is none)
 
     def load_split(self, split: str) -> list[dict]:
         """Raw examples of a configured split (train | validation | test); [] when not configured."""
@@ -39,6 +39,9 @@ class Task(Protocol):
 
     def build_model(self, name_or_path: str, **kwargs: Any) -> torch.nn.Module:
         """A transformers model with this task's head, sized for `labels`."""
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        """Keep what `collate` needs from the tokenizer (pad id, special tokens); also called on a cache hit."""
 
     def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
         """Model-ready features; one example may give several (windows). Each has `example` and `length`."""
@@ -59,4 +62,5 @@ class Task(Protocol):
         """One JSON-ready dict per example, for `predict`."""
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
-        """Rows (name, precision, recall, f1, support) for the console table."""
+        """Rows (name, *values) for the console table; the value columns are the task's `table_columns`
+        attribute when it has one, else (precision, recall, f1, support)."""

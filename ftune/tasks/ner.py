@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ftune.data import sources
 from ftune.data.batching import pad
 from ftune.data.readers import DataErrors, detect_format, read_conll, read_tagged_jsonl
 from ftune.errors import FtuneError
@@ -38,17 +39,7 @@ class NerTask:
 
     # ---- data -------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        data = self.cfg.data
-        if any(data.get(s) for s in ("train", "validation", "test")):
-            path = data.get(split)
-            examples = self.load_file(path, key=f"task.data.{split}") if path else []
-        elif data.hub:
-            examples = self._load_hub(split)
-        else:
-            raise FtuneError("no data configured", where="task.data",
-                             fix="set task.data.train/validation/test to CoNLL or JSONL files, or task.data.hub")
-        limit = data.get(f"max_{split}")
-        return examples[:limit] if limit else examples
+        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "CoNLL or JSONL")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
         data = self.cfg.data
@@ -58,26 +49,10 @@ class NerTask:
             examples = read_conll(path, key, data.token_column, data.tag_column)
         return examples
 
-    def _load_hub(self, split: str) -> list[dict]:
-        from ftune.models import hub_available
-
-        data = self.cfg.data
-        import datasets
-
-        if not hub_available():
-            datasets.config.HF_HUB_OFFLINE = True  # use the local cache only; no 25 s of retries
-        try:
-            available = datasets.get_dataset_split_names(data.hub, data.hub_config)
-            if split not in available:
-                return []
-            dataset = datasets.load_dataset(data.hub, data.hub_config, split=split)
-        except Exception as error:
-            raise FtuneError(f"cannot load dataset `{data.hub}` from the Hugging Face hub or its cache "
-                             f"({type(error).__name__})", where="task.data.hub",
-                             fix="offline, point task.data.train/validation/test at local CoNLL or JSONL files") from error
-        names = dataset.features["ner_tags"].feature.names
-        return [{"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]], "where": f"{data.hub}/{split}:{i}"}
-                for i, row in enumerate(dataset)]
+    def _from_hub(self, dataset, split: str) -> list[dict]:
+        names = dataset.features["ner_tags"].feature.names  # ClassLabel ids → tag names
+        return [{"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]],
+                 "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset)]
 
     def read_inputs(self, lines: list[str]) -> list[dict]:
         import json
@@ -138,9 +113,12 @@ class NerTask:
                                id2label=dict(enumerate(self.labels)),
                                label2id={l: i for i, l in enumerate(self.labels)}, **kwargs)
 
-    def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
+    def bind_tokenizer(self, tokenizer: Any) -> None:
         self.pad_id = tokenizer.pad_token_id or 0
         self._specials = special_tokens(tokenizer)
+
+    def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
+        self.bind_tokenizer(tokenizer)
         label2id = {l: i for i, l in enumerate(self.labels)}
         next_id = {i: label2id[ts.continuation(l, self.labels)] for i, l in enumerate(self.labels)}
         budget = self.cfg.max_length - sum(len(ids) for ids in self._specials)

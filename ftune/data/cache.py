@@ -1,0 +1,71 @@
+"""On-disk cache of tokenised features, keyed by the data, the tokenizer and the task settings.
+
+A second run over the same data with the same tokenizer and settings loads the features instead of
+tokenising again (and says so). Features are stored with `datasets` (Arrow), never pickled. The cache
+lives in $FTUNE_CACHE_DIR, default ~/.cache/ftune/features; entries are written to a temporary folder and
+renamed into place, so parallel jobs never read a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+log = logging.getLogger("ftune")
+FORMAT_VERSION = 1  # bump when a task's feature layout changes
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FTUNE_CACHE_DIR", Path.home() / ".cache" / "ftune")) / "features"
+
+
+def fingerprint(task: Any, examples: list[dict], tokenizer: Any) -> str:
+    digest = hashlib.sha256()
+    settings = OmegaConf.to_container(task.cfg, resolve=True) if OmegaConf.is_config(task.cfg) else dict(task.cfg)
+    settings.pop("data", None)  # file names do not matter: the examples themselves are hashed below
+    digest.update(json.dumps({"version": FORMAT_VERSION, "task": task.name, "settings": settings,
+                              "labels": task.labels, "class": type(tokenizer).__name__}, sort_keys=True).encode())
+    digest.update(tokenizer.backend_tokenizer.to_str().encode() if hasattr(tokenizer, "backend_tokenizer")
+                  else repr(sorted(tokenizer.get_vocab().items())).encode())
+    for example in examples:
+        digest.update(json.dumps({k: v for k, v in example.items() if k != "where"}, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def featurize(task: Any, examples: list[dict], tokenizer: Any, name: str, enabled: bool = True) -> list[dict]:
+    """task.featurize with the on-disk cache in front of it."""
+    if not enabled or not examples:
+        return task.featurize(examples, tokenizer)
+    import datasets
+
+    started = time.perf_counter()
+    folder = cache_dir() / f"{task.name}-{fingerprint(task, examples, tokenizer)}"
+    if (folder / "dataset_info.json").is_file():
+        try:
+            features = datasets.load_from_disk(str(folder)).to_list()
+            task.bind_tokenizer(tokenizer)
+            log.info("%s: %d features loaded from the cache in %.1f s (%s)", name, len(features),
+                     time.perf_counter() - started, folder)
+            return features
+        except Exception as error:  # a damaged entry is rebuilt, never trusted
+            log.warning("%s: ignoring unreadable cache entry %s (%s)", name, folder, error)
+            shutil.rmtree(folder, ignore_errors=True)
+    features = task.featurize(examples, tokenizer)
+    log.info("%s: tokenised %d examples into %d features in %.1f s", name, len(examples), len(features),
+             time.perf_counter() - started)
+    tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        datasets.Dataset.from_list(features).save_to_disk(str(tmp))
+        os.replace(tmp, folder)
+    except OSError:  # another job stored the same entry first, or the disk is read-only: both are fine
+        shutil.rmtree(tmp, ignore_errors=True)
+    return features

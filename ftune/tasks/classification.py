@@ -1,0 +1,360 @@
+"""Sequence-level tasks: one prediction per text, or per text pair, from a sequence-classification head.
+
+    classification       one of K labels (softmax, cross-entropy; optional class weights)
+    pair_classification  the same on text pairs, plus F1 of the positive class
+    regression           one number (MSE)
+    multilabel           any subset of K labels (sigmoid, binary cross-entropy, `threshold`)
+
+Data are CSV/TSV files with a header line or JSONL, with configurable text/label columns, or a hub dataset.
+Inputs longer than `max_length` tokens are truncated (pairs: longest first) and counted in a warning.
+Loss units: every task counts examples, so the engine's loss is per example. Multi-label BCE is summed over
+labels and divided by their number: the mean BCE per label, summed over the examples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ftune.data.batching import pad
+from ftune.data.readers import DataErrors
+from ftune.errors import FtuneError
+from ftune.tasks import sequence_data as D
+from ftune.tasks import sequence_metrics as M
+
+log = logging.getLogger("ftune")
+
+
+class SequenceTask:
+    """What the four tasks share: data, label checks, tokenisation, batches and the model head."""
+
+    name = "sequence"
+    main_metric, greater_is_better = "accuracy", True
+    pipeline_task = "text-classification"
+    problem_type = "single_label_classification"
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.labels: list[str] = []
+        self.data = D.SequenceData(cfg.data, self.name, self.parse_label)
+        self.pair = self.data.pair
+        self.pad_id, self.truncated = 0, 0
+
+    @property
+    def label_ids(self) -> dict[str, int]:
+        if getattr(self, "_ids", (None,))[0] is not self.labels:  # labels are set by fit_labels or by eval
+            self._ids = (self.labels, {label: i for i, label in enumerate(self.labels)})
+        return self._ids[1]
+
+    # ---- data ---------------------------------------------------------------------------------------
+    def load_split(self, split: str) -> list[dict]:
+        return self.data.split(split)
+
+    def load_file(self, path: str, key: str = "file") -> list[dict]:
+        return self.data.file(path, key)
+
+    def read_inputs(self, lines: list[str]) -> list[dict]:
+        return self.data.inputs(lines)
+
+    # ---- labels ---------------------------------------------------------------------------------------
+    def parse_label(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def gold_labels(self, example: dict) -> list[str]:
+        return [example["label"]]
+
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        if not train:
+            raise FtuneError("the training split is empty", where="task.data.train",
+                             fix="point task.data.train at a non-empty CSV, TSV or JSONL file")
+        self.labels = D.sort_labels((l for ex in train for l in self.gold_labels(ex)), self.data.label_order)
+        for split, examples in others.items():
+            self.check_examples(examples, split)
+
+    def check_examples(self, examples: list[dict], split: str) -> None:
+        known, errors = set(self.labels), DataErrors(f"the {split} split")
+        for ex in examples:
+            for label in self.gold_labels(ex) if "label" in ex else []:
+                if label not in known:
+                    errors.add(ex["where"], f"label `{label}` does not occur in the training data")
+        errors.raise_if_any(fix=f"labels known from training: {', '.join(self.labels)[:200]}")
+
+    # ---- model and features ---------------------------------------------------------------------------
+    def build_model(self, name_or_path: str, **kwargs: Any):
+        from transformers import AutoModelForSequenceClassification
+
+        from ftune.models import load_pretrained
+
+        return load_pretrained(AutoModelForSequenceClassification, name_or_path, num_labels=len(self.labels),
+                               id2label=dict(enumerate(self.labels)),
+                               label2id={label: i for i, label in enumerate(self.labels)},
+                               problem_type=self.problem_type, **kwargs)
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
+        self.bind_tokenizer(tokenizer)
+        limit = self.cfg.max_length
+        if limit < tokenizer.num_special_tokens_to_add(pair=self.pair) + 2:
+            raise FtuneError(f"max_length {limit} leaves no room for text", where="task.max_length")
+        types = "token_type_ids" in tokenizer.model_input_names  # BERT yes; DistilBERT, RoBERTa no
+        features, self.truncated = [], 0
+        for start in range(0, len(examples), 1000):
+            chunk = examples[start:start + 1000]
+            texts = [ex["text"] for ex in chunk]
+            pairs = [ex["text_pair"] for ex in chunk] if self.pair else None
+            # One token over the limit tells which inputs are too long without encoding whole documents.
+            encoded = tokenizer(texts, pairs, truncation=True, max_length=limit + 1)
+            long = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > limit]
+            if long:
+                again = tokenizer([texts[i] for i in long], [pairs[i] for i in long] if pairs else None,
+                                  truncation=True, max_length=limit)
+                for j, i in enumerate(long):
+                    for key in again:
+                        encoded[key][i] = again[key][j]
+            self.truncated += len(long)
+            for offset, ex in enumerate(chunk):
+                feature = {"input_ids": encoded["input_ids"][offset], "example": start + offset,
+                           "length": len(encoded["input_ids"][offset])}
+                if types and "token_type_ids" in encoded:
+                    feature["token_type_ids"] = encoded["token_type_ids"][offset]
+                if "label" in ex:
+                    feature["label"] = self.target(ex["label"])
+                features.append(feature)
+        if self.truncated:
+            log.warning("%d of %d input(s) are longer than task.max_length=%d tokens and were truncated",
+                        self.truncated, len(examples), limit)
+        return features
+
+    def target(self, label: Any) -> Any:
+        return self.label_ids[label]
+
+    def target_tensor(self, targets: list) -> torch.Tensor:
+        return torch.tensor(targets, dtype=torch.long)
+
+    def collate(self, features: list[dict]) -> dict:
+        mask = torch.tensor(pad([[1] * f["length"] for f in features], 0))
+        inputs = {"input_ids": torch.tensor(pad([f["input_ids"] for f in features], self.pad_id)),
+                  "attention_mask": mask}
+        if "token_type_ids" in features[0]:
+            inputs["token_type_ids"] = torch.tensor(pad([f["token_type_ids"] for f in features], 0))
+        labelled = all("label" in f for f in features)  # predict input has none
+        targets = {"labels": self.target_tensor([f["label"] for f in features])} if labelled else {}
+        return {"inputs": inputs, "targets": targets, "tokens": int(mask.sum())}
+
+    def _text(self, example: dict) -> dict:
+        return {"text": example["text"], "text_pair": example["text_pair"]} if self.pair else {"text": example["text"]}
+
+    def _rounded(self, probabilities: list[float]) -> dict[str, float]:
+        return {label: round(p, 4) for label, p in zip(self.labels, probabilities, strict=True)}
+
+    def _gold_and_predicted(self, predictions: list, features: list[dict], examples: list[dict]):
+        return [examples[f["example"]]["label"] for f in features], predictions
+
+
+class ClassificationTask(SequenceTask):
+    """Single-label classification. Main metric: accuracy; class weights `auto` = N / (K · count(class))."""
+
+    name = "classification"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.class_weights: list[float] | None = None
+
+    def parse_label(self, value: Any) -> str:
+        return D.class_label(value)
+
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        super().fit_labels(train, others)
+        if len(self.labels) < 2:
+            raise FtuneError(f"the training data has a single label `{self.labels[0]}`", where="task.data.train",
+                             fix="a classifier needs at least two classes in its training data")
+        self.class_weights = None
+        if self.cfg.class_weights == "auto":
+            counts = Counter(ex["label"] for ex in train)
+            self.class_weights = [len(train) / (len(self.labels) * counts[label]) for label in self.labels]
+            log.info("class weights: %s", ", ".join(f"{label} {weight:.3f}" for label, weight
+                                                    in zip(self.labels, self.class_weights, strict=True)))
+        elif self.cfg.class_weights is not None:
+            raise FtuneError(f"unknown class_weights `{self.cfg.class_weights}`", where="task.class_weights",
+                             fix="use auto (inverse class frequency) or null")
+
+    def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = outputs.logits.float(), batch["targets"]["labels"]
+        # Weights shape training only: evaluation reports the plain cross-entropy, comparable across runs.
+        weights = self.class_weights if logits.requires_grad else None
+        weight = torch.tensor(weights, device=logits.device) if weights else None
+        total = F.cross_entropy(logits, labels, weight=weight, reduction="sum")
+        return total, torch.tensor(labels.numel(), device=logits.device)
+
+    def decode(self, outputs: Any, batch: dict) -> list[tuple[int, list[float]]]:
+        probabilities = outputs.logits.float().softmax(-1).cpu()
+        return [(int(row.argmax()), row.tolist()) for row in probabilities]
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        gold, predicted = self._gold_and_predicted(predictions, features, examples)
+        return M.single_label([self.label_ids[g] for g in gold], [p for p, _ in predicted], self.labels)
+
+    def metrics_table(self, metrics: dict) -> list[tuple]:
+        rows = [(label, m["precision"], m["recall"], m["f1"], m["support"])
+                for label, m in metrics["per_class"].items()]
+        n, accuracy = metrics["examples"], metrics["accuracy"]
+        return [*rows, ("macro avg", metrics["macro_precision"], metrics["macro_recall"], metrics["macro_f1"], n),
+                ("micro avg (accuracy)", accuracy, accuracy, accuracy, n)]
+
+    def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
+        rows = [{} for _ in examples]
+        for feature, (best, probabilities) in zip(features, predictions, strict=True):
+            rows[feature["example"]] = {**self._text(examples[feature["example"]]), "label": self.labels[best],
+                                        "score": round(probabilities[best], 4),
+                                        "probabilities": self._rounded(probabilities)}
+        return rows
+
+
+class PairClassificationTask(ClassificationTask):
+    """Classification of text pairs; adds `positive_f1`, the F1 of `positive_label` (binary: the second label)."""
+
+    name = "pair_classification"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        if not self.pair:
+            raise FtuneError("pair_classification needs a second text column", where="task.data.text_pair_column",
+                             fix="set task.data.text_pair_column=<column>")
+
+    def positive_label(self) -> str | None:
+        chosen = self.cfg.get("positive_label")
+        if chosen is not None and str(chosen) not in self.labels:
+            raise FtuneError(f"positive_label `{chosen}` is not a label ({', '.join(self.labels)})",
+                             where="task.positive_label", fix="choose one of the labels, or null")
+        return str(chosen) if chosen is not None else (self.labels[1] if len(self.labels) == 2 else None)
+
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        super().fit_labels(train, others)
+        self.positive_label()
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        metrics = super().compute_metrics(predictions, features, examples)
+        positive = self.positive_label()
+        if positive is not None:
+            gold, predicted = self._gold_and_predicted(predictions, features, examples)
+            metrics.update(positive_label=positive, positive_f1=M.one_class_f1(
+                [self.label_ids[g] for g in gold], [p for p, _ in predicted], self.label_ids[positive]))
+        return metrics
+
+
+class RegressionTask(SequenceTask):
+    """One number per text (or pair), MSE loss. Main metric: Pearson's r (scale-free, as GLUE STS-B)."""
+
+    name = "regression"
+    main_metric = "pearson"
+    problem_type = "regression"
+    table_columns = ("pearson", "spearman", "mse", "examples")
+
+    def parse_label(self, value: Any) -> float:
+        return D.number(value)
+
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        if not train:
+            raise FtuneError("the training split is empty", where="task.data.train",
+                             fix="point task.data.train at a non-empty CSV, TSV or JSONL file")
+        self.labels = ["score"]  # one output; saved as id2label {0: "score"}
+
+    def check_examples(self, examples: list[dict], split: str) -> None:
+        pass  # targets were checked to be finite numbers when read
+
+    def target(self, label: Any) -> float:
+        return label
+
+    def target_tensor(self, targets: list) -> torch.Tensor:
+        return torch.tensor(targets, dtype=torch.float32)
+
+    def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = batch["targets"]["labels"]
+        total = F.mse_loss(outputs.logits.float().squeeze(-1), labels, reduction="sum")
+        return total, torch.tensor(labels.numel(), device=labels.device)
+
+    def decode(self, outputs: Any, batch: dict) -> list[float]:
+        return outputs.logits.float().squeeze(-1).cpu().tolist()
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        return M.regression(*self._gold_and_predicted(predictions, features, examples))
+
+    def metrics_table(self, metrics: dict) -> list[tuple]:
+        return [("all", metrics["pearson"], metrics["spearman"], metrics["mse"], metrics["examples"])]
+
+    def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
+        rows = [{} for _ in examples]
+        for feature, score in zip(features, predictions, strict=True):
+            rows[feature["example"]] = {**self._text(examples[feature["example"]]), "score": round(score, 6)}
+        return rows
+
+
+class MultilabelTask(SequenceTask):
+    """Any subset of labels per text: sigmoid + BCE, labels at probability ≥ `threshold`. Main metric: micro F1."""
+
+    name = "multilabel"
+    main_metric = "micro_f1"
+    problem_type = "multi_label_classification"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        if not 0 < cfg.threshold < 1:
+            raise FtuneError(f"threshold must lie between 0 and 1, got {cfg.threshold}", where="task.threshold")
+
+    def parse_label(self, value: Any) -> list[str]:
+        return D.label_list(value, self.cfg.label_delimiter)
+
+    def gold_labels(self, example: dict) -> list[str]:
+        return example["label"]
+
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        super().fit_labels(train, others)
+        if not self.labels:
+            raise FtuneError("no example in the training data has a label", where="task.data.train",
+                             fix=f"check task.data.label_column and task.label_delimiter=`{self.cfg.label_delimiter}`")
+
+    def target(self, label: Any) -> list[int]:
+        return [self.label_ids[name] for name in label]
+
+    def target_tensor(self, targets: list) -> torch.Tensor:
+        hot = torch.zeros(len(targets), len(self.labels))
+        for row, ids in enumerate(targets):
+            hot[row, ids] = 1.0
+        return hot
+
+    def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = outputs.logits.float(), batch["targets"]["labels"]
+        total = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / logits.shape[-1]
+        return total, torch.tensor(len(labels), device=logits.device)
+
+    def decode(self, outputs: Any, batch: dict) -> list[list[float]]:
+        return outputs.logits.float().sigmoid().cpu().tolist()
+
+    def _chosen(self, probabilities: list[float]) -> list[int]:
+        return [i for i, p in enumerate(probabilities) if p >= self.cfg.threshold]
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        gold, predicted = self._gold_and_predicted(predictions, features, examples)
+        return M.multi_label([[self.label_ids[g] for g in labels] for labels in gold],
+                             [self._chosen(p) for p in predicted], self.labels)
+
+    def metrics_table(self, metrics: dict) -> list[tuple]:
+        rows = [(label, m["precision"], m["recall"], m["f1"], m["support"])
+                for label, m in metrics["per_class"].items()]
+        support = sum(m["support"] for m in metrics["per_class"].values())
+        return [*rows, *((f"{kind} avg", metrics[f"{kind}_precision"], metrics[f"{kind}_recall"], metrics[f"{kind}_f1"],
+                          support) for kind in ("micro", "macro"))]
+
+    def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
+        rows = [{} for _ in examples]
+        for feature, probabilities in zip(features, predictions, strict=True):
+            rows[feature["example"]] = {**self._text(examples[feature["example"]]),
+                                        "labels": [self.labels[i] for i in self._chosen(probabilities)],
+                                        "probabilities": self._rounded(probabilities)}
+        return rows

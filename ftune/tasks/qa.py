@@ -1,0 +1,276 @@
+"""Extractive question answering (SQuAD v1.1 and v2.0).
+
+Question + context are tokenised into overlapping windows (`max_length`, `doc_stride`) with offset
+mappings. Each window keeps only the n-best start and end positions of its logits (small host lists), and
+answers are assembled per question across windows: valid spans inside the context, at most
+`max_answer_length` tokens, and for v2 the empty answer when the best null score beats the best span by
+more than `null_threshold`. EM and F1 use the official SQuAD normalisation.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import re
+import string
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ftune.data import sources
+from ftune.data.batching import pad
+from ftune.data.readers import DataErrors, read_lines
+from ftune.errors import FtuneError
+from ftune.paths import existing_file
+
+
+class QaTask:
+    name = "qa"
+    main_metric = "f1"
+    greater_is_better = True
+    pipeline_task = None  # transformers 5 removed the question-answering pipeline; best/ loads with AutoModelForQuestionAnswering
+    table_columns = ("exact", "f1", "questions")
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.labels: list[str] = []  # span prediction has no label set
+        self.version_2 = cfg.version_2 if cfg.version_2 != "auto" else None
+        self.pad_id = 0
+
+    # ---- data -------------------------------------------------------------------------------------
+    def load_split(self, split: str) -> list[dict]:
+        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "SQuAD JSON")
+
+    def load_file(self, path: str, key: str = "file") -> list[dict]:
+        file = existing_file(path, key)
+        if file.suffix in (".jsonl", ".ndjson"):
+            return self.read_inputs([line for _, line in read_lines(file)], where=str(path))
+        text = "\n".join(line for _, line in read_lines(file))
+        try:
+            articles = json.loads(text)["data"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise FtuneError(f"not SQuAD JSON ({error})", where=str(path),
+                             fix='expected {"data": [{"paragraphs": [{"context", "qas": [...]}]}]}') from error
+        examples = []
+        for a, article in enumerate(articles):
+            for p, paragraph in enumerate(article.get("paragraphs", [])):
+                for q, qa in enumerate(paragraph.get("qas", [])):
+                    examples.append({
+                        "id": str(qa.get("id", f"{a}-{p}-{q}")), "question": qa.get("question", ""),
+                        "context": paragraph.get("context", ""),
+                        "answers": [{"text": x["text"], "start": x["answer_start"]} for x in qa.get("answers", [])],
+                        "impossible": bool(qa.get("is_impossible", False)),
+                        "where": f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"})
+        return examples
+
+    def _from_hub(self, dataset, split: str) -> list[dict]:
+        return [{"id": row["id"], "question": row["question"], "context": row["context"],
+                 "answers": [{"text": t, "start": s} for t, s in zip(row["answers"]["text"],
+                                                                      row["answers"]["answer_start"], strict=True)],
+                 "impossible": not row["answers"]["text"], "where": f"{self.cfg.data.hub}/{split}:{i}"}
+                for i, row in enumerate(dataset)]
+
+    def read_inputs(self, lines: list[str], where: str = "input") -> list[dict]:
+        """JSONL with "question" and "context" (and optional "id", "answers" as in SQuAD)."""
+        examples = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                row = json.loads(line) if line.strip() else {}
+            except json.JSONDecodeError:
+                row = {}
+            row = row if isinstance(row, dict) else {}
+            answers = row.get("answers") or []
+            examples.append({"id": str(row.get("id", number)), "question": str(row.get("question", "")),
+                             "context": str(row.get("context", "")), "where": f"{where}:{number}",
+                             "answers": [{"text": a["text"], "start": a.get("answer_start", a.get("start"))}
+                                         for a in answers if isinstance(a, dict) and "text" in a],
+                             "impossible": bool(row.get("is_impossible", False))})
+        return examples
+
+    # ---- validation ---------------------------------------------------------------------------------
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        if not train:
+            raise FtuneError("the training split is empty", where="task.data.train")
+        for split, examples in {"train": train, **others}.items():
+            self.check_examples(examples, split)
+        if self.version_2 is None:
+            self.version_2 = any(ex["impossible"] or not ex["answers"] for ex in train)
+
+    def check_examples(self, examples: list[dict], split: str) -> None:
+        errors, seen = DataErrors(f"the {split} split"), set()
+        for ex in examples:
+            if ex["id"] in seen:
+                errors.add(ex["where"], f"duplicate question id `{ex['id']}`")
+            seen.add(ex["id"])
+            if not ex["question"].strip() or not ex["context"].strip():
+                errors.add(ex["where"], "empty question or context")
+            for answer in ex["answers"]:
+                start = answer["start"]
+                if not isinstance(start, int) or ex["context"][start:start + len(answer["text"])] != answer["text"]:
+                    errors.add(ex["where"], f"answer {answer['text'][:40]!r} is not found at {start} in its context")
+        errors.raise_if_any(fix="fix the SQuAD file: ids unique, answer_start pointing at the answer text")
+
+    # ---- model and features -------------------------------------------------------------------------
+    def build_model(self, name_or_path: str, **kwargs: Any):
+        from transformers import AutoModelForQuestionAnswering
+
+        from ftune.models import load_pretrained
+
+        return load_pretrained(AutoModelForQuestionAnswering, name_or_path, **kwargs)
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.with_types = "token_type_ids" in tokenizer.model_input_names
+
+    def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
+        self.bind_tokenizer(tokenizer)
+        features = []
+        for first in range(0, len(examples), 256):
+            chunk = examples[first:first + 256]
+            try:
+                encoded = tokenizer([ex["question"].lstrip() for ex in chunk], [ex["context"] for ex in chunk],
+                                    truncation="only_second", max_length=self.cfg.max_length,
+                                    stride=self.cfg.doc_stride, return_overflowing_tokens=True,
+                                    return_offsets_mapping=True)
+            except Exception as error:  # the tokenizer's message for an over-long question is cryptic
+                raise FtuneError(f"a question does not fit in max_length {self.cfg.max_length} ({error})",
+                                 where="task.max_length", fix="raise task.max_length or shorten the questions") from error
+            for i, local in enumerate(encoded["overflow_to_sample_mapping"]):
+                sequence = encoded.sequence_ids(i)
+                offsets = [tuple(o) if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence, strict=True)]
+                feature = {"input_ids": encoded["input_ids"][i], "offsets": offsets, "example": first + local,
+                           "length": len(encoded["input_ids"][i])}
+                if self.with_types:
+                    feature["token_type_ids"] = encoded["token_type_ids"][i]
+                feature["start"], feature["end"] = _span_positions(chunk[local], offsets)
+                features.append(feature)
+        return features
+
+    def collate(self, features: list[dict]) -> dict:
+        ids = torch.tensor(pad([f["input_ids"] for f in features], self.pad_id))
+        mask = torch.tensor(pad([[1] * f["length"] for f in features], 0))
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if features and "token_type_ids" in features[0]:
+            inputs["token_type_ids"] = torch.tensor(pad([f["token_type_ids"] for f in features], 0))
+        width = ids.shape[1]
+        context = torch.tensor([[o is not None for o in f["offsets"]] + [False] * (width - f["length"])
+                                for f in features])
+        return {"inputs": inputs, "context": context, "tokens": int(mask.sum()),
+                "targets": {"start": torch.tensor([f["start"] for f in features]),
+                            "end": torch.tensor([f["end"] for f in features])}}
+
+    def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        targets = batch["targets"]
+        start = F.cross_entropy(outputs.start_logits.float(), targets["start"], reduction="sum")
+        end = F.cross_entropy(outputs.end_logits.float(), targets["end"], reduction="sum")
+        count = torch.tensor(len(targets["start"]), device=start.device)
+        return (start + end) / 2, count
+
+    def decode(self, outputs: Any, batch: dict) -> list[tuple]:
+        # [batch, tokens] floats per window: small; reduced to the n-best at once
+        start, end = outputs.start_logits.float().cpu(), outputs.end_logits.float().cpu()
+        null = (start[:, 0] + end[:, 0]).tolist()
+        context = batch["context"]
+        k = min(self.cfg.n_best, start.shape[1])
+        start_top = start.masked_fill(~context, -math.inf).topk(k, dim=-1)
+        end_top = end.masked_fill(~context, -math.inf).topk(k, dim=-1)
+        return [(null[b], _pairs(start_top, b), _pairs(end_top, b)) for b in range(start.shape[0])]
+
+    # ---- answers and metrics ------------------------------------------------------------------------
+    def _answers(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
+        by_example: dict[int, list[int]] = collections.defaultdict(list)
+        for index, feature in enumerate(features):
+            by_example[feature["example"]].append(index)
+        answers = []
+        for e, ex in enumerate(examples):
+            candidates, null = [], math.inf
+            for index in by_example.get(e, []):
+                null_score, starts, ends = predictions[index]
+                null = min(null, null_score)
+                offsets = features[index]["offsets"]
+                for s, s_logit in starts:
+                    for t, e_logit in ends:
+                        if t < s or t - s + 1 > self.cfg.max_answer_length:
+                            continue
+                        begin, finish = offsets[s][0], offsets[t][1]
+                        candidates.append((s_logit + e_logit, begin, finish))
+            candidates.sort(reverse=True)
+            best = candidates[0] if candidates else (-math.inf, 0, 0)
+            no_answer = self.version_2 and (not candidates or null - best[0] > self.cfg.null_threshold)
+            scores = [c[0] for c in candidates[: self.cfg.n_best]] + ([null] if self.version_2 else [])
+            top = max(scores) if scores else 0.0
+            total = sum(math.exp(x - top) for x in scores) if scores else 1.0
+            chosen = null if no_answer else best[0]
+            answers.append({"id": ex["id"], "answer": "" if no_answer else ex["context"][best[1]:best[2]],
+                            "start": None if no_answer else best[1], "end": None if no_answer else best[2],
+                            "score": round(math.exp(chosen - top) / total, 4) if scores else 0.0})
+        return answers
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        answers = self._answers(predictions, features, examples)
+        rows = {"all": [], "HasAns": [], "NoAns": []}
+        for ex, predicted in zip(examples, answers, strict=True):
+            gold = [a["text"] for a in ex["answers"] if normalize_answer(a["text"])] or [""]
+            scores = (max(float(normalize_answer(predicted["answer"]) == normalize_answer(g)) for g in gold),
+                      max(f1_score(predicted["answer"], g) for g in gold))
+            rows["all"].append(scores)
+            rows["HasAns" if gold != [""] else "NoAns"].append(scores)
+        metrics = {"exact": _mean(rows["all"], 0) * 100, "f1": _mean(rows["all"], 1) * 100, "questions": len(examples)}
+        if self.version_2:
+            for name in ("HasAns", "NoAns"):
+                metrics.update({f"{name}_exact": _mean(rows[name], 0) * 100, f"{name}_f1": _mean(rows[name], 1) * 100,
+                                f"{name}_questions": len(rows[name])})
+        return metrics
+
+    def metrics_table(self, metrics: dict) -> list[tuple]:
+        table = [("all", metrics["exact"], metrics["f1"], metrics["questions"])]
+        for name in ("HasAns", "NoAns"):
+            if f"{name}_f1" in metrics:
+                table.append((name, metrics[f"{name}_exact"], metrics[f"{name}_f1"], metrics[f"{name}_questions"]))
+        return table
+
+    def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
+        return [{"id": ex["id"], "question": ex["question"], **{k: v for k, v in answer.items() if k != "id"}}
+                for ex, answer in zip(examples, self._answers(predictions, features, examples), strict=True)]
+
+
+def _pairs(top, row: int) -> list[tuple[int, float]]:
+    return [(i, v) for i, v in zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True) if v > -math.inf]
+
+
+def _span_positions(example: dict, offsets: list) -> tuple[int, int]:
+    """Token positions of the first answer inside this window, or (0, 0) (the CLS token) when absent."""
+    if not example.get("answers"):
+        return 0, 0
+    answer = example["answers"][0]
+    begin, finish = answer["start"], answer["start"] + len(answer["text"])
+    inside = [i for i, o in enumerate(offsets) if o is not None]
+    if not inside or offsets[inside[0]][0] > begin or offsets[inside[-1]][1] < finish:
+        return 0, 0
+    start = next(i for i in inside if offsets[i][1] > begin)
+    end = next(i for i in reversed(inside) if offsets[i][0] < finish)
+    return start, max(start, end)
+
+
+def normalize_answer(text: str) -> str:
+    """The official SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((collections.Counter(predicted) & collections.Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _mean(rows: list[tuple], column: int) -> float:
+    return sum(r[column] for r in rows) / len(rows) if rows else 0.0

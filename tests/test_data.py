@@ -1,0 +1,81 @@
+"""Batch orders and the feature cache: speed-ups that must not change results."""
+
+import logging
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ftune.config import NerTaskConfig
+from ftune.data import cache
+from ftune.data.batching import eval_batches, train_batches
+from ftune.tasks.ner import NerTask
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_train_batches_cover_every_example_once_per_epoch(group):
+    lengths = [(i * 37) % 101 + 1 for i in range(1000)]
+    for epoch in range(3):
+        batches = train_batches(lengths, 32, seed=7, epoch=epoch, group_by_length=group)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(1000)) and all(len(b) <= 32 for b in batches)
+    assert train_batches(lengths, 32, 7, 0, group) == train_batches(lengths, 32, 7, 0, group)  # reproducible
+    assert train_batches(lengths, 32, 7, 0, group) != train_batches(lengths, 32, 7, 1, group)  # new order per epoch
+
+
+def test_length_grouping_cuts_padding_but_stays_random():
+    lengths = [(i * 37) % 101 + 1 for i in range(2000)]
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = train_batches(lengths, 32, 0, 0, True)
+    plain = train_batches(lengths, 32, 0, 0, False)
+    assert padding(grouped) < padding(plain) / 5
+    first_lengths = [max(lengths[i] for i in b) for b in grouped[:10]]
+    assert first_lengths != sorted(first_lengths, reverse=True)  # batches are shuffled, not longest-first
+    assert sorted(i for b in eval_batches(lengths, 64) for i in b) == list(range(2000))
+
+
+@pytest.fixture
+def ner_task_and_data(tiny_model_dir, tiny_ner_data):
+    from transformers import AutoTokenizer
+
+    task = NerTask(OmegaConf.structured(NerTaskConfig))
+    examples = task.load_file(str(tiny_ner_data["train"]))
+    task.fit_labels(examples, {})
+    return task, examples, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_cached_features_equal_fresh_ones_and_skip_tokenisation(ner_task_and_data, tmp_path, monkeypatch, caplog):
+    task, examples, tokenizer = ner_task_and_data
+    monkeypatch.setenv("FTUNE_CACHE_DIR", str(tmp_path))
+    fresh = task.featurize(examples, tokenizer)
+    with caplog.at_level(logging.INFO, logger="ftune"):
+        first = cache.featurize(task, examples, tokenizer, "train")
+        calls = []
+        monkeypatch.setattr(task, "featurize", lambda *a: calls.append(a) or [])
+        second = cache.featurize(task, examples, tokenizer, "train")
+    assert first == fresh and second == fresh and not calls
+    assert "loaded from the cache" in caplog.text
+    # Different settings or data give a different entry.
+    other = NerTask(OmegaConf.merge(OmegaConf.structured(NerTaskConfig), {"max_length": 16}))
+    other.labels = task.labels
+    assert cache.fingerprint(other, examples, tokenizer) != cache.fingerprint(task, examples, tokenizer)
+    assert cache.fingerprint(task, examples[:-1], tokenizer) != cache.fingerprint(task, examples, tokenizer)
+
+
+def test_padding_does_not_change_per_example_loss(ner_task_and_data, tiny_model_dir):
+    """Dynamic padding groups examples of different lengths: each one's loss must not depend on its batch."""
+    task, examples, tokenizer = ner_task_and_data
+    features = task.featurize(examples[:6], tokenizer)
+    model = task.build_model(str(tiny_model_dir)).eval()
+    with torch.no_grad():
+        alone = [task.loss(model(**(b := task.collate([f]))["inputs"]), b)[0] for f in features]
+        batch = task.collate(features)
+        outputs = model(**batch["inputs"])
+        together = [task.loss(type("O", (), {"logits": outputs.logits[i:i + 1]}),
+                              {"targets": {"labels": batch["targets"]["labels"][i:i + 1]}})[0]
+                    for i in range(len(features))]
+    assert len({f["length"] for f in features}) > 1  # the batch really is padded
+    torch.testing.assert_close(torch.stack(together), torch.stack(alone), rtol=1e-4, atol=1e-5)
