@@ -128,6 +128,34 @@ class MultilabelTaskConfig:
 
 
 @dataclass
+class RelationDataConfig:
+    hub: str | None = None
+    hub_config: str | None = None
+    # JSONL: {"text", "head": [start, end), "tail": [start, end), "label"} (character offsets), or
+    # {"tokens", "head", "tail", "label"} with token indices.
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: str = "jsonl"
+    text_column: str = "text"
+    label_column: str = "label"
+    head_field: str = "head"
+    tail_field: str = "tail"
+    max_train: int | None = None
+    max_validation: int | None = None
+    max_test: int | None = None
+
+
+@dataclass
+class RelationTaskConfig:
+    name: str = "relation"
+    data: RelationDataConfig = field(default_factory=RelationDataConfig)
+    max_length: int = 128  # longer sentences are cropped around their two entities
+    class_weights: str | None = None
+    no_relation: str | None = "no_relation"  # left out of the micro P/R/F1 (null: count every label)
+
+
+@dataclass
 class OptimizerConfig:
     name: str = MISSING  # adamw | sgd | adafactor
     lr: float = 5e-5
@@ -220,6 +248,7 @@ TASK_SCHEMAS: dict[str, type] = {
     "pair_classification": PairClassificationTaskConfig,
     "regression": RegressionTaskConfig,
     "multilabel": MultilabelTaskConfig,
+    "relation": RelationTaskConfig,
 }
 
 GROUP_SCHEMAS: dict[str, type] = {

@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "regression": "ftune.tasks.classification:RegressionTask",
     "multilabel": "ftune.tasks.classification:MultilabelTask",
     "qa": "ftune.tasks.qa:QaTask",
+    "relation": "ftune.tasks.relation:RelationTask",
 }
 
 SCHEDULERS: dict[str, str] = {  # transformers.get_scheduler names
