@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmark the working tree, not some other installed copy
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 os.environ.update(ENV)
-RUNS = {"ftune": "ftune", "trainer": "Trainer (default)", "trainer_grouped": "Trainer (group_by_length)"}
+RUNS = {"ftune": "ftune", "trainer": "Trainer (default)", "trainer_grouped": "Trainer (group_by_length)",
+        "trainer_grouped_bf16": "Trainer (group_by_length, bf16)"}
 
 
 # ---- worker side: one run in a fresh process ------------------------------------------------------------
@@ -99,7 +100,8 @@ def run_ftune(spec: dict) -> dict:
         f"task.data.max_validation={spec['eval_sentences']}", f"trainer.epochs={spec['epochs']}",
         f"trainer.batch_size={spec['batch_size']}", f"trainer.eval_batch_size={spec['eval_batch_size']}",
         f"trainer.max_grad_norm={spec['max_grad_norm']}", f"trainer.seed={spec['seed']}",
-        f"trainer.precision={spec['precision']}", "trainer.num_workers=0", f"optimizer.lr={spec['lr']}",
+        f"trainer.precision={spec.get('ftune_precision', spec['precision'])}", "trainer.num_workers=0",
+        f"optimizer.lr={spec['lr']}",
         f"optimizer.weight_decay={spec['weight_decay']}", "scheduler=linear",
         f"scheduler.warmup_ratio={spec['warmup_ratio']}", "logger.console=none", f"run_dir={spec['run_dir']}"]
     with initialize_config_module("ftune.configs", version_base="1.3"):
@@ -112,7 +114,8 @@ def run_ftune(spec: dict) -> dict:
     results = json.loads((Path(spec["run_dir"]) / "results.json").read_text())
     return {"steps": results["steps"], "train_s": results["train"]["seconds"],
             "in_loop_s": sum(selections) + sum(saves), "eval_s": evaluations[-1],
-            "f1": results["validation"]["f1"], "best_step": results["best_step"], **_memory()}
+            "f1": results["validation"]["f1"], "best_step": results["best_step"],
+            "precision": results["precision"], **_memory()}
 
 
 def run_trainer(spec: dict, grouped: bool) -> dict:
@@ -188,7 +191,11 @@ def worker(kind: str, spec_path: str, result_path: str) -> None:
     """One run; also records the CPU time other processes took meanwhile (a busy machine skews timings)."""
     busy, own = _cpu_s()
     spec = json.loads(Path(spec_path).read_text())
-    result = run_ftune(spec) if kind == "ftune" else run_trainer(spec, grouped=kind == "trainer_grouped")
+    if kind == "ftune":
+        result = run_ftune(spec)
+    else:  # the bf16 run shows the Trainer with the precision ftune picks by default on a bf16-capable CPU
+        bf16 = {"precision": "bf16"} if kind == "trainer_grouped_bf16" else {}
+        result = run_trainer({**spec, **bf16}, grouped=kind.startswith("trainer_grouped"))
     busy_end, own_end = _cpu_s()
     result["other_cpu_s"] = max(0.0, (busy_end - busy) - (own_end - own))
     import torch
@@ -256,7 +263,7 @@ NO_RATIO = {"in_loop_s", "other_cpu_s"}
 
 def table(rows: dict[str, dict]) -> str:
     """A padded markdown table: metrics as rows; runs, then ftune/Trainer ratios as columns."""
-    ratios = [k for k in ("trainer", "trainer_grouped") if "ftune" in rows and k in rows]
+    ratios = [k for k in RUNS if k != "ftune" and "ftune" in rows and k in rows]
     lines = [["metric", *(RUNS[k] for k in rows), *(f"ftune / {RUNS[k]}" for k in ratios)]]
     for key, label, fmt in ROWS:
         values = [rows[k].get(key) for k in rows]
@@ -283,6 +290,9 @@ def render(report: dict) -> str:
         lines += ["", f"## {s['workload']}: {st['examples']} train sentences ({st['tokens']} real tokens) "
                   f"x {s['epochs']} epoch(s), batch {s['batch_size']}, lr {s['lr']}; "
                   f"eval on {st['eval_examples']} sentences", "", table(w["rows"])]
+        if "ftune" in w["raw"]:
+            lines += ["", f"ftune ran with precision `{w['raw']['ftune'].get('precision')}` "
+                      f"(`trainer.precision={s.get('ftune_precision', s['precision'])}`)."]
     lines += ["", "Rates: examples (or real tokens, [CLS]/[SEP] included) x epochs over the training loop "
               "time: train wall time minus ftune's per-epoch validation and checkpoints (the Trainer runs "
               "with eval_strategy=no, save_strategy=no). ftune batches by length (its default). Eval times "
@@ -351,7 +361,9 @@ def main() -> None:
             "eval_sentences": args.eval_sentences, "epochs": args.epochs, "batch_size": args.batch_size,
             "eval_batch_size": 64, "lr": args.lr, "weight_decay": 0.01, "warmup_ratio": 0.1,
             "max_grad_norm": 1.0, "seed": 42, "max_length": 128, "precision": "fp32",
-            "workload": "MiniLM fp32"}
+            # ftune runs with its defaults: precision=auto is bf16 autocast on a CPU with native bf16
+            # (AVX512-BF16/AMX), fp32 otherwise; the Trainer runs fp32 (its default) and, in its own column, bf16.
+            "ftune_precision": "auto", "workload": "MiniLM (Trainer fp32 unless marked; ftune precision=auto)"}
     command = shlex.join(["python", os.path.relpath(__file__, Path.cwd()), *sys.argv[1:]])
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": command,
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": version("torch"),
@@ -363,7 +375,7 @@ def main() -> None:
         if torch.cuda.is_available():  # second workload: throughput and MFU of a bert-base-sized model
             folder = Path(tmp) / "bert-base-random"
             workloads.append({**base, **bert_base_folder(folder, model), "model": str(folder),
-                              "model_name": folder.name, "batch_size": 64, "precision": "bf16",
+                              "model_name": folder.name, "batch_size": 64, "precision": "bf16", "ftune_precision": "bf16",
                               "peak_tflops": args.peak_tflops, "workload": "bert-base (random init) bf16"})
         for spec in workloads:
             stats = workload_stats(spec)

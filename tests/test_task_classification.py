@@ -202,6 +202,10 @@ def test_hub_datasets_map_class_ids_to_names_and_drop_unlabelled_rows(tmp_path, 
     assert task.labels == ["positive", "negative"]  # the dataset's class order: id 0 stays id 0
     with pytest.raises(FtuneError, match=r"no column `text` \(columns: sentence, label\).*task.data.text_column"):
         make(ClassificationTask, data={"hub": str(local)}).load_split("train")
+    # hub_splits names the dataset's own splits (MNLI: validation_matched / validation_mismatched)
+    renamed = make(ClassificationTask, data={"hub": str(local), "text_column": "sentence",
+                                             "hub_splits": {"test": "validation"}})
+    assert [ex["text"] for ex in renamed.load_split("test")] == ["fine"]
 
 
 # ---- features, batches, losses ---------------------------------------------------------------------------

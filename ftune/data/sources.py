@@ -38,10 +38,11 @@ def hub_split(data: Any, split: str, formats: str):
 
     if not hub_available():
         datasets.config.HF_HUB_OFFLINE = True  # use the local cache only
+    name = (data.get("hub_splits") or {}).get(split, split)  # MNLI: validation → validation_matched
     try:
-        if split not in datasets.get_dataset_split_names(data.hub, data.get("hub_config")):
+        if name not in datasets.get_dataset_split_names(data.hub, data.get("hub_config")):
             return None
-        return datasets.load_dataset(data.hub, data.get("hub_config"), split=split)
+        return datasets.load_dataset(data.hub, data.get("hub_config"), split=name)
     except Exception as error:  # offline, unknown name, missing config: all mean "cannot load it"
         raise FtuneError(f"cannot load dataset `{data.hub}` from the Hugging Face hub or its cache "
                          f"({type(error).__name__})", where="task.data.hub",
