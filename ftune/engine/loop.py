@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -45,7 +46,16 @@ def make_accelerator(precision: str, device: str):
     if precision not in ("fp32", "bf16", "fp16"):
         raise FtuneError(f"unknown precision `{precision}`", where="trainer.precision",
                          fix="choose from: auto, fp32, bf16, fp16")
+    if not on_gpu and "LOCAL_WORLD_SIZE" in os.environ:
+        # torchrun gives every process OMP_NUM_THREADS=1; on a CPU the processes should share the cores
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // int(os.environ["LOCAL_WORLD_SIZE"])))
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one precision per process; jobs run one after another in a process (Hydra multirun,
+    # train then eval in a notebook) may each ask for another. The process group (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed, cpu=not on_gpu), precision
 
 
