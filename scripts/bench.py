@@ -327,6 +327,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=42, help="seed of every run (run several to see the F1 spread)")
     p.add_argument("--only", action="append", choices=list(RUNS), help="repeatable; default: all three")
     p.add_argument("--quick", action="store_true", help="200 train / 100 eval sentences, 1 epoch")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak dense bf16 TFLOP/s (H100 SXM)")
@@ -360,7 +361,7 @@ def main() -> None:
             "validation_file": str(data / "validation.txt"), "train_sentences": args.train_sentences,
             "eval_sentences": args.eval_sentences, "epochs": args.epochs, "batch_size": args.batch_size,
             "eval_batch_size": 64, "lr": args.lr, "weight_decay": 0.01, "warmup_ratio": 0.1,
-            "max_grad_norm": 1.0, "seed": 42, "max_length": 128, "precision": "fp32",
+            "max_grad_norm": 1.0, "seed": args.seed, "max_length": 128, "precision": "fp32",
             # ftune runs with its defaults: precision=auto is bf16 autocast on a CPU with native bf16
             # (AVX512-BF16/AMX), fp32 otherwise; the Trainer runs fp32 (its default) and, in its own column, bf16.
             "ftune_precision": "auto", "workload": "MiniLM (Trainer fp32 unless marked; ftune precision=auto)"}
