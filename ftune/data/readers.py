@@ -171,3 +171,14 @@ def read_table(path: str, key: str, delimiter: str | None = None) -> list[dict]:
     separator = "tab" if delimiter == "\t" else repr(delimiter)
     errors.raise_if_any(fix=f"each {kind} row needs as many {separator}-separated fields as the header line")
     return rows
+
+
+def json_object(line: str) -> dict | None:
+    """The JSON object on a `predict` input line, or None when the line is not one (then it is plain text)."""
+    if not line.lstrip().startswith("{"):
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) else None

@@ -13,6 +13,7 @@ labels and divided by their number: the mean BCE per label, summed over the exam
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections import Counter
 from typing import Any
@@ -29,7 +30,7 @@ from ftune.tasks import sequence_metrics as M
 log = logging.getLogger("ftune")
 
 
-class SequenceTask:
+class SequenceTask(abc.ABC):
     """What the four tasks share: data, label checks, tokenisation, batches and the model head."""
 
     name = "sequence"
@@ -61,8 +62,9 @@ class SequenceTask:
         return self.data.inputs(lines)
 
     # ---- labels ---------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def parse_label(self, value: Any) -> Any:
-        raise NotImplementedError
+        """The task's label from a raw cell or JSON value; ValueError says what is wrong with it."""
 
     def gold_labels(self, example: dict) -> list[str]:
         return [example["label"]]

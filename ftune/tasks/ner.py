@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ftune.data import sources
 from ftune.data.batching import pad
-from ftune.data.readers import DataErrors, detect_format, read_conll, read_tagged_jsonl
+from ftune.data.readers import DataErrors, detect_format, json_object, read_conll, read_tagged_jsonl
 from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import tag_schemes as ts
@@ -55,16 +55,9 @@ class NerTask:
                  "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset)]
 
     def read_inputs(self, lines: list[str]) -> list[dict]:
-        import json
-
         examples = []
         for line in lines:
-            row = None
-            if line.lstrip().startswith("{"):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
+            row = json_object(line)
             if isinstance(row, dict) and isinstance(row.get("tokens"), list):
                 examples.append({"tokens": [str(t) for t in row["tokens"]]})
                 continue

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ftune.data import sources
-from ftune.data.readers import DataErrors, read_jsonl, read_table
+from ftune.data.readers import DataErrors, json_object, read_jsonl, read_table
 from ftune.errors import FtuneError, did_you_mean
 from ftune.paths import resolve
 
@@ -162,12 +162,7 @@ class SequenceData:
         """`predict` lines: plain text (pairs: text<TAB>text_pair) or JSON {"text": ..., "text_pair": ...}."""
         examples = []
         for line in lines:
-            row = None
-            if line.lstrip().startswith("{"):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
+            row = json_object(line)
             if isinstance(row, dict):
                 text = row.get("text", row.get(self.cfg.text_column))
                 pair = row.get("text_pair", row.get(self.cfg.text_pair_column))
