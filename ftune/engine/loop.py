@@ -29,7 +29,8 @@ log = logging.getLogger("ftune")
 
 
 def make_accelerator(precision: str, device: str):
-    """An Accelerator for the requested precision (auto: bf16 or fp16 on CUDA, fp32 on CPU) and device."""
+    """An Accelerator for the precision (auto: bf16, or fp16 on CUDA without bf16; on a CPU bf16 only
+    with native bf16, else fp32) and device."""
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
