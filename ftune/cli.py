@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
     "eval": "evaluate a run (run_dir=...) or a model folder (model=... task=...) on a split or file",
     "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
+    "data": "`data check task=...`: read and validate a task's data (no model, nothing written)",
 }
 
 USAGE = f"""usage: ftune <command> [hydra overrides...]
@@ -34,6 +35,7 @@ examples:
   ftune train --cfg job                         # print the composed config
   ftune eval run_dir=runs/ner/minilm/<time> split=test
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
+  ftune data check task=ner task.data.train=train.txt   # validate data only
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
 exit codes: 0 ok, 1 internal error, 2 bad config or data, 130/143 stopped by SIGINT/SIGTERM
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         hint = did_you_mean(command, COMMANDS) or f"choose from {', '.join(COMMANDS)}"
         sys.exit(report(FtuneError(f"unknown command `{command}`", fix=hint)))
 
+    if command == "data":
+        if not rest or rest[0] != "check":
+            sys.exit(report(FtuneError("`ftune data` needs a subcommand", fix="use: ftune data check task=...")))
+        rest = rest[1:]
     from ftune.config import register_configs
 
     register_configs()

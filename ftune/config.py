@@ -22,7 +22,8 @@ class ModelConfig:
     # shipped inside an installed package (works offline).
     name_or_path: str = MISSING
     revision: str | None = None
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run Python code shipped with a hub model: only for models you trust
+    allow_pickle: bool = False  # load pickle weights (pytorch_model.bin), which can run code when loaded
 
 
 @dataclass
@@ -196,6 +197,7 @@ class TrainerConfig:
     seed: int = 42
     group_by_length: bool = True
     cache_features: bool = True  # keep tokenised features on disk ($FTUNE_CACHE_DIR) for the next run
+    nonfinite: str = "stop"  # NaN/inf loss or gradients: stop | skip (the update; counted) | ignore (no check)
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -232,6 +234,11 @@ class EvalConfig:
     checkpoint: str = "best"  # best | last | <path to a checkpoint or model folder>
     batch_size: int = 64
     device: str = "auto"
+
+
+@dataclass
+class DataCheckConfig:
+    task: Any = MISSING
 
 
 @dataclass
@@ -272,6 +279,7 @@ def register_configs() -> None:
     cs.store(name="base_train", node=TrainConfig)
     cs.store(name="base_eval", node=EvalConfig)
     cs.store(name="base_predict", node=PredictConfig)
+    cs.store(name="base_data", node=DataCheckConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in TASK_SCHEMAS.items():
@@ -283,7 +291,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     schemas = {group: schema for group, schema in GROUP_SCHEMAS.items() if isinstance(cfg.get(group), DictConfig)}
     if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in TASK_SCHEMAS:
         schemas["task"] = TASK_SCHEMAS[cfg.task.name]
-    top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig}
+    top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig}
     for schema in top.values():
         if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
             break

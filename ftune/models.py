@@ -18,14 +18,15 @@ from ftune.paths import resolve
 log = logging.getLogger("ftune")
 
 
-def locate(name_or_path: str, key: str = "model.name_or_path") -> str:
+def locate(name_or_path: str, key: str = "model.name_or_path", allow_pickle: bool = False) -> str:
     """A local folder for `pkg:`/local paths, else the hub id unchanged (after a reachability check)."""
     path = resolve(name_or_path, key)
     if name_or_path.startswith("pkg:") or path.exists() or name_or_path.startswith((".", "/", "~")):
         if not path.is_dir():
             raise FtuneError(f"model folder not found: {path}", where=key,
                              fix="give a folder with config.json, or use model=minilm")
-        _refuse_pickle_only(path)
+        if not allow_pickle:
+            _refuse_pickle_only(path)
         return str(path)
     if _in_hf_cache(name_or_path) or _hub_reachable():
         return name_or_path
@@ -67,7 +68,7 @@ def _refuse_pickle_only(folder: Path) -> None:
         raise FtuneError(
             f"{folder} holds only pickle weights (pytorch_model*.bin), which can run code when loaded",
             where="model.name_or_path",
-            fix="convert them to safetensors first, or use a folder with *.safetensors",
+            fix="convert them to safetensors, or set model.allow_pickle=true if you trust the folder's origin",
         )
 
 

@@ -61,6 +61,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     if trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise FtuneError(f"unknown precision `{trainer.precision}`", where="trainer.precision",
                          fix="choose from: auto, fp32, bf16, fp16")
+    if trainer.nonfinite not in ("stop", "skip", "ignore"):
+        raise FtuneError(f"unknown value `{trainer.nonfinite}`", where="trainer.nonfinite", fix="choose from: stop, skip, ignore")
     if trainer.device not in ("auto", "cpu", "cuda"):
         raise FtuneError(f"unknown device `{trainer.device}`", where="trainer.device", fix="choose from: auto, cpu, cuda")
 
@@ -113,6 +115,20 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
     tokenizer = load_tokenizer(str(folder))
     model = task.build_model(str(folder))
     return task, tokenizer, model, (run_cfg.trainer if run_cfg is not None else None), run_dir, folder
+
+
+def save_hydra_record(run_dir: Path) -> None:
+    """What Hydra writes to .hydra/ (config, hydra, overrides), saved only once the run has started."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = run_dir / ".hydra"
+    folder.mkdir(exist_ok=True)
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), folder / "overrides.yaml")
+    (folder / "config.yaml").write_text((run_dir / "config.yaml").read_text())
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -29,19 +29,26 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     run_dir = R.hydra_output_dir(cfg.run_dir)
     R.validate_train_config(cfg)
+    accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
     R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     resume_from = ckpt.find(run_dir, cfg.resume)
+    if resume_from is not None:
+        _check_same_run(run_dir, cfg)
 
-    model_path = locate(cfg.model.name_or_path)  # offline hub ids fail here, before data is read
+    # offline hub ids fail here, before data is read
+    model_path = locate(cfg.model.name_or_path, allow_pickle=cfg.model.allow_pickle)
     task = build_task(cfg.task)
     splits = R.load_splits(task)
     task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
+    if resume_from is not None:
+        _check_resumable(resume_from, task.labels)
     shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
     log.info("task %s%s, model %s", task.name, f", labels {shown}" if task.labels else "", model_path)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if _is_main_process():
+    if accelerator.is_main_process:  # written only now: a run that fails validation leaves nothing but its log
         OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
+        R.save_hydra_record(run_dir)
 
     set_seed(cfg.trainer.seed)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
@@ -49,11 +56,9 @@ def run(cfg: DictConfig) -> dict:
                 for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
-    if resume_from is not None:
-        _check_resumable(resume_from, task.labels)
-    model = task.build_model(str(resume_from or model_path), trust_remote_code=cfg.model.trust_remote_code)
+    model = task.build_model(str(resume_from or model_path), trust_remote_code=cfg.model.trust_remote_code,
+                             use_safetensors=None if cfg.model.allow_pickle else True)
 
-    accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
     # fused AdamW: one kernel for all parameters; on CPU it is ~10x faster than the per-tensor loop too
     optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type in ("cuda", "cpu"))
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
@@ -103,10 +108,17 @@ def _throughput(samples: int, engine, seconds: float, examples: int, features: i
             "samples_per_s": round(samples * processes / stepping, 2)}
 
 
-def _is_main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
+def _check_same_run(run_dir: Path, cfg: DictConfig) -> None:
+    """Resuming with another model or task would silently mix two runs: refuse, naming the key."""
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = OmegaConf.load(saved_file)
+    for key in ("model.name_or_path", "task.name", "optimizer.name"):
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if before != now:
+            raise FtuneError(f"the run was trained with {key}={before}, this resume asks for {now}", where=key,
+                             fix=f"resume with {key}={before}, or start a new run_dir")
 
 
 def _check_resumable(checkpoint_dir: Path, labels: list[str]) -> None:

@@ -1,12 +1,14 @@
 """Checkpoints: checkpoints/step-N/ with weights, optimizer, scheduler, RNG and trainer state.
 
-A checkpoint is written into a hidden temporary folder, flushed to disk, and renamed into place; the
-`latest` pointer is replaced last. A folder without `trainer_state.json` is never trusted by resume.
+A checkpoint is written into a hidden temporary folder with a sha256 list of its files (written last),
+flushed to disk, and renamed into place; the `latest` pointer is replaced after that. Resume takes the
+newest checkpoint whose files match their checksums and skips, with a warning, any that do not.
 Weights are safetensors; the other files are loaded with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ from ftune.errors import FtuneError
 
 log = logging.getLogger("ftune")
 STATE_FILE = "trainer_state.json"
+CHECKSUMS = "checksums.json"
 
 
 @dataclass
@@ -34,6 +37,7 @@ class TrainState:
     bad_evals: int = 0  # evaluations without improvement, for early stopping
     samples: int = 0
     last_eval_step: int = -1
+    skipped: int = 0  # steps whose update was skipped: loss or gradients not finite (trainer.nonfinite=skip)
 
 
 def save(folder: Path, model, optimizer, scheduler, state: TrainState, keep_last: int, extras: list) -> Path:
@@ -49,6 +53,8 @@ def save(folder: Path, model, optimizer, scheduler, state: TrainState, keep_last
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
     (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+    # written last: a folder with a complete, matching checksum list is a complete checkpoint
+    (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=2))
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -65,19 +71,36 @@ def find(run_dir: Path, resume: str | bool) -> Path | None:
         return None
     if str(resume).lower() not in ("true", "latest"):
         path = Path(str(resume))
-        if not (path / STATE_FILE).is_file():
-            raise FtuneError(f"not a complete checkpoint: {path} (no {STATE_FILE})", where="resume",
-                             fix="give a checkpoints/step-N folder, or resume=true for the latest")
+        problem = verify(path)
+        if problem:
+            raise FtuneError(f"not a usable checkpoint: {path} ({problem})", where="resume",
+                             fix="give a complete checkpoints/step-N folder, or resume=true for the latest good one")
         return path
     folder = run_dir / "checkpoints"
-    pointer = folder / "latest"
-    if pointer.is_file() and (folder / pointer.read_text().strip() / STATE_FILE).is_file():
-        return folder / pointer.read_text().strip()
-    complete = sorted((p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()), key=_step_of)
-    if not complete:
-        raise FtuneError(f"no checkpoint to resume from in {folder}", where="resume",
-                         fix="start without resume=true, or point run_dir at the interrupted run")
-    return complete[-1]
+    # Newest first; anything incomplete or damaged (a kill during a save, a bad disk) is skipped, loudly.
+    for candidate in sorted(folder.glob("step-*"), key=_step_of, reverse=True):
+        problem = verify(candidate)
+        if problem is None:
+            return candidate
+        log.warning("skipping checkpoint %s: %s", candidate, problem)
+    raise FtuneError(f"no complete checkpoint to resume from in {folder}", where="resume",
+                     fix="start without resume=true, or point run_dir at the interrupted run")
+
+
+def verify(folder: Path) -> str | None:
+    """Why `folder` is not a complete, intact checkpoint, or None."""
+    listed = folder / CHECKSUMS
+    if not listed.is_file():
+        return "incomplete (no checksum list)"
+    try:
+        expected = json.loads(listed.read_text())
+    except json.JSONDecodeError:
+        return "damaged checksum list"
+    actual = _checksums(folder)
+    for name, digest in expected.items():
+        if actual.get(name) != digest:
+            return f"{name} is missing or does not match its checksum"
+    return None
 
 
 def load_training_state(path: Path, optimizer, scheduler) -> TrainState:
@@ -116,6 +139,18 @@ def load_weights(model, folder: Path) -> None:
                          f"unexpected {list(unexpected)[:3]})", where="checkpoint")
     if missing:
         model.tie_weights()
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    sums = {}
+    for file in sorted(folder.iterdir()):
+        if file.is_file() and file.name != CHECKSUMS:
+            digest = hashlib.sha256()
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            sums[file.name] = digest.hexdigest()
+    return sums
 
 
 def _rng_state() -> dict:

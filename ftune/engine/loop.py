@@ -138,6 +138,7 @@ class Engine:
             # dynamic shapes: length-grouped batches change the sequence length from step to step
             self.model = torch.compile(self.model, dynamic=True)
         self.seconds = {"eval": 0.0, "checkpoint": 0.0}  # time fit() spent outside training steps
+        self.last_checkpoint: int | None = None
 
     # ---- events ---------------------------------------------------------------------------------------
     def emit(self, event: dict) -> None:
@@ -203,7 +204,16 @@ class Engine:
             remaining = chunks[state.chunk:]
             micro = iter(self._loader(train, [b for chunk in remaining for b in chunk]))
             for chunk in remaining:
-                self._train_step([next(micro) for _ in chunk], params, window)
+                if not self._train_step([next(micro) for _ in chunk], params, window):
+                    if cfg.nonfinite == "stop":
+                        saved = (f"the last checkpoint (step {self.last_checkpoint}) is intact" if self.last_checkpoint
+                                 else "no checkpoint was saved yet")
+                        raise FtuneError(f"loss or gradients are not finite (NaN/inf) at step {state.step + 1}, "
+                                         f"epoch {state.epoch + 1}; {saved}", where="training",
+                                         fix="lower optimizer.lr, check the data, or trainer.nonfinite=skip")
+                    state.skipped += 1
+                    log.warning("step %d: loss or gradients not finite, update skipped (%d so far)",
+                                state.step + 1, state.skipped)
                 state.step += 1
                 state.chunk += 1
                 state.samples += sum(len(b) for b in chunk)
@@ -231,12 +241,13 @@ class Engine:
                     return None
         return None
 
-    def _train_step(self, micro_batches: list[dict], params: list, window: dict) -> None:
+    def _train_step(self, micro_batches: list[dict], params: list, window: dict) -> bool:
         """One optimizer step over several micro-batches, with the loss normalised over all their targets.
 
         Each micro-batch backpropagates its *summed* loss; the gradients are divided by the step's total
         number of targets afterwards. So k micro-batches give exactly the update of one batch of their union,
-        however unevenly the targets (e.g. real tokens) are spread over them.
+        however unevenly the targets (e.g. real tokens) are spread over them. Returns False when the loss or
+        the gradients were not finite and the update was not applied.
         """
         step_loss = torch.zeros((), device=self.device)
         step_targets = torch.zeros((), device=self.device)
@@ -260,14 +271,21 @@ class Engine:
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        # fp16's loss scaler expects (and handles) overflowing gradients: the check is for the other precisions
+        if self.cfg.nonfinite != "ignore" and self.accelerator.mixed_precision != "fp16":
+            if not bool(torch.isfinite(norm) & torch.isfinite(step_loss)):  # a host sync: once per step
+                self.optimizer.zero_grad(set_to_none=True)
+                return False
         if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, norm)
         self.optimizer.step()
         if not self.accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         window["loss"] += step_loss
         window["targets"] += step_targets
+        return True
 
     def _log_train(self, state: TrainState, total: int, per_epoch: int, window: dict) -> None:
         # .item() is a host-device sync: done only here, at the log cadence
@@ -279,7 +297,8 @@ class Engine:
                    # every process runs the same number of equally sized steps: scale to the global rate
                    "samples_per_s": window["samples"] * self.accelerator.num_processes / seconds,
                    "tokens_per_s": window["tokens"] * self.accelerator.num_processes / seconds,
-                   "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1)})
+                   "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1),
+                   "skipped_steps": state.skipped})
         window.update(loss=torch.zeros((), device=self.device), targets=torch.zeros((), device=self.device),
                       samples=0, tokens=0, padded=0, time=time.perf_counter())
 
@@ -311,6 +330,7 @@ class Engine:
             ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), self.optimizer,
                       self.scheduler, state, self.cfg.keep_last, self.extras)
         self.accelerator.wait_for_everyone()
+        self.last_checkpoint = state.step
         self.seconds["checkpoint"] += time.perf_counter() - started
 
     # ---- evaluation and prediction ----------------------------------------------------------------------
