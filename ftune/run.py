@@ -39,6 +39,9 @@ def check_run_dir(run_dir: Path, resume: Any, overwrite: bool) -> None:
 def load_splits(task, names=SPLITS) -> dict[str, list[dict]]:
     splits = {name: task.load_split(name) for name in names}
     for name, examples in splits.items():
+        if not examples and task.cfg.data.get(name):  # a configured file that holds nothing is a mistake
+            raise FtuneError(f"the {name} split is empty", where=f"task.data.{name}",
+                             fix=f"check {task.cfg.data.get(name)}, or leave task.data.{name} unset")
         log.info("%s: %d examples", name, len(examples))
     return splits
 

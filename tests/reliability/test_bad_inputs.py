@@ -74,7 +74,7 @@ def _cases(tmp: Path, model: Path) -> list[tuple[list[str], str]]:
         (["train", *data(f["no_tag.conll"])], "no_tag.conll:2: a token with no tag column"),
         (["train", *data(f["bad_tag.conll"])], "bad_tag.conll:1: tag `X-FOO` is not O or B-/I-/E-/S-<TYPE>"),
         (["train", *data(f["good.conll"], f["unseen.conll"])], "unseen.conll:1: label `B-ORG` does not occur"),
-        (["train", *data(f["empty.conll"])], "task.data.train: the training split is empty"),
+        (["train", *data(f["empty.conll"])], "task.data.train: the train split is empty"),
         (["train", *data(f["latin1.conll"])], "latin1.conll:1: bytes that are not UTF-8"),
         (["train", *data(f["bioes.conll"], None, "ner", "task.scheme=IOB2")], "not valid in IOB2"),
         (["train", *data(f["mismatch.jsonl"])], "mismatch.jsonl:1: 2 tokens but 1 tags"),
@@ -90,6 +90,7 @@ def _cases(tmp: Path, model: Path) -> list[tuple[list[str], str]]:
         (["train", *data(f["qa_bad.json"], None, "qa")], "not SQuAD JSON"),
         (["train", *data(f["rel.jsonl"], None, "relation")], "rel.jsonl:1: head and tail overlap"),
         (["train", *data(f["good.conll"]), "resume=true"], "no complete checkpoint to resume from"),
+        (["train", *data(f["good.conll"], f["empty.conll"])], "task.data.validation: the validation split is empty"),
         (["eval", f"run_dir={tmp / 'not_a_run'}"], "is not an ftune run (no config.yaml)"),
         (["eval", "run_dir=x", "split=dev"], "split: unknown split `dev`"),
         (["eval", f"model={model}"], "a model folder needs its task"),
@@ -114,7 +115,7 @@ def test_at_least_thirty_cases(tmp_path, tiny_model_dir):
     assert len(_cases(tmp_path, tiny_model_dir)) >= 30
 
 
-@pytest.mark.parametrize("index", range(41))
+@pytest.mark.parametrize("index", range(42))
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(index, tmp_path, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, expected = _cases(tmp_path, tiny_model_dir)[index]
@@ -129,3 +130,32 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(index, tmp_path, tin
     assert "Traceback" not in err
     if run_dir.exists():  # at most the log: no config, checkpoint, model or results
         assert sorted(p.name for p in run_dir.iterdir()) in ([], ["train.log"]), list(run_dir.iterdir())
+
+
+def test_a_refused_resume_leaves_the_run_untouched(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """Resuming with a different label set (or model) exits 2 and changes no file of the existing run."""
+    import hashlib
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    f = _files(tmp_path)
+    run_dir = tmp_path / "run"
+    common = [f"model.name_or_path={tiny_model_dir}", "task=ner", "trainer.max_steps=2", "logger.console=none",
+              f"run_dir={run_dir}"]
+    assert _run(["train", *common, f"task.data.train={f['good.conll']}"]) in (0, None)
+
+    def digests():
+        return {p.relative_to(run_dir): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
+
+    before = digests()
+    other_labels = tmp_path / "other.conll"
+    other_labels.write_text("Acme B-ORG\nrose O\n")
+    assert _run(["train", *common, f"task.data.train={other_labels}", "resume=true"]) == 2
+    assert "the checkpoint was trained with labels" in capsys.readouterr().err
+    other_model = tmp_path / "other_model"
+    shutil.copytree(tiny_model_dir, other_model)
+    assert _run(["train", *[c for c in common if not c.startswith("model.")], f"model.name_or_path={other_model}",
+                 f"task.data.train={f['good.conll']}", "resume=true"]) == 2
+    assert "model.name_or_path: the run was trained with model.name_or_path=" in capsys.readouterr().err
+    assert digests() == before
