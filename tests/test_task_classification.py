@@ -277,8 +277,12 @@ def test_predict_inputs_and_outputs():
     pair = make(PairClassificationTask)
     assert pair.read_inputs(["a\tb", '{"text": "c", "text_pair": "d"}']) == [{"text": "a", "text_pair": "b"},
                                                                             {"text": "c", "text_pair": "d"}]
-    with pytest.raises(FtuneError, match="needs two texts"):
-        pair.read_inputs(["no tab here"])
+    (broken,) = pair.read_inputs(["no tab here"])  # reported on its own output line; others go on
+    assert "needs two texts" in broken["error"]
+    pair.labels = ["0", "1"]
+    rows = pair.format_predictions([(0, [0.9, 0.1]), (1, [0.2, 0.8])], [{"example": 0}, {"example": 1}],
+                                   [broken, {"text": "a", "text_pair": "b"}])
+    assert rows[0] == {"error": broken["error"]} and rows[1]["label"] == "1"
     single.labels = ["neg", "pos"]
     (row,) = single.format_predictions([(1, [0.25, 0.75])], [{"example": 0}], [{"text": "fine"}])
     assert row == {"text": "fine", "label": "pos", "score": 0.75, "probabilities": {"neg": 0.25, "pos": 0.75}}

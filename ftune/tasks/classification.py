@@ -152,6 +152,11 @@ class SequenceTask(abc.ABC):
     def _text(self, example: dict) -> dict:
         return {"text": example["text"], "text_pair": example["text_pair"]} if self.pair else {"text": example["text"]}
 
+    @staticmethod
+    def _with_errors(rows: list[dict], examples: list[dict]) -> list[dict]:
+        """Input lines that could not be read get {"error": ...} instead of a prediction."""
+        return [{"error": ex["error"]} if "error" in ex else row for row, ex in zip(rows, examples, strict=True)]
+
     def _rounded(self, probabilities: list[float]) -> dict[str, float]:
         return {label: round(p, 4) for label, p in zip(self.labels, probabilities, strict=True)}
 
@@ -215,7 +220,7 @@ class ClassificationTask(SequenceTask):
             rows[feature["example"]] = {**self._text(examples[feature["example"]]), "label": self.labels[best],
                                         "score": round(probabilities[best], 4),
                                         "probabilities": self._rounded(probabilities)}
-        return rows
+        return self._with_errors(rows, examples)
 
 
 class PairClassificationTask(ClassificationTask):
@@ -294,7 +299,7 @@ class RegressionTask(SequenceTask):
         rows = [{} for _ in examples]
         for feature, score in zip(features, predictions, strict=True):
             rows[feature["example"]] = {**self._text(examples[feature["example"]]), "score": round(score, 6)}
-        return rows
+        return self._with_errors(rows, examples)
 
 
 class MultilabelTask(SequenceTask):
@@ -359,4 +364,4 @@ class MultilabelTask(SequenceTask):
             rows[feature["example"]] = {**self._text(examples[feature["example"]]),
                                         "labels": [self.labels[i] for i in self._chosen(probabilities)],
                                         "probabilities": self._rounded(probabilities)}
-        return rows
+        return self._with_errors(rows, examples)

@@ -172,8 +172,9 @@ class SequenceData:
                 pair = pair if tab else None
             else:
                 text, pair = line, None
-            if self.pair and pair is None:
-                raise FtuneError(f"a {self.task} input needs two texts, got {line[:60]!r}", where="input",
-                                 fix='write `text<TAB>text_pair` or {"text": ..., "text_pair": ...} on each line')
+            if self.pair and pair is None:  # reported on this line's output; the other lines go on
+                examples.append({"text": text, "text_pair": "", "error": 'a pair task needs two texts: write '
+                                 '`text<TAB>text_pair` or {"text": ..., "text_pair": ...}'})
+                continue
             examples.append({"text": text, "text_pair": pair} if self.pair else {"text": text})
         return examples
