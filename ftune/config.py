@@ -27,23 +27,31 @@ class ModelConfig:
 
 
 @dataclass
-class NerDataConfig:
-    hub: str | None = None  # Hugging Face dataset name, e.g. "conll2003"
-    hub_config: str | None = None
+class DataSourceConfig:
+    """Where a task's examples come from (ftune/data/sources.py); each task's data config extends it."""
+
+    hub: str | None = None  # Hugging Face dataset name, e.g. "conll2003", "glue", "squad"
+    hub_config: str | None = None  # e.g. "sst2"
     hub_splits: dict[str, str] = field(default_factory=dict)  # e.g. {validation: validation_matched}
-    # Local files override `hub` when any is set: CoNLL column files or JSONL {"tokens", "tags"}.
+    # Local files win over `hub` when any is set.
     train: str | None = None
     validation: str | None = None
     test: str | None = None
+    # first N examples of a split (quick experiments, benchmarks)
+    max_train: int | None = None
+    max_validation: int | None = None
+    max_test: int | None = None
+
+
+@dataclass
+class NerDataConfig(DataSourceConfig):
+    """Files: CoNLL columns or JSONL {"tokens", "tags"}."""
+
     format: str = "auto"  # auto | conll | jsonl
     token_column: int = 0
     tag_column: int = -1
     tokens_field: str = "tokens"
     tags_field: str = "tags"
-    # first N examples of a split (quick experiments, benchmarks)
-    max_train: int | None = None
-    max_validation: int | None = None
-    max_test: int | None = None
 
 
 @dataclass
@@ -57,16 +65,8 @@ class NerTaskConfig:
 
 
 @dataclass
-class QaDataConfig:
-    hub: str | None = None  # e.g. "squad" or "squad_v2"
-    hub_config: str | None = None
-    hub_splits: dict[str, str] = field(default_factory=dict)  # e.g. {validation: validation_matched}
-    train: str | None = None  # SQuAD JSON ({"data": [...]}) or JSONL {"question", "context", "answers"}
-    validation: str | None = None
-    test: str | None = None
-    max_train: int | None = None
-    max_validation: int | None = None
-    max_test: int | None = None
+class QaDataConfig(DataSourceConfig):
+    """Files: SQuAD JSON ({"data": [...]}) or JSONL {"question", "context", "answers"}."""
 
 
 @dataclass
@@ -82,23 +82,14 @@ class QaTaskConfig:
 
 
 @dataclass
-class ClassificationDataConfig:
-    """Data of the sequence-level tasks (classification, pair_classification, regression, multilabel)."""
+class ClassificationDataConfig(DataSourceConfig):
+    """Data of the sequence-level tasks (classification, pair_classification, regression, multilabel).
+    Files: CSV, TSV (with a header line) or JSONL."""
 
-    hub: str | None = None  # Hugging Face dataset name, e.g. "glue"
-    hub_config: str | None = None  # e.g. "sst2"
-    hub_splits: dict[str, str] = field(default_factory=dict)  # e.g. {validation: validation_matched}
-    # Local files override `hub` when any is set: CSV, TSV (with a header line) or JSONL.
-    train: str | None = None
-    validation: str | None = None
-    test: str | None = None
     format: str = "auto"  # auto (from the extension) | csv | tsv | jsonl
     text_column: str = "text"
     text_pair_column: str | None = None  # set for sentence pairs: the two texts are tokenised as a pair
     label_column: str = "label"
-    max_train: int | None = None  # first N examples of a split
-    max_validation: int | None = None
-    max_test: int | None = None
 
 
 @dataclass
@@ -132,23 +123,15 @@ class MultilabelTaskConfig:
 
 
 @dataclass
-class RelationDataConfig:
-    hub: str | None = None
-    hub_config: str | None = None
-    hub_splits: dict[str, str] = field(default_factory=dict)  # e.g. {validation: validation_matched}
-    # JSONL: {"text", "head": [start, end), "tail": [start, end), "label"} (character offsets), or
-    # {"tokens", "head", "tail", "label"} with token indices.
-    train: str | None = None
-    validation: str | None = None
-    test: str | None = None
+class RelationDataConfig(DataSourceConfig):
+    """JSONL: {"text", "head": [start, end), "tail": [start, end), "label"} (character offsets), or
+    {"tokens", "head", "tail", "label"} with token indices."""
+
     format: str = "jsonl"
     text_column: str = "text"
     label_column: str = "label"
     head_field: str = "head"
     tail_field: str = "tail"
-    max_train: int | None = None
-    max_validation: int | None = None
-    max_test: int | None = None
 
 
 @dataclass

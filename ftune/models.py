@@ -28,7 +28,7 @@ def locate(name_or_path: str, key: str = "model.name_or_path", allow_pickle: boo
         if not allow_pickle:
             _refuse_pickle_only(path)
         return str(path)
-    if _in_hf_cache(name_or_path) or _hub_reachable():
+    if _in_hf_cache(name_or_path) or hub_available():
         return name_or_path
     raise FtuneError(
         f"cannot reach the Hugging Face hub to download `{name_or_path}` and it is not in the local cache",
@@ -81,7 +81,8 @@ def _in_hf_cache(repo_id: str) -> bool:
         return False
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_available(timeout: float = 3.0) -> bool:
+    """Whether the hub answers within `timeout` s (False at once with HF_HUB_OFFLINE=1)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
@@ -90,7 +91,3 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def hub_available() -> bool:
-    return _hub_reachable()

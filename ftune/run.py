@@ -70,7 +70,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise FtuneError(f"unknown device `{trainer.device}`", where="trainer.device", fix="choose from: auto, cpu, cuda")
 
 
-def model_source(run_cfg: DictConfig | None, run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:
+def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:
     """The model folder that eval/predict load: best/, the latest checkpoint, or an explicit folder."""
     from ftune.engine import checkpoint as ckpt
     from ftune.paths import resolve
@@ -111,7 +111,7 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
         if cfg.task is None:
             raise FtuneError("a model folder needs its task", where="task", fix="add task=ner (or another task)")
         task_cfg = cfg.task
-    folder = model_source(run_cfg, run_dir, cfg.model_dir, cfg.checkpoint)
+    folder = model_source(run_dir, cfg.model_dir, cfg.checkpoint)
     task = build_task(task_cfg)
     config = AutoConfig.from_pretrained(locate(str(folder), "model"))
     task.labels = [config.id2label[i] for i in range(len(config.id2label))]

@@ -14,8 +14,6 @@ from ftune.tasks.ner import NerTask
 
 
 def _engine(model_dir, task, batch_size: int, grad_accum: int) -> Engine:
-    from transformers import AutoTokenizer  # noqa: F401  (tokenizer is built by the caller)
-
     torch.manual_seed(0)
     model = task.build_model(str(model_dir), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     cfg = OmegaConf.structured(TrainerConfig(batch_size=batch_size, grad_accum=grad_accum, max_steps=1,
