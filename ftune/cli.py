@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
     "eval": "evaluate a run (run_dir=...) or a model folder (model=... task=...) on a split or file",
     "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
+    "export": "write a run's model as a standalone folder (out=...); merge=true folds a PEFT adapter in",
     "data": "`data check task=...`: read and validate a task's data (no model, nothing written)",
 }
 
@@ -35,6 +36,7 @@ examples:
   ftune train --cfg job                         # print the composed config
   ftune eval run_dir=runs/ner/minilm/<time> split=test
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
+  ftune export run_dir=runs/ner/minilm/<time> merge=true out=exported   # PEFT adapter → plain model
   ftune data check task=ner task.data.train=train.txt   # validate data only
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.

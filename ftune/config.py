@@ -160,7 +160,64 @@ class SchedulerConfig:
 
 @dataclass
 class PeftConfig:
+    """Parameter-efficient fine-tuning through the peft library (ftune/peft.py). The task head always trains."""
+
+    name: str = "none"  # none | lora | adalora | ia3 | prefix_tuning | prompt_tuning
+    args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the peft config class
+
+
+@dataclass
+class LoraConfig(PeftConfig):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    bias: str = "none"  # none | all | lora_only
+    # null: peft's default for the architecture (BERT: query, value); a list of module names; or all-linear
+    target_modules: Any = None
+
+
+@dataclass
+class AdaLoraConfig(LoraConfig):
+    """LoRA whose ranks are re-allocated during training (init_r per matrix, shrinking to target_r on average)."""
+
+    init_r: int = 12
+    target_r: int = 8
+    tinit: float = 0.1  # fraction of training steps before ranks start to shrink
+    tfinal: float = 0.2  # fraction of training steps at the end with ranks fixed
+    deltaT: int = 10  # steps between re-allocations
+
+
+@dataclass
+class IA3Config(PeftConfig):
+    target_modules: list[str] | None = None  # null: peft's default (BERT: key, value, output.dense)
+    feedforward_modules: list[str] | None = None
+
+
+@dataclass
+class PromptLearningConfig(PeftConfig):
+    num_virtual_tokens: int = 20
+
+
+@dataclass
+class PrefixTuningConfig(PromptLearningConfig):
+    prefix_projection: bool = False  # reparameterise the prefix through an MLP (more parameters, steadier)
+    encoder_hidden_size: int | None = None  # of that MLP; null: the model's hidden size
+
+
+@dataclass
+class PromptTuningConfig(PromptLearningConfig):
+    init: str = "random"  # random | text (initialise the soft prompt from the embeddings of init_text)
+    init_text: str | None = None
+
+
+@dataclass
+class FreezeConfig:
+    """Partial fine-tuning without PEFT (ftune/freeze.py): which weights keep requires_grad."""
+
     name: str = "none"
+    embeddings: bool = False  # freeze the embedding layer
+    bottom_layers: int = 0  # freeze the first N transformer layers
+    train_only: str | None = None  # null | head (linear probe) | bias (BitFit: biases + head)
 
 
 @dataclass
@@ -200,6 +257,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     peft: PeftConfig = MISSING
+    freeze: FreezeConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
     run_dir: str = MISSING
@@ -236,6 +294,16 @@ class PredictConfig:
     device: str = "auto"
 
 
+@dataclass
+class ExportConfig:
+    run_dir: str = MISSING  # a training run
+    out: str = MISSING  # folder to write (must not exist, unless overwrite=true)
+    checkpoint: str = "best"  # best | last | <path to a checkpoint folder>
+    merge: bool = False  # PEFT runs: fold the adapter into the base weights (a plain transformers model)
+    check: bool = True  # compare the exported model's outputs with the run's on validation examples
+    overwrite: bool = False
+
+
 TASK_SCHEMAS: dict[str, type] = {
     "ner": NerTaskConfig,
     "qa": QaTaskConfig,
@@ -246,11 +314,21 @@ TASK_SCHEMAS: dict[str, type] = {
     "relation": RelationTaskConfig,
 }
 
+PEFT_SCHEMAS: dict[str, type] = {
+    "none": PeftConfig,
+    "lora": LoraConfig,
+    "adalora": AdaLoraConfig,
+    "ia3": IA3Config,
+    "prefix_tuning": PrefixTuningConfig,
+    "prompt_tuning": PromptTuningConfig,
+}
+
 GROUP_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,
     "optimizer": OptimizerConfig,
     "scheduler": SchedulerConfig,
     "peft": PeftConfig,
+    "freeze": FreezeConfig,
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
 }
@@ -263,10 +341,14 @@ def register_configs() -> None:
     cs.store(name="base_eval", node=EvalConfig)
     cs.store(name="base_predict", node=PredictConfig)
     cs.store(name="base_data", node=DataCheckConfig)
+    cs.store(name="base_export", node=ExportConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in TASK_SCHEMAS.items():
         cs.store(group="task", name=f"base_{name}", node=schema)
+    for name, schema in PEFT_SCHEMAS.items():
+        if name != "none":
+            cs.store(group="peft", name=f"base_{name}", node=schema)
 
 
 def check_known_keys(cfg: DictConfig) -> None:
@@ -274,7 +356,10 @@ def check_known_keys(cfg: DictConfig) -> None:
     schemas = {group: schema for group, schema in GROUP_SCHEMAS.items() if isinstance(cfg.get(group), DictConfig)}
     if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in TASK_SCHEMAS:
         schemas["task"] = TASK_SCHEMAS[cfg.task.name]
-    top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig}
+    if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
+        schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
+    top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
+           "export": ExportConfig}
     for schema in top.values():
         if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
             break

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftune import peft
 from ftune.errors import FtuneError
 from ftune.registry import build_task
 
@@ -53,8 +54,11 @@ def validate_train_config(cfg: DictConfig) -> None:
 
     optimizer_args(cfg.optimizer)
     lookup(SCHEDULERS, cfg.scheduler.name, "scheduler", "scheduler.name")
-    if cfg.peft.name != "none":
-        raise FtuneError(f"peft `{cfg.peft.name}` is not available yet", where="peft", fix="use peft=none")
+    from ftune import freeze, peft
+
+    if peft.is_active(cfg.peft) and freeze.is_active(cfg.freeze):
+        raise FtuneError(f"peft={cfg.peft.name} already freezes the pretrained weights; freeze={cfg.freeze.name} "
+                         "is for full fine-tuning", where="freeze", fix="use freeze=none with a peft method")
     trainer = cfg.trainer
     for key in ("batch_size", "eval_batch_size", "grad_accum", "log_every", "keep_last"):
         if trainer[key] < 1:
@@ -83,7 +87,7 @@ def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -
         folder = ckpt.find(run_dir, True)
     else:
         folder = Path(checkpoint)
-    if not (folder / "config.json").is_file():
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
         raise FtuneError(f"no model in {folder} (no config.json)", where="checkpoint" if run_dir else "model",
                          fix="train first, or use checkpoint=last for the latest checkpoint")
     return folder
@@ -113,10 +117,16 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
         task_cfg = cfg.task
     folder = model_source(run_dir, cfg.model_dir, cfg.checkpoint)
     task = build_task(task_cfg)
-    config = AutoConfig.from_pretrained(locate(str(folder), "model"))
+    adapter = peft.is_adapter_folder(folder)
+    config = AutoConfig.from_pretrained(str(folder / peft.BASE_CONFIG) if adapter else locate(str(folder), "model"))
     task.labels = [config.id2label[i] for i in range(len(config.id2label))]
     tokenizer = load_tokenizer(str(folder))
-    model = task.build_model(str(folder))
+    task.bind_tokenizer(tokenizer)
+    if adapter:  # a PEFT run: its base model, from the run's config when there is one, with the adapter on top
+        base = run_cfg.model.name_or_path if run_cfg is not None else peft.base_model_path(folder)
+        model = peft.load_trained(task.build_model(locate(base)), folder)
+    else:
+        model = task.build_model(str(folder))
     return task, tokenizer, model, (run_cfg.trainer if run_cfg is not None else None), run_dir, folder
 
 

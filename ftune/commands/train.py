@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftune import freeze, peft
 from ftune import run as R
 from ftune.errors import FtuneError
+from ftune.freeze import parameter_counts
 
 log = logging.getLogger("ftune")
 
@@ -45,26 +48,31 @@ def run(cfg: DictConfig) -> dict:
     shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
     log.info("task %s%s, model %s", task.name, f", labels {shown}" if task.labels else "", model_path)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:  # written only now: a run that fails validation leaves nothing but its log
-        OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
-        R.save_hydra_record(run_dir)
-
     set_seed(cfg.trainer.seed)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features)
                 for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
-    model = task.build_model(str(resume_from or model_path), trust_remote_code=cfg.model.trust_remote_code,
-                             use_safetensors=None if cfg.model.allow_pickle else True)
+    steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
+    model, extras = _build_model(cfg, task, model_path, resume_from, steps)
+    extras.insert(0, tokenizer)
+    parameters = parameter_counts(model)
+    log.info("trainable parameters: %s of %s (%.2f%%)%s", f"{parameters['trainable']:,}", f"{parameters['total']:,}",
+             parameters["percent"], f", peft={cfg.peft.name}" if peft.is_active(cfg.peft) else
+             (f", freeze={cfg.freeze.name}" if freeze.is_active(cfg.freeze) else ""))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:  # written only now: a run that fails its checks leaves nothing but its log
+        OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
+        R.save_hydra_record(run_dir)
 
     # fused AdamW: one kernel for all parameters; on CPU it is ~10x faster than the per-tensor loop too
     optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type in ("cuda", "cpu"))
-    steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
     engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
-                    build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None), [tokenizer])
+                    build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None), extras,
+                    step_hook=peft.step_hook(model, cfg.peft))
     state = None
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler)
@@ -80,9 +88,14 @@ def run(cfg: DictConfig) -> dict:
     train_seconds = time.perf_counter() - train_started
 
     # Final figures come from the selected model: best/ (the last model when there is no validation split).
-    ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
+    if peft.is_active(cfg.peft):  # rebuilt, not loaded in place: AdaLoRA's ranks may differ between saves
+        engine.model = accelerator.prepare(peft.load_trained(task.build_model(model_path), run_dir / "best"))
+    else:
+        ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
     results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
+               "peft": cfg.peft.name, "freeze": cfg.freeze.name, "parameters": parameters,
+               "best_mb": round(sum(f.stat().st_size for f in (run_dir / "best").glob("*.safetensors")) / 2**20, 2),
                "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
                                     len(features["train"]))}
     for split in ("validation", "test"):
@@ -96,6 +109,28 @@ def run(cfg: DictConfig) -> dict:
     log.info("run directory: %s", run_dir)
     main = results.get("validation", {}).get(task.main_metric)
     return {"optimized_metric": main, **results}
+
+
+def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int):
+    """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
+    and the extra objects every saved model folder needs."""
+    from ftune.engine.checkpoint import load_weights
+
+    load = {"trust_remote_code": cfg.model.trust_remote_code,
+            "use_safetensors": None if cfg.model.allow_pickle else True}
+    if not peft.is_active(cfg.peft):
+        model = task.build_model(str(resume_from or model_path), **load)
+        freeze.apply(model, cfg.freeze)
+        return model, []
+    model = task.build_model(model_path, **load)
+    pretrained_vocab = json.loads((Path(model_path) / "config.json").read_text()).get("vocab_size") \
+        if (Path(model_path) / "config.json").is_file() else None
+    vocab = model.get_input_embeddings().num_embeddings
+    new_tokens = list(range(pretrained_vocab, vocab)) if pretrained_vocab and vocab > pretrained_vocab else []
+    model = peft.wrap(model, cfg.peft, steps, new_tokens)
+    if resume_from is not None:
+        load_weights(model, resume_from)
+    return model, [peft.BaseConfigWriter(model.get_base_model().config)]
 
 
 def _throughput(samples: int, engine, seconds: float, examples: int, features: int) -> dict:
@@ -122,9 +157,8 @@ def _check_same_run(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def _check_resumable(checkpoint_dir: Path, labels: list[str]) -> None:
-    import json
-
-    config = json.loads((checkpoint_dir / "config.json").read_text())
+    name = "config.json" if (checkpoint_dir / "config.json").is_file() else peft.BASE_CONFIG
+    config = json.loads((checkpoint_dir / name).read_text())
     saved = [config["id2label"][str(i)] for i in range(len(config.get("id2label", {})))]
     if saved != labels:
         raise FtuneError(f"the checkpoint was trained with labels {saved[:6]}..., the data now gives {labels[:6]}...",

@@ -126,8 +126,15 @@ def save_model_folder(target: Path, model, extras: list) -> None:
 
 
 def load_weights(model, folder: Path) -> None:
-    """Load safetensors weights saved by `save_pretrained` into an existing model of the same shape."""
+    """Load safetensors weights saved by `save_pretrained` into an existing model of the same shape
+    (an adapter folder into a PeftModel)."""
     from safetensors.torch import load_file
+
+    from ftune import peft
+
+    if peft.is_adapter_folder(folder):
+        peft.load_adapter_weights(model, folder)
+        return
 
     state = {}
     for file in sorted(folder.glob("*.safetensors")):

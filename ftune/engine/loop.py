@@ -125,8 +125,11 @@ class _StopOnSignal:
 
 class Engine:
     def __init__(self, model, task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
-                 run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None):
+                 run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None,
+                 step_hook=None):
         self.task, self.cfg, self.accelerator = task, trainer_cfg, accelerator
+        # called with the step number after each optimizer step, gradients still in place (AdaLoRA's ranks)
+        self.step_hook = step_hook
         self.run_dir, self.subscribers, self.extras = run_dir, subscribers or [], extras or []
         self.scheduler = scheduler
         if optimizer is not None:
@@ -204,7 +207,7 @@ class Engine:
             remaining = chunks[state.chunk:]
             micro = iter(self._loader(train, [b for chunk in remaining for b in chunk]))
             for chunk in remaining:
-                if not self._train_step([next(micro) for _ in chunk], params, window):
+                if not self._train_step([next(micro) for _ in chunk], params, window, state.step + 1):
                     if cfg.nonfinite == "stop":
                         saved = (f"the last checkpoint (step {self.last_checkpoint}) is intact" if self.last_checkpoint
                                  else "no checkpoint was saved yet")
@@ -241,7 +244,7 @@ class Engine:
                     return None
         return None
 
-    def _train_step(self, micro_batches: list[dict], params: list, window: dict) -> bool:
+    def _train_step(self, micro_batches: list[dict], params: list, window: dict, step: int) -> bool:
         """One optimizer step over several micro-batches, with the loss normalised over all their targets.
 
         Each micro-batch backpropagates its *summed* loss; the gradients are divided by the step's total
@@ -282,6 +285,8 @@ class Engine:
         self.optimizer.step()
         if not self.accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
+        if self.step_hook is not None:
+            self.step_hook(step)
         self.optimizer.zero_grad(set_to_none=True)
         window["loss"] += step_loss
         window["targets"] += step_targets

@@ -1,0 +1,231 @@
+"""Parameter-efficient fine-tuning through the peft library: LoRA, AdaLoRA, (IA)^3, prefix and prompt tuning.
+
+`wrap` turns a task's model into a PeftModel as configured in the `peft` group. The pretrained body is
+frozen; the task head (the modules outside the body, e.g. `classifier`) trains in full; tokens a task adds
+to the vocabulary (relation markers) train through LoRA's trainable-token deltas. A PEFT run's checkpoints
+and best/ hold only what trained: an adapter folder (adapter_config.json, adapter_model.safetensors) plus
+the tokenizer and `base_config.json`, the base model's config with the task's labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ftune.errors import FtuneError, did_you_mean
+
+log = logging.getLogger("ftune")
+BASE_CONFIG = "base_config.json"
+ADAPTER_CONFIG = "adapter_config.json"
+PROMPT_METHODS = ("prefix_tuning", "prompt_tuning")
+
+# peft's task types, from the class of the model a task builds (so no task is named here)
+_TASK_TYPES = (("ForTokenClassification", "TOKEN_CLS"), ("ForSequenceClassification", "SEQ_CLS"),
+               ("ForQuestionAnswering", "QUESTION_ANS"), ("ForCausalLM", "CAUSAL_LM"),
+               ("ForConditionalGeneration", "SEQ_2_SEQ_LM"), ("ForSeq2SeqLM", "SEQ_2_SEQ_LM"))
+_GENERATIVE = ("CAUSAL_LM", "SEQ_2_SEQ_LM")
+
+
+def is_active(cfg: Any) -> bool:
+    return cfg.name != "none"
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+def task_type(model: torch.nn.Module) -> str:
+    name = type(model).__name__
+    for suffix, kind in _TASK_TYPES:
+        if name.endswith(suffix):
+            return kind
+    raise FtuneError(f"peft has no task type for {name}", where="peft", fix="use peft=none with this task")
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """Modules outside the pretrained body: the task's freshly initialised head, trained in full.
+    Generative models have none (their LM head is pretrained and stays frozen)."""
+    if task_type(model) in _GENERATIVE:
+        return []
+    body = model.base_model_prefix
+    return [name for name, child in model.named_children()
+            if name != body and any(True for _ in child.parameters())]
+
+
+def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_ids: list[int]):
+    """The peft config object for `cfg` (the `peft` group), checked against the model and task."""
+    import peft
+
+    kind = task_type(model)
+    args = {"task_type": kind, "inference_mode": False}
+    if head_modules(model):
+        args["modules_to_save"] = head_modules(model)
+    method = cfg.name
+    if new_token_ids and method != "lora":
+        raise FtuneError(f"this task adds {len(new_token_ids)} token(s) to the vocabulary (e.g. entity markers) "
+                         f"whose embeddings must train; peft `{method}` cannot train them",
+                         where="peft", fix="use peft=lora (it trains the new tokens) or peft=none")
+    if method in ("lora", "adalora"):
+        args.update(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias=cfg.bias,
+                    target_modules=_list(cfg.target_modules))
+        if new_token_ids:
+            args["trainable_token_indices"] = list(new_token_ids)
+        if method == "adalora":
+            tinit, tfinal = int(cfg.tinit * total_steps), int(cfg.tfinal * total_steps)
+            if tinit + tfinal >= total_steps:
+                raise FtuneError(f"AdaLoRA needs steps between tinit ({tinit}) and tfinal ({tfinal}) in a run of "
+                                 f"{total_steps} steps", where="peft.tinit",
+                                 fix="train for more steps or lower peft.tinit / peft.tfinal")
+            args.update(init_r=cfg.init_r, target_r=cfg.target_r, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT,
+                        total_step=total_steps)
+            args.pop("r")
+            config_class = peft.AdaLoraConfig
+        else:
+            config_class = peft.LoraConfig
+    elif method == "ia3":
+        args.update(target_modules=_list(cfg.target_modules), feedforward_modules=_list(cfg.feedforward_modules))
+        config_class = peft.IA3Config
+    elif method == "prefix_tuning":
+        args.update(num_virtual_tokens=cfg.num_virtual_tokens, prefix_projection=cfg.prefix_projection)
+        if cfg.encoder_hidden_size:
+            args["encoder_hidden_size"] = cfg.encoder_hidden_size
+        config_class = peft.PrefixTuningConfig
+    elif method == "prompt_tuning":
+        if cfg.init not in ("random", "text"):
+            raise FtuneError(f"unknown value `{cfg.init}`", where="peft.init", fix="choose from: random, text")
+        args["num_virtual_tokens"] = cfg.num_virtual_tokens
+        if cfg.init == "text":
+            if not cfg.init_text:
+                raise FtuneError("peft.init=text needs the text", where="peft.init_text",
+                                 fix='add peft.init_text="Classify the sentiment:"')
+            args.update(prompt_tuning_init="TEXT", prompt_tuning_init_text=cfg.init_text,
+                        tokenizer_name_or_path=model.name_or_path)
+        config_class = peft.PromptTuningConfig
+    else:
+        raise FtuneError(f"unknown peft method `{method}`", where="peft",
+                         fix="choose from: none, lora, adalora, ia3, prefix_tuning, prompt_tuning")
+    extra = OmegaConf.to_container(cfg.args, resolve=True) if OmegaConf.is_config(cfg.args) else dict(cfg.args)
+    fields = set(config_class.__dataclass_fields__)
+    for key in extra:
+        if key not in fields:
+            hint = did_you_mean(key, sorted(fields))
+            raise FtuneError(f"`{config_class.__name__}` has no field `{key}`", where=f"peft.args.{key}",
+                             fix=hint or "see the peft documentation of this method")
+    args.update(extra)
+    if method in PROMPT_METHODS:
+        args.pop("modules_to_save", None)  # peft adds the classifier itself for prompt learning
+    return config_class(**args)
+
+
+def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list[int]):
+    """The PeftModel for `model`; user-facing errors for methods that do not fit the model or task."""
+    from peft import get_peft_model
+
+    config = build_config(cfg, model, total_steps, new_token_ids)
+    if cfg.name == "prefix_tuning" and not _accepts_past_key_values(model):
+        raise FtuneError(f"prefix tuning needs a model that takes past key values; {type(model).__name__} does not",
+                         where="peft", fix="use peft=lora, ia3 or prompt_tuning with this model")
+    try:
+        wrapped = get_peft_model(model, config)
+    except ValueError as error:
+        first = str(error).strip().splitlines()[0]
+        raise FtuneError(f"peft `{cfg.name}` does not fit {type(model).__name__}: {first}", where="peft.target_modules",
+                         fix="name the model's projection modules, e.g. peft.target_modules=[query,value]") from error
+    if cfg.name == "prompt_tuning" and task_type(model) in ("TOKEN_CLS", "QUESTION_ANS"):
+        _drop_virtual_positions(wrapped, cfg.num_virtual_tokens)
+    return wrapped
+
+
+def _accepts_past_key_values(model: torch.nn.Module) -> bool:
+    import inspect
+
+    body = getattr(model, model.base_model_prefix, model)
+    return "past_key_values" in inspect.signature(body.forward).parameters
+
+
+def _drop_virtual_positions(model: torch.nn.Module, count: int) -> None:
+    """Prompt tuning prepends `count` virtual tokens, so per-token outputs (token logits, QA start/end
+    logits) have `count` extra leading positions; drop them so they line up with the input again."""
+
+    def hook(module, args, kwargs, outputs):
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None:
+            return outputs
+        length = input_ids.shape[1]
+        for key, value in outputs.items():
+            if torch.is_tensor(value) and value.dim() >= 2 and value.shape[1] == length + count:
+                outputs[key] = value[:, count:]
+        return outputs
+
+    model.register_forward_hook(hook, with_kwargs=True)
+
+
+def step_hook(model: torch.nn.Module, cfg: Any):
+    """AdaLoRA re-allocates ranks after each optimizer step, before the gradients are cleared."""
+    if cfg.name != "adalora":
+        return None
+    return lambda step: model.base_model.update_and_allocate(step)
+
+
+def _list(value: Any) -> list[str] | str | None:
+    if value is None or isinstance(value, str):  # "all-linear": every linear layer but the head
+        return value
+    return list(value)
+
+
+# ---- run folders ---------------------------------------------------------------------------------------
+class BaseConfigWriter:
+    """An `extras` entry of the engine: writes base_config.json (the base model's config, with the task's
+    labels and vocabulary size) next to the adapter, which is all eval, predict and export need."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        self.config.to_json_file(str(Path(folder) / BASE_CONFIG))
+
+
+def adapter_method(folder: Path) -> str:
+    """peft's name of the method an adapter folder was trained with, e.g. LORA, PROMPT_TUNING."""
+    return json.loads((Path(folder) / ADAPTER_CONFIG).read_text())["peft_type"]
+
+
+def base_model_path(folder: Path) -> str:
+    return json.loads((Path(folder) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+
+
+def load_adapter_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load an adapter folder's weights into a PeftModel of the same configuration."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(Path(folder) / "adapter_model.safetensors")))
+    # prompt learning's embeddings are loaded by name, and then reported as unexpected by load_state_dict
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if k != "prompt_embeddings"]
+    if unexpected:
+        raise FtuneError(f"adapter weights in {folder} do not fit the model (unexpected {unexpected[:3]})",
+                         where="checkpoint")
+
+
+def load_trained(base: torch.nn.Module, folder: Path, trainable: bool = False):
+    """A trained adapter on its base model (for resume, eval, predict and export)."""
+    from peft import PeftModel
+
+    config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
+    model = PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
+    if config.get("peft_type") == "PROMPT_TUNING" and task_type(base) in ("TOKEN_CLS", "QUESTION_ANS"):
+        _drop_virtual_positions(model, config["num_virtual_tokens"])
+    return model
+
+
+def merge(model: torch.nn.Module, method: str) -> torch.nn.Module:
+    """The base model with the adapter folded into its weights (a plain transformers model)."""
+    if method in ("PREFIX_TUNING", "PROMPT_TUNING"):
+        raise FtuneError(f"{method.lower()} adds virtual tokens, which cannot be merged into the weights",
+                         where="merge", fix="export with merge=false (the adapter folder), or train with peft=lora")
+    return model.merge_and_unload()
