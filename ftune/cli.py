@@ -123,8 +123,11 @@ def run_command(command: str, cfg):
 def _quiet_libraries() -> None:
     """transformers' per-file progress bars and init warnings drown ftune's own output."""
     import os
+    import warnings
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # peft's save_pretrained asks transformers a deprecated question on every checkpoint
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -9,6 +9,7 @@ the tokenizer and `base_config.json`, the base model's config with the task's la
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -138,6 +139,10 @@ def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list
                          fix="name the model's projection modules, e.g. peft.target_modules=[query,value]") from error
     if cfg.name == "prompt_tuning" and task_type(model) in ("TOKEN_CLS", "QUESTION_ANS"):
         _drop_virtual_positions(wrapped, cfg.num_virtual_tokens)
+    if new_token_ids:
+        # peft would save the whole resized embedding matrix (half of MiniLM); the new tokens' rows are
+        # saved by the trainable-token adapter already, and the other rows are the base model's
+        wrapped.save_pretrained = functools.partial(wrapped.save_pretrained, save_embedding_layers=False)
     return wrapped
 
 

@@ -220,10 +220,28 @@ def test_methods_that_do_not_fit_fail_at_start_up(overrides, message, compose_co
                                    f"task.data.train={tiny_ner_data['train']}", "trainer.max_steps=3",
                                    "logger.console=none", f"run_dir={tmp_path / 'run'}"])
     if cfg.task.name == "relation":
-        rows = [{"text": f"Anna met Bob in Rome {s}", "head": [0, 4], "tail": [9, 12], "label": ["met", "no"][i % 2]}
+        rows = [{"text": f"Anna met Bob in Rome {s}", "head": [0, 4], "tail": [9, 12], "label": ["met", "no_relation"][i % 2]}
                 for i, s in enumerate(SENTENCES)]
         (tmp_path / "rel.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         cfg.task.data.train = str(tmp_path / "rel.jsonl")
     with pytest.raises(FtuneError, match=message):
         train.run(cfg)
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written but the log
+
+
+def test_lora_trains_the_tokens_a_task_adds_and_saves_only_their_rows(tiny_model_dir, tmp_path):
+    rows = [{"text": f"Anna met Bob in Rome {s}", "head": [0, 4], "tail": [9, 12], "label": ["met", "no_relation"][i % 2]}
+            for i, s in enumerate(SENTENCES)]
+    data = tmp_path / "rel.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    _ftune("train", "task=relation", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
+           f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "trainer.max_steps=4", "trainer.batch_size=8",
+           "optimizer.lr=1e-2", "logger.console=none", f"run_dir={run_dir}")
+    saved = load_file(run_dir / "best" / "adapter_model.safetensors")
+    deltas = [v for k, v in saved.items() if "trainable_tokens_delta" in k]
+    assert len(deltas) == 1 and deltas[0].shape[0] == 4  # the four entity markers
+    assert not any("base_layer" in k for k in saved)  # not the whole embedding matrix
+    _ftune("eval", f"run_dir={run_dir}")
+    trained = json.loads((run_dir / "results.json").read_text())["validation"]["loss"]
+    assert json.loads((run_dir / "eval_validation.json").read_text())["loss"] == pytest.approx(trained, abs=1e-6)

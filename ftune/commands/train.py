@@ -37,6 +37,9 @@ def run(cfg: DictConfig) -> dict:
     resume_from = ckpt.find(run_dir, cfg.resume)
     if resume_from is not None:
         _check_same_run(run_dir, cfg)
+        if cfg.peft.name == "adalora":  # its rank allocator's running scores are not part of what peft saves
+            raise FtuneError("AdaLoRA runs cannot be resumed exactly (peft does not save the rank allocator)",
+                             where="resume", fix="start a new run, or use peft=lora, whose runs resume exactly")
 
     # offline hub ids fail here, before data is read
     model_path = locate(cfg.model.name_or_path, allow_pickle=cfg.model.allow_pickle)
