@@ -143,6 +143,7 @@ def _preflight(command: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
 
     from ftune.config import check_known_keys
 
@@ -167,6 +168,10 @@ def _preflight(command: str, args: list[str]) -> None:
             except Exception as error:  # Hydra and OmegaConf raise many types; all mean "bad config"
                 raise _explain(error, command, variant, compose) from error
             check_known_keys(cfg)
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            if missing:
+                raise FtuneError(f"`{missing[0]}` is required", where=missing[0],
+                                 fix=f"add {missing[0]}=<value> (see `ftune {command} --help`)")
 
 
 def _values(override) -> list[str]:

@@ -245,3 +245,20 @@ def test_lora_trains_the_tokens_a_task_adds_and_saves_only_their_rows(tiny_model
     _ftune("eval", f"run_dir={run_dir}")
     trained = json.loads((run_dir / "results.json").read_text())["validation"]["loss"]
     assert json.loads((run_dir / "eval_validation.json").read_text())["loss"] == pytest.approx(trained, abs=1e-6)
+
+
+def test_export_usage_errors_exit_2(lora_run, tmp_path):
+    def code(*args):
+        GlobalHydra.instance().clear()
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(list(args))
+        GlobalHydra.instance().clear()
+        return stopped.value.code
+
+    assert code("export", f"run_dir={lora_run}") == 2  # out= missing
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    assert code("export", f"run_dir={lora_run}", f"out={tmp_path / 'taken'}") == 2
+    assert (tmp_path / "taken" / "file").read_text() == "x"
+    with pytest.raises(FtuneError, match="cannot be merged"):
+        ftune_peft.merge(None, "PROMPT_TUNING")
