@@ -113,8 +113,9 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
         task_cfg = cfg.task
     folder = model_source(run_dir, cfg.model_dir, cfg.checkpoint)
     task = build_task(task_cfg)
-    config = AutoConfig.from_pretrained(locate(str(folder), "model"))
-    task.labels = [config.id2label[i] for i in range(len(config.id2label))]
+    if getattr(task, "has_labels", True):  # generative tasks have no label set
+        config = AutoConfig.from_pretrained(locate(str(folder), "model"))
+        task.labels = [config.id2label[i] for i in range(len(config.id2label))]
     tokenizer = load_tokenizer(str(folder))
     model = task.build_model(str(folder))
     return task, tokenizer, model, (run_cfg.trainer if run_cfg is not None else None), run_dir, folder

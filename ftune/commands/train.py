@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> dict:
     task = build_task(cfg.task)
     splits = R.load_splits(task)
     task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
-    if resume_from is not None:
+    if resume_from is not None and getattr(task, "has_labels", True):
         _check_resumable(resume_from, task.labels)
     shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
     log.info("task %s%s, model %s", task.name, f", labels {shown}" if task.labels else "", model_path)
@@ -58,6 +58,9 @@ def run(cfg: DictConfig) -> dict:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
     model = task.build_model(str(resume_from or model_path), trust_remote_code=cfg.model.trust_remote_code,
                              use_safetensors=None if cfg.model.allow_pickle else True)
+    if cfg.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable()  # recomputes activations in backward: less memory, slower steps
+        model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
 
     # fused AdamW: one kernel for all parameters; on CPU it is ~10x faster than the per-tensor loop too
     optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type in ("cuda", "cpu"))
