@@ -101,6 +101,8 @@ class Seq2seqTask:
 
     def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
         self.bind_tokenizer(tokenizer)
+        if not examples:
+            return []
         sources_ = [self.cfg.prefix + ex["source"] for ex in examples]
         encoded = tokenizer(sources_, truncation=True, max_length=self.cfg.max_source_length)["input_ids"]
         targets = None
