@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
     "eval": "evaluate a run (run_dir=...) or a model folder (model=... task=...) on a split or file",
     "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
+    "chat": "talk to a task=sft run (run_dir=...): one message per stdin line, streamed replies",
     "data": "`data check task=...`: read and validate a task's data (no model, nothing written)",
 }
 
@@ -35,6 +36,7 @@ examples:
   ftune train --cfg job                         # print the composed config
   ftune eval run_dir=runs/ner/minilm/<time> split=test
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
+  printf "hi\\n" | ftune chat run_dir=runs/sft/smollm2-135m/<time>    # streamed replies; EOF ends
   ftune data check task=ner task.data.train=train.txt   # validate data only
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     from ftune.config import register_configs
 
     register_configs()
-    if command in ("eval", "predict"):
+    if command in ("eval", "predict", "chat"):
         # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
         rest = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in rest]
     try:

@@ -134,6 +134,8 @@ class SftTask:
 
         model = load_pretrained(AutoModelForCausalLM, name_or_path, **kwargs)
         if self.cfg.packing:
+            # A KV cache (created by default, even in training) disables transformers' packed-sequence mask.
+            model.config.use_cache = False
             check_packing(model)
         return model
 
