@@ -81,7 +81,7 @@ def test_packing_keeps_conversations_apart(tiny_llama_dir):
     assert packed["inputs"]["input_ids"].shape[0] == 1 and "attention_mask" not in packed["inputs"]
     with torch.no_grad():
         packed_logits = model(**packed["inputs"]).logits[0]
-        for feature, (row, start, end) in zip(features, packed["segments"], strict=True):
+        for feature, (_, start, end) in zip(features, packed["segments"], strict=True):
             alone = model(input_ids=torch.tensor([feature["input_ids"]])).logits[0]
             torch.testing.assert_close(packed_logits[start:end], alone, atol=1e-4, rtol=1e-4)
         task.cfg.packing = False

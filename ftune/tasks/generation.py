@@ -30,7 +30,7 @@ def generate_kwargs(cfg: Any, tokenizer: Any) -> dict:
 
 def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measures × 100 (rouge-score, Porter stemming, as in the HF summarisation examples)."""
-    from rouge_score import rouge_scorer
+    rouge_scorer = _require("rouge_score.rouge_scorer", "rouge-score")
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     totals = Counter()
@@ -43,7 +43,7 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
 
 def bleu_chrf(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Corpus BLEU and chrF (sacrebleu defaults: 13a tokenisation, one reference per segment)."""
-    import sacrebleu
+    sacrebleu = _require("sacrebleu", "sacrebleu")
 
     return {"bleu": sacrebleu.corpus_bleu(predictions, [references]).score,
             "chrf": sacrebleu.corpus_chrf(predictions, [references]).score}
@@ -90,3 +90,13 @@ def nested(row: dict, dotted: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+def _require(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise FtuneError(f"the generation metrics need the package `{package}`", where="task.metrics",
+                         fix="pip install 'ftune[gen]'") from error
