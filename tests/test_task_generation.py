@@ -102,3 +102,26 @@ def test_packing_refused_where_attention_ignores_position_ids(tiny_llama_dir, mo
     monkeypatch.setattr(type(model), "forward", lambda self, position_ids=None, **kw: real(self, **kw))
     with pytest.raises(FtuneError, match="task.packing"):
         sft.check_packing(model)
+
+
+def test_data_errors_name_the_line(tmp_path):
+    from ftune.config import Seq2seqTaskConfig
+    from ftune.tasks.seq2seq import Seq2seqTask
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": 3}\n{"messages": [{"role": "bot", "content": "x"}]}\n{"prompt": "a", "response": "b"}\n')
+    with pytest.raises(FtuneError, match=r"2 problem\(s\).*bad.jsonl:1: .*bad.jsonl:2: message 0 needs a role"):
+        sft_task().load_file(str(path))
+    task = Seq2seqTask(OmegaConf.merge(OmegaConf.structured(Seq2seqTaskConfig), {"data": {"source_column": "a.b"}}))
+    path.write_text('{"a": {"b": "nested source"}, "target": "t"}\n{"a": "flat", "target": "t"}\n')
+    with pytest.raises(FtuneError, match="bad.jsonl:2: `a.b` is missing"):
+        task.load_file(str(path))
+
+
+def test_predict_inputs_of_sft():
+    examples = sft_task(data={"system_prompt": "be brief"}).read_inputs(
+        ["plain text", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
+         '{"messages": 3}'])
+    assert examples[0]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "plain text"}]
+    assert examples[1]["messages"] == [{"role": "user", "content": "q"}]  # the reply is generated again
+    assert "error" in examples[2]

@@ -29,7 +29,7 @@ METRICS = {"rouge": ("rougeL", ("rouge1", "rouge2", "rougeL")), "bleu": ("bleu",
 class Seq2seqTask:
     name = "seq2seq"
     greater_is_better = True
-    pipeline_task = "text2text-generation"
+    pipeline_task = None  # transformers 5 removed the text2text-generation pipeline; use model.generate
     table_columns = ("value",)
     has_labels = False  # no label set: the model's config carries none
 
