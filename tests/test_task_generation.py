@@ -125,3 +125,12 @@ def test_predict_inputs_of_sft():
     assert examples[0]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "plain text"}]
     assert examples[1]["messages"] == [{"role": "user", "content": "q"}]  # the reply is generated again
     assert "error" in examples[2]
+
+
+def test_gguf_model_names_fail_with_one_line(tmp_path):
+    from ftune.models import locate
+
+    with pytest.raises(FtuneError, match="package `no_such_package` is not installed"):
+        locate("gguf:no_such_package/model.gguf")
+    with pytest.raises(FtuneError, match="GGUF file not found"):
+        locate(f"gguf:{tmp_path}/missing.gguf")
