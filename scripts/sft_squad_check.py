@@ -67,7 +67,9 @@ def main() -> None:
     train_rows = rows(short[:args.train_articles], 0, all_answers=False)
     eval_rows = rows(short[-args.eval_articles:], args.eval_questions, all_answers=True)
     train.write_text("".join(json.dumps(r) + "\n" for r in train_rows))
-    evaluation.write_text("".join(json.dumps(r) + "\n" for r in eval_rows))
+    eval_text = "".join(json.dumps(r) + "\n" for r in eval_rows)
+    if not evaluation.is_file() or evaluation.read_text() != eval_text:  # unchanged: the "before" score is kept
+        evaluation.write_text(eval_text)
     print(f"{len(train_rows)} training prompts ({args.train_articles} articles), {len(eval_rows)} evaluation "
           f"questions ({args.eval_articles} other articles)", file=sys.stderr)
 
@@ -79,8 +81,11 @@ def main() -> None:
     before_dir = work / "before"
     before_dir.mkdir(exist_ok=True)
     os.chdir(before_dir)  # eval of a model folder writes eval_<file>.json into the current directory
-    before_s = ftune("eval", f"model={base}", "task=sft", f"file={evaluation}", *[g.lstrip("+") for g in generation])
-    before = json.loads((before_dir / "eval_eval.json").read_text())
+    before_file = before_dir / "eval_eval.json"
+    before_s = 0.0
+    if not before_file.is_file() or before_file.stat().st_mtime < evaluation.stat().st_mtime:
+        before_s = ftune("eval", f"model={base}", "task=sft", f"file={evaluation}", *[g.lstrip("+") for g in generation])
+    before = json.loads(before_file.read_text())
 
     run_dir = work / f"run_{args.peft}"
     lr = args.lr or (2e-4 if args.peft != "none" else 3e-5)
