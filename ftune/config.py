@@ -236,7 +236,7 @@ class TrainerConfig:
     group_by_length: bool = True
     cache_features: bool = True  # keep tokenised features on disk ($FTUNE_CACHE_DIR) for the next run
     nonfinite: str = "stop"  # NaN/inf loss or gradients: stop | skip (the update; counted) | ignore (no check)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
