@@ -93,15 +93,13 @@ def test_packing_keeps_conversations_apart(tiny_llama_dir):
 
 
 def test_packing_refused_where_attention_ignores_position_ids(tiny_llama_dir, monkeypatch):
-    import ftune.tasks.sft as sft
-
     task = sft_task(packing=True)
     model = task.build_model(str(tiny_llama_dir))
     # a model whose mask ignores the restarting position ids: packed conversations would see each other
     real = type(model).forward
     monkeypatch.setattr(type(model), "forward", lambda self, position_ids=None, **kw: real(self, **kw))
     with pytest.raises(FtuneError, match="task.packing"):
-        sft.check_packing(model)
+        G.check_packing(model)
 
 
 def test_data_errors_name_the_line(tmp_path):

@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict:
 
     from ftune.config import SftTaskConfig
     from ftune.engine.loop import make_accelerator
-    from ftune.tasks.sft import generate_replies
+    from ftune.tasks.generation import generate_replies
 
     if cfg.task is None and not cfg.run_dir:  # a plain model folder: the sft defaults are all it needs
         cfg = OmegaConf.merge(cfg, {"task": OmegaConf.structured(SftTaskConfig)})

@@ -1,4 +1,5 @@
-"""What the generative tasks (seq2seq, sft) share: `generate` settings, text metrics and table rows.
+"""What the generative tasks (seq2seq, sft) and `ftune chat` share: `generate` settings and calls, the
+packing probe, text metrics and table rows.
 
 Metrics use the reference libraries: ROUGE from `rouge-score` (stemmed, F-measure), BLEU and chrF from
 `sacrebleu` (corpus level, its default tokenisation), exact match and token F1 with SQuAD's normalisation.
@@ -90,6 +91,38 @@ def nested(row: dict, dotted: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+def generate_replies(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: Any, streamer: Any = None) -> list[str]:
+    """Greedy/beam/sampled replies to token-id prompts, left-padded into one batch."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    device = next(model.parameters()).device
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    output = model.generate(input_ids=ids, attention_mask=mask, use_cache=True, streamer=streamer,
+                            **generate_kwargs(cfg, tokenizer))
+    return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
+
+
+def check_packing(model: Any) -> None:
+    """Refuse packing unless this model keeps packed sequences apart: two sequences' logits, packed in one
+    row with restarting position ids, must equal their logits when run alone."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.arange(7, 17, device=next(model.parameters()).device).remainder(vocab)[None]
+    with torch.no_grad():
+        alone = model(input_ids=ids[:, 6:]).logits
+        packed = model(input_ids=ids, position_ids=torch.tensor([[*range(6), *range(4)]], device=ids.device)).logits
+    model.train(was_training)
+    if not torch.allclose(packed[:, 6:].float(), alone.float(), atol=1e-3, rtol=1e-3):
+        raise FtuneError(f"{type(model).__name__} lets packed conversations attend to each other here "
+                         f"(attention: {getattr(model.config, '_attn_implementation', '?')})",
+                         where="task.packing", fix="set task.packing=false")
 
 
 def _require(module: str, package: str):

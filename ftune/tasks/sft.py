@@ -136,7 +136,7 @@ class SftTask:
         if self.cfg.packing:
             # A KV cache (created by default, even in training) disables transformers' packed-sequence mask.
             model.config.use_cache = False
-            check_packing(model)
+            G.check_packing(model)
         return model
 
     def bind_tokenizer(self, tokenizer: Any) -> None:
@@ -258,7 +258,7 @@ class SftTask:
         prompts = batch.get("prompts")
         if prompts is None:
             return [None] * len(batch["segments"])
-        return generate_replies(model, self.tokenizer, prompts, self.cfg.generation)
+        return G.generate_replies(model, self.tokenizer, prompts, self.cfg.generation)
 
     def decode(self, outputs: Any, batch: dict) -> list[dict]:
         results = []
@@ -293,30 +293,3 @@ class SftTask:
     def metrics_table(self, metrics: dict) -> list[tuple]:
         return G.table_rows(metrics)
 
-
-def generate_replies(model: Any, tokenizer: Any, prompts: list[list[int]], cfg: Any, streamer: Any = None) -> list[str]:
-    """Greedy/beam/sampled replies to token-id prompts, left-padded into one batch."""
-    width = max(len(p) for p in prompts)
-    device = next(model.parameters()).device
-    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    output = model.generate(input_ids=ids, attention_mask=mask, use_cache=True, streamer=streamer,
-                            **G.generate_kwargs(cfg, tokenizer))
-    return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
-
-
-def check_packing(model: Any) -> None:
-    """Refuse packing unless this model keeps packed sequences apart: two sequences' logits, packed in one
-    row with restarting position ids, must equal their logits when run alone."""
-    was_training = model.training
-    model.eval()
-    vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.arange(7, 17, device=next(model.parameters()).device).remainder(vocab)[None]
-    with torch.no_grad():
-        alone = model(input_ids=ids[:, 6:]).logits
-        packed = model(input_ids=ids, position_ids=torch.tensor([[*range(6), *range(4)]], device=ids.device)).logits
-    model.train(was_training)
-    if not torch.allclose(packed[:, 6:].float(), alone.float(), atol=1e-3, rtol=1e-3):
-        raise FtuneError(f"{type(model).__name__} lets packed conversations attend to each other here "
-                         f"(attention: {getattr(model.config, '_attn_implementation', '?')})",
-                         where="task.packing", fix="set task.packing=false")
