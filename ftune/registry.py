@@ -16,6 +16,8 @@ TASKS: dict[str, str] = {
     "multilabel": "ftune.tasks.classification:MultilabelTask",
     "qa": "ftune.tasks.qa:QaTask",
     "relation": "ftune.tasks.relation:RelationTask",
+    "seq2seq": "ftune.tasks.seq2seq:Seq2seqTask",
+    "sft": "ftune.tasks.sft:SftTask",
 }
 
 SCHEDULERS: dict[str, str] = {  # transformers.get_scheduler names

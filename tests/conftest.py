@@ -84,3 +84,66 @@ def tiny_train_overrides(tiny_model_dir, tiny_ner_data, tmp_path) -> list[str]:
         "trainer.epochs=2", "trainer.batch_size=16", "trainer.eval_batch_size=32", "optimizer.lr=1e-3",
         "logger.console=none", f"run_dir={tmp_path / 'run'}",
     ]
+
+
+# ---- generative tasks: tiny random Llama (with a ChatML chat template) and T5, with a small BPE tokenizer ----
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TEXT_CORPUS = [
+    "the cat sat on the mat", "a dog ran in the park", "what colour is the sky ? the sky is blue",
+    "translate this sentence please", "das ist ein kleines haus", "summarize the long story in short words",
+    "hello , how are you today ? i am fine , thank you", "Paris is the capital of France .",
+]
+
+
+def _tiny_bpe(specials: list[str]):
+    """A byte-level BPE tokenizer (any text encodes; decoding round-trips) trained in milliseconds."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(TEXT_CORPUS * 4, trainer)
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 Llama with random weights; tokenizer with a ChatML template and no pad token."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_tiny_bpe(["<s>", "<|im_end|>", "<|im_start|>"]),
+                                        bos_token="<s>", eos_token="<|im_end|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    """A 2+2-layer, d_model-32 T5 with random weights; its tokenizer ends every text with </s>, as T5's does."""
+    import torch
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    bpe = _tiny_bpe(["<pad>", "</s>", "<unk>"])
+    bpe.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

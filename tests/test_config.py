@@ -18,7 +18,7 @@ def test_every_shipped_option_composes_and_validates(compose_config, group, opti
     assert cfg[group] is not None
 
 
-@pytest.mark.parametrize("name", ["eval", "predict"])
+@pytest.mark.parametrize("name", ["eval", "predict", "chat"])
 def test_eval_and_predict_configs_compose(compose_config, name):
     cfg = compose_config(name, ["run_dir=somewhere", "task=ner"])
     check_known_keys(cfg)
@@ -51,7 +51,7 @@ def test_plus_added_unknown_keys_are_rejected(compose_config):
 @pytest.mark.parametrize("override,expected", [
     ("trainer.epochz=3", "unknown config key `trainer.epochz` (did you mean `trainer.epochs`?"),
     ("trainer.epochs=abc", "trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
-    ("model=bert", "unknown model `bert` (did you mean `bert-base-cased`? choose from: bert-base-cased,"),
+    ("model=bert", "unknown model `bert` (did you mean `bert-base-cased`? choose from: "),
     ("optimizer=adamw2", "unknown optimizer `adamw2`"),
 ])
 def test_preflight_turns_composition_errors_into_one_line(override, expected):
@@ -71,3 +71,10 @@ def test_preflight_checks_every_value_of_a_sweep():
     _preflight("train", ["-m", "optimizer.lr=1e-5,3e-5", "trainer.seed=1,2"])
     with pytest.raises(FtuneError, match="unknown model `nope`"):
         _preflight("train", ["-m", "model=minilm,nope"])
+
+
+def test_task_model_pairs_of_generative_tasks_compose(compose_config):
+    cfg = compose_config("train", ["task=summarization", "model=t5-small"])
+    check_known_keys(cfg)
+    assert cfg.task.name == "seq2seq" and cfg.task.prefix == "summarize: " and cfg.task.metrics == "rouge"
+    assert compose_config("train", ["task=translation", "model=opus-mt-en-de"]).task.prefix == ""

@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> dict:
     task = build_task(cfg.task)
     splits = R.load_splits(task)
     task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
-    if resume_from is not None:
+    if resume_from is not None and getattr(task, "has_labels", True):
         _check_resumable(resume_from, task.labels)
     shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
     log.info("task %s%s, model %s", task.name, f", labels {shown}" if task.labels else "", model_path)
@@ -117,23 +117,35 @@ def run(cfg: DictConfig) -> dict:
 def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int):
     """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
     and the extra objects every saved model folder needs."""
+    from transformers import AutoConfig
+
     from ftune.engine.checkpoint import load_weights
 
     load = {"trust_remote_code": cfg.model.trust_remote_code,
             "use_safetensors": None if cfg.model.allow_pickle else True}
     if not peft.is_active(cfg.peft):
         model = task.build_model(str(resume_from or model_path), **load)
+        _gradient_checkpointing(model, cfg)
         freeze.apply(model, cfg.freeze)
         return model, []
     model = task.build_model(model_path, **load)
-    pretrained_vocab = json.loads((Path(model_path) / "config.json").read_text()).get("vocab_size") \
-        if (Path(model_path) / "config.json").is_file() else None
+    _gradient_checkpointing(model, cfg)
+    pretrained_vocab = getattr(AutoConfig.from_pretrained(model_path), "vocab_size", None)
     vocab = model.get_input_embeddings().num_embeddings
     new_tokens = list(range(pretrained_vocab, vocab)) if pretrained_vocab and vocab > pretrained_vocab else []
     model = peft.wrap(model, cfg.peft, steps, new_tokens)
     if resume_from is not None:
         load_weights(model, resume_from)
     return model, [peft.BaseConfigWriter(model.get_base_model().config)]
+
+
+def _gradient_checkpointing(model, cfg: DictConfig) -> None:
+    if cfg.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable()  # recomputes activations in backward: less memory, slower steps
+        model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+        # with frozen embeddings (PEFT, freeze=embeddings) nothing before the first layer needs a gradient,
+        # and re-entrant checkpointing would then back-propagate nothing through the layers
+        model.enable_input_require_grads()
 
 
 def _throughput(samples: int, engine, seconds: float, examples: int, features: int) -> dict:

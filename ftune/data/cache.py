@@ -33,7 +33,9 @@ def fingerprint(task: Any, examples: list[dict], tokenizer: Any) -> str:
     settings = OmegaConf.to_container(task.cfg, resolve=True) if OmegaConf.is_config(task.cfg) else dict(task.cfg)
     settings.pop("data", None)  # file names do not matter: the examples themselves are hashed below
     digest.update(json.dumps({"version": FORMAT_VERSION, "task": task.name, "settings": settings,
-                              "labels": task.labels, "class": type(tokenizer).__name__}, sort_keys=True).encode())
+                              "labels": task.labels, "class": type(tokenizer).__name__,
+                              # sft renders with it: two models may share a vocabulary but not a template
+                              "chat_template": getattr(tokenizer, "chat_template", None)}, sort_keys=True).encode())
     digest.update(tokenizer.backend_tokenizer.to_str().encode() if hasattr(tokenizer, "backend_tokenizer")
                   else repr(sorted(tokenizer.get_vocab().items())).encode())
     for example in examples:

@@ -350,13 +350,18 @@ class Engine:
         predictions: list[Any] = [None] * len(features)
         loss_sum = torch.zeros((), device=self.device)
         targets = torch.zeros((), device=self.device)
+        # Generative tasks define generate(model, batch): its result goes to decode as batch["generated"];
+        # without targets (predict) the forward pass is skipped, as only the loss needs it.
+        generate = getattr(self.task, "generate", None)
         for batch in self._loader(features, eval_batches([f["length"] for f in features], batch_size)):
             batch = self._to_device(batch)
-            outputs = self.model(**batch["inputs"])
+            outputs = self.model(**batch["inputs"]) if batch["targets"] or generate is None else None
             if batch["targets"]:
                 batch_loss, batch_targets = self.task.loss(outputs, batch)
                 loss_sum += batch_loss.float()
                 targets += batch_targets
+            if generate is not None:
+                batch["generated"] = generate(self.accelerator.unwrap_model(self.model), batch)
             for index, prediction in zip(batch["index"], self.task.decode(outputs, batch), strict=True):
                 predictions[index] = prediction
         self.model.train(was_training)

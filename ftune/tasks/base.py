@@ -6,6 +6,11 @@ each batch (positions of its features). A batch, as returned by `collate`, is a 
     "targets": tensors the task's `loss` needs (moved to the device too), may be empty
     "tokens":  number of real (non-padding) input tokens, for throughput figures
 plus anything else the task wants to keep on the host (offsets, word ids, ...).
+
+Optional hook for generative tasks: `generate(model, batch) -> list` (one item per feature). When a task
+defines it, `Engine.infer` calls it on every evaluation/prediction batch (unwrapped model, inference mode)
+and stores the result in batch["generated"] before calling `decode`; on batches without targets (predict)
+the forward pass is skipped and `decode` receives outputs=None.
 """
 
 from __future__ import annotations

@@ -1,0 +1,161 @@
+"""Sequence-to-sequence generation (summarisation, translation) with an encoder-decoder model.
+
+An example is {"source", ["target"], "where"}. Training is teacher-forced cross-entropy over the target
+tokens (padding is -100 and ignored; the model shifts the labels into its decoder inputs). Evaluation
+also generates with the configured beam search and scores the text: ROUGE (metrics=rouge) or BLEU + chrF
+(metrics=bleu). `predict` generates only (there is no target to run the teacher-forced pass on).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ftune.data import sources
+from ftune.data.batching import pad
+from ftune.data.readers import DataErrors, json_object, read_jsonl, read_table
+from ftune.errors import FtuneError
+from ftune.paths import resolve
+from ftune.tasks import generation as G
+from ftune.tasks.sequence_data import FORMATS
+
+log = logging.getLogger("ftune")
+METRICS = {"rouge": ("rougeL", ("rouge1", "rouge2", "rougeL")), "bleu": ("bleu", ("bleu", "chrf"))}
+
+
+class Seq2seqTask:
+    name = "seq2seq"
+    greater_is_better = True
+    pipeline_task = None  # transformers 5 removed the text2text-generation pipeline; use model.generate
+    table_columns = ("value",)
+    has_labels = False  # no label set: the model's config carries none
+
+    def __init__(self, cfg: Any):
+        if cfg.metrics not in METRICS:
+            raise FtuneError(f"unknown metrics `{cfg.metrics}`", where="task.metrics", fix="choose from: rouge, bleu")
+        self.cfg, self.labels = cfg, []
+        self.main_metric = METRICS[cfg.metrics][0]
+        self.tokenizer, self.pad_id = None, 0
+
+    # ---- data ---------------------------------------------------------------------------------------
+    def load_split(self, split: str) -> list[dict]:
+        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "JSONL, CSV or TSV")
+
+    def load_file(self, path: str, key: str = "file") -> list[dict]:
+        kind = self.cfg.data.format
+        if kind == "auto":
+            kind = FORMATS.get(resolve(path, key).suffix.lower(), "unknown")
+        if kind not in ("csv", "tsv", "jsonl"):
+            raise FtuneError(f"cannot tell the format of {path}", where="task.data.format",
+                             fix="name the file .jsonl, .csv or .tsv, or set task.data.format=jsonl|csv|tsv")
+        rows = read_jsonl(path, key) if kind == "jsonl" else read_table(path, key, "\t" if kind == "tsv" else ",")
+        return self._examples(rows, str(path))
+
+    def _from_hub(self, dataset, split: str) -> list[dict]:
+        source = f"{self.cfg.data.hub}/{split}"
+        return self._examples([{**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)], source)
+
+    def _examples(self, rows: list[dict], source: str) -> list[dict]:
+        data, errors, examples = self.cfg.data, DataErrors(source), []
+        for row in rows:
+            text, target = G.nested(row, data.source_column), G.nested(row, data.target_column)
+            bad = [f"`{column}` is missing or not a non-empty string" for column, value
+                   in ((data.source_column, text), (data.target_column, target))
+                   if not isinstance(value, str) or not value.strip()]
+            if bad:
+                errors.add(row["where"], "; ".join(bad))
+            else:
+                examples.append({"source": text, "target": target, "where": row["where"]})
+        errors.raise_if_any(fix="set task.data.source_column / task.data.target_column to the columns that hold the texts")
+        return examples
+
+    def read_inputs(self, lines: list[str]) -> list[dict]:
+        """`predict` lines: plain text, or JSON with the source column (or "source" / "text")."""
+        examples = []
+        for line in lines:
+            row = json_object(line) or {}
+            text = G.nested(row, self.cfg.data.source_column) or row.get("source") or row.get("text")
+            examples.append({"source": text if isinstance(text, str) else line})
+        return examples
+
+    def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
+        if not train:
+            raise FtuneError("the training split is empty", where="task.data.train")
+
+    def check_examples(self, examples: list[dict], split: str) -> None:
+        pass  # free text: nothing to check against a trained model
+
+    # ---- model and features ---------------------------------------------------------------------------
+    def build_model(self, name_or_path: str, **kwargs: Any):
+        from transformers import AutoModelForSeq2SeqLM
+
+        from ftune.models import load_pretrained
+
+        return load_pretrained(AutoModelForSeq2SeqLM, name_or_path, **kwargs)
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        self.tokenizer, self.pad_id = tokenizer, tokenizer.pad_token_id or 0
+
+    def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
+        self.bind_tokenizer(tokenizer)
+        if not examples:
+            return []
+        sources_ = [self.cfg.prefix + ex["source"] for ex in examples]
+        encoded = tokenizer(sources_, truncation=True, max_length=self.cfg.max_source_length)["input_ids"]
+        targets = None
+        if examples and "target" in examples[0]:
+            targets = tokenizer(text_target=[ex["target"] for ex in examples], truncation=True,
+                                max_length=self.cfg.max_target_length)["input_ids"]
+        features, cut = [], 0
+        for i, ids in enumerate(encoded):
+            cut += len(ids) >= self.cfg.max_source_length
+            feature = {"input_ids": ids, "example": i, "length": len(ids)}
+            if targets is not None:
+                feature["labels"] = targets[i]
+            features.append(feature)
+        if cut:
+            log.warning("%d of %d source(s) reach task.max_source_length=%d tokens and may be truncated",
+                        cut, len(examples), self.cfg.max_source_length)
+        return features
+
+    def collate(self, features: list[dict]) -> dict:
+        mask = torch.tensor(pad([[1] * f["length"] for f in features], 0))
+        inputs = {"input_ids": torch.tensor(pad([f["input_ids"] for f in features], self.pad_id)),
+                  "attention_mask": mask}
+        targets = {}
+        if all("labels" in f for f in features):
+            # -100 padding: ignored by the loss, and turned into pad tokens by the model's decoder-input shift
+            targets["labels"] = inputs["labels"] = torch.tensor(pad([f["labels"] for f in features], -100))
+        return {"inputs": inputs, "targets": targets, "tokens": int(mask.sum())}
+
+    def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = batch["targets"]["labels"]
+        total = F.cross_entropy(outputs.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                reduction="sum")
+        return total, (labels != -100).sum()
+
+    def generate(self, model: Any, batch: dict) -> list[str]:
+        """Generated texts of a batch (the engine's generation hook; runs under inference_mode)."""
+        output = model.generate(input_ids=batch["inputs"]["input_ids"],
+                                attention_mask=batch["inputs"]["attention_mask"],
+                                **G.generate_kwargs(self.cfg.generation, self.tokenizer))
+        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+    def decode(self, outputs: Any, batch: dict) -> list[str]:
+        return batch["generated"]
+
+    # ---- metrics and output ---------------------------------------------------------------------------
+    def compute_metrics(self, predictions: list[str], features: list[dict], examples: list[dict]) -> dict:
+        references = [examples[f["example"]]["target"] for f in features]
+        scores = G.rouge(predictions, references) if self.cfg.metrics == "rouge" else G.bleu_chrf(predictions, references)
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions]
+        return {**scores, "gen_len": sum(lengths) / max(len(lengths), 1)}
+
+    def format_predictions(self, predictions: list[str], features: list[dict], examples: list[dict]) -> list[dict]:
+        return [{"generated": prediction} for prediction in predictions]
+
+    def metrics_table(self, metrics: dict) -> list[tuple]:
+        return G.table_rows(metrics)

@@ -1,0 +1,106 @@
+"""Generative tasks through the command line: train → eval → predict (in-process), chat through a pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from ftune import cli
+
+CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "blue"},
+        {"role": "user", "content": "and the cat ?"}, {"role": "assistant", "content": "the cat sat on the mat"}]
+PAIRS = [("the cat sat on the mat", "a cat sat"), ("a dog ran in the park", "dog ran"),
+         ("hello , how are you today ?", "fine , thank you")]
+
+
+def _ftune(*args: str) -> None:
+    GlobalHydra.instance().clear()
+    try:
+        cli.main(list(args))
+    except SystemExit as stop:
+        assert stop.code in (0, None), f"ftune {' '.join(args)} exited with {stop.code}"
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _rows_out(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_llama_dir) -> Path:
+    folder = tmp_path_factory.mktemp("sft")
+    data = _write(folder / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 4)
+    _ftune("train", "task=sft", f"task.data.train={data}", f"task.data.validation={data}", "task.packing=true",
+           "task.eval_generate=true", "task.generation.max_new_tokens=4", f"model.name_or_path={tiny_llama_dir}",
+           "model.name=tiny", "trainer.max_steps=2", "trainer.batch_size=4", "trainer.gradient_checkpointing=true",
+           "logger.console=none", f"run_dir={folder / 'run'}")
+    return folder / "run"
+
+
+@pytest.mark.parametrize("task", ["summarization", "translation"])
+def test_seq2seq_train_eval_predict(task, tmp_path, tiny_t5_dir):
+    columns = ("document", "summary") if task == "summarization" else ("source", "target")
+    data = _write(tmp_path / "data.jsonl", [dict(zip(columns, pair, strict=True)) for pair in PAIRS * 3])
+    run_dir = tmp_path / "run"
+    _ftune("train", f"task={task}", f"task.data.train={data}", f"task.data.validation={data}",
+           f"model.name_or_path={tiny_t5_dir}", "model.name=tiny", "task.generation.max_new_tokens=6",
+           "task.generation.num_beams=2", "trainer.max_steps=2", "trainer.batch_size=4", "logger.console=none",
+           f"run_dir={run_dir}")
+    results = json.loads((run_dir / "results.json").read_text())
+    main = "rougeL" if task == "summarization" else "bleu"
+    assert results["main_metric"] == main and "loss" in results["validation"]
+    assert (run_dir / "best" / "generation_config.json").exists()
+
+    _ftune("eval", f"run_dir={run_dir}")
+    evaluated = json.loads((run_dir / "eval_validation.json").read_text())
+    assert evaluated[main] == pytest.approx(results["validation"][main])
+    assert evaluated["loss"] == pytest.approx(results["validation"]["loss"], rel=1e-4)
+
+    source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text(f"the cat sat\n{json.dumps({columns[0]: 'a dog ran'})}\n")
+    _ftune("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
+    rows = _rows_out(target)
+    assert len(rows) == 2 and all(isinstance(r["generated"], str) for r in rows)
+
+
+def test_sft_train_eval_predict(sft_run, tmp_path):
+    results = json.loads((sft_run / "results.json").read_text())
+    validation = results["validation"]
+    assert results["main_metric"] == "loss" and {"perplexity", "exact_match", "token_f1"} <= set(validation)
+    assert (sft_run / "best" / "chat_template.jinja").exists() or "chat_template" in (
+        sft_run / "best" / "tokenizer_config.json").read_text()
+
+    _ftune("eval", f"run_dir={sft_run}")
+    evaluated = json.loads((sft_run / "eval_validation.json").read_text())
+    assert evaluated["loss"] == pytest.approx(validation["loss"], rel=1e-4)
+    assert evaluated["perplexity"] == pytest.approx(validation["perplexity"], rel=1e-4)
+
+    source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("what colour is the sky ?\n" + json.dumps({"messages": CHAT[:3]}) + "\n{\"messages\": 3}\n")
+    _ftune("predict", f"run_dir={sft_run}", f"input={source}", f"output={target}")
+    rows = _rows_out(target)
+    assert len(rows) == 3 and isinstance(rows[0]["response"], str) and isinstance(rows[1]["response"], str)
+    assert "error" in rows[2]
+
+
+def test_chat_through_a_pipe(sft_run):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "ftune", "chat", f"run_dir={sft_run}", "max_new_tokens=3"],
+                          input="hello\n\n/reset\nwhat colour is the sky ?\n", capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # one streamed reply (ending in a newline) per message; blank lines and /reset are not messages
+    assert done.stdout.count("\n") == 2
+
