@@ -41,9 +41,6 @@ examples:
 exit codes: 0 ok, 1 internal error, 2 bad config or data, 130/143 stopped by SIGINT/SIGTERM
 (checkpoint saved; continue with resume=true)."""
 
-# Failures of multirun jobs: reported one line each, the sweep goes on, the exit code says so.
-_failed_jobs: list[str] = []
-
 _HYDRA_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
 
 
@@ -82,8 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("ftune: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    if _failed_jobs:
-        print(f"ftune: {len(_failed_jobs)} job(s) failed: {', '.join(_failed_jobs)}", file=sys.stderr)
+    from ftune import sweep
+
+    if sweep.failed:  # reported one line each and in the summary; the exit code says so too
+        print(f"ftune: {len(sweep.failed)} job(s) failed: {', '.join(f'#{n}' for n in sweep.failed)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -98,7 +97,12 @@ def _hydra_app(command: str):
 
 
 def run_command(command: str, cfg):
-    """Run `ftune.commands.<command>.run(cfg)` inside a Hydra job, mapping user errors to exit 2."""
+    """Run `ftune.commands.<command>.run(cfg)` inside a Hydra job, mapping user errors to exit 2.
+
+    In a multirun a failing job never stops the sweep: it returns {"error": ...}, which the sweep summary
+    (ftune.sweep) reports and which the Optuna sweeper counts as a failed trial. Under Optuna the job
+    returns the main validation metric, the objective.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -106,7 +110,7 @@ def run_command(command: str, cfg):
     _quiet_libraries()
     module = importlib.import_module(f"ftune.commands.{command}")
     try:
-        return module.run(cfg)
+        result = module.run(cfg)
     except Interrupted as stopped:
         print(f"ftune: {stopped}", file=sys.stderr, flush=True)
         sys.exit(stopped.exit_code)
@@ -114,8 +118,18 @@ def run_command(command: str, cfg):
         code = report(error)
         if not multirun:
             sys.exit(code)
-        _failed_jobs.append(f"#{HydraConfig.get().job.num}")
-        return None
+        return {"error": error.one_line()}
+    except Exception as error:  # a bug in one job: its log holds the traceback, the other jobs go on
+        if not multirun:
+            raise
+        import logging
+
+        logging.getLogger("ftune").exception("job %s failed", HydraConfig.get().job.num)
+        print(f"ftune: error: job {HydraConfig.get().job.num}: {type(error).__name__}: {error}", file=sys.stderr)
+        return {"error": f"{type(error).__name__}: {error}"}
+    if multirun and "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
+        return result.get("optimized_metric")
+    return result
 
 
 def _quiet_libraries() -> None:

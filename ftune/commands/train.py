@@ -82,6 +82,7 @@ def run(cfg: DictConfig) -> dict:
     # Final figures come from the selected model: best/ (the last model when there is no validation split).
     ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
     results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
+               "greater_is_better": task.greater_is_better,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
                "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
                                     len(features["train"]))}
