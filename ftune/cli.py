@@ -12,7 +12,8 @@ import importlib
 import sys
 
 from ftune import __version__
-from ftune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FtuneError, Interrupted, did_you_mean, report
+from ftune.errors import (EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CheckFailed, FtuneError, Interrupted,
+                          did_you_mean, report)
 
 COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
@@ -34,12 +35,15 @@ examples:
   ftune train -m optimizer.lr=1e-5,3e-5         # sweep: one run directory per job
   ftune train --cfg job                         # print the composed config
   ftune eval run_dir=runs/ner/minilm/<time> split=test
+  ftune eval run_dir=runs/ner/minilm/<time> check='f1>=0.85' output_format=json   # CI gate
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
   ftune data check task=ner task.data.train=train.txt   # validate data only
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
-exit codes: 0 ok, 1 internal error, 2 bad config or data, 130/143 stopped by SIGINT/SIGTERM
-(checkpoint saved; continue with resume=true)."""
+exit codes: 0 ok, 1 a metric gate failed (eval check='f1>=0.85'), 2 bad config or data,
+130/143 stopped by SIGINT/SIGTERM (checkpoint saved; continue with resume=true).
+CI: output_format=json prints results as one JSON document on stdout (everything else on stderr);
+no colours or progress redraws when the output is not a terminal or NO_COLOR is set."""
 
 _HYDRA_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
 
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("eval", "predict"):
         # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
         rest = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in rest]
+        # check='f1>=0.85' reaches us as check=f1>=0.85, which Hydra's grammar cannot read: quote it
+        rest = [_quoted(arg) if arg.startswith("check=") and arg[6:7] not in ("'", '"', "[") else arg for arg in rest]
     try:
         if not any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in rest):
             _preflight(command, rest)
@@ -84,6 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     if sweep.failed:  # reported one line each and in the summary; the exit code says so too
         print(f"ftune: {len(sweep.failed)} job(s) failed: {', '.join(f'#{n}' for n in sweep.failed)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def _quoted(arg: str) -> str:
+    key, _, value = arg.partition("=")
+    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _hydra_app(command: str):
@@ -114,6 +125,9 @@ def run_command(command: str, cfg):
     except Interrupted as stopped:
         print(f"ftune: {stopped}", file=sys.stderr, flush=True)
         sys.exit(stopped.exit_code)
+    except CheckFailed as missed:
+        print(f"ftune: {missed}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CHECK_FAILED)
     except FtuneError as error:
         code = report(error)
         if not multirun:

@@ -205,6 +205,7 @@ class TrainConfig:
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
     overwrite: bool = False  # allow training into a run directory that already holds a run
+    output_format: str = "table"  # table | json (results as one JSON document on stdout, tables on stderr)
 
 
 @dataclass
@@ -217,6 +218,8 @@ class EvalConfig:
     checkpoint: str = "best"  # best | last | <path to a checkpoint or model folder>
     batch_size: int = 64
     device: str = "auto"
+    check: Any = None  # metric gate for CI, e.g. 'f1>=0.85' or 'f1>=0.85,loss<=0.5': exit 1 when missed
+    output_format: str = "table"  # table | json (metrics as one JSON document on stdout, the table on stderr)
 
 
 @dataclass

@@ -29,6 +29,7 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     run_dir = R.hydra_output_dir(cfg.run_dir)
     R.validate_train_config(cfg)
+    R.check_output_format(cfg.output_format)
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
     R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     resume_from = ckpt.find(run_dir, cfg.resume)
@@ -90,10 +91,13 @@ def run(cfg: DictConfig) -> dict:
         if splits[split]:
             results[split] = engine.evaluate(features[split], splits[split])
             if accelerator.is_main_process:
-                R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})")
+                R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
+                              to_stderr=cfg.output_format == "json")
     results["seconds"] = round(time.perf_counter() - started, 2)
     if accelerator.is_main_process:
         R.write_json(run_dir / "results.json", results)
+        if cfg.output_format == "json":
+            R.print_json(results)
     log.info("run directory: %s", run_dir)
     main = results.get("validation", {}).get(task.main_metric)
     return {"optimized_metric": main, **results}
