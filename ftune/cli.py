@@ -12,8 +12,16 @@ import importlib
 import sys
 
 from ftune import __version__
-from ftune.errors import (EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CheckFailed, FtuneError, Interrupted,
-                          did_you_mean, report)
+from ftune.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CheckFailed,
+    FtuneError,
+    Interrupted,
+    did_you_mean,
+    report,
+)
 
 COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",

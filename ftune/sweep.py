@@ -35,7 +35,6 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
-
         from hydra.types import RunMode
 
         if not is_main_rank() or config.hydra.mode != RunMode.MULTIRUN:

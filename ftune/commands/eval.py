@@ -16,10 +16,9 @@ log = logging.getLogger("ftune")
 def run(cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
+    from ftune import checks
     from ftune.config import TrainerConfig
     from ftune.engine.loop import Engine, make_accelerator
-
-    from ftune import checks
 
     R.check_output_format(cfg.output_format)
     conditions = checks.parse(cfg.check) if cfg.check else []  # a malformed gate fails before any loading
