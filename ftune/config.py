@@ -270,6 +270,17 @@ def register_configs() -> None:
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in TASK_SCHEMAS.items():
         cs.store(group="task", name=f"base_{name}", node=schema)
+    # hparams_search/*.yaml: Optuna's direction follows the task (maximize F1, minimize a loss-like metric)
+    OmegaConf.register_new_resolver("ftune_direction", _direction, replace=True)
+
+
+def _direction(task_name: str) -> str:
+    from ftune.registry import TASKS, lookup
+
+    module, _, cls = lookup(TASKS, task_name, "task", "task.name").partition(":")
+    import importlib
+
+    return "maximize" if getattr(importlib.import_module(module), cls).greater_is_better else "minimize"
 
 
 def check_known_keys(cfg: DictConfig) -> None:

@@ -112,6 +112,14 @@ def print_summary(summary: dict, sweep_dir: Path) -> None:
     for job in summary["jobs"]:
         value = "" if job["value"] is None else f"{job['value']:.4f}" + (" *" if job["best"] else "")
         status = job["status"] if job["status"] == "ok" else f"failed: {job['error']}"[:60]
-        table.add_row(str(job["job"]), *(str(v) for v in job["params"].values()), value, status)
+        table.add_row(str(job["job"]), *(_short(v) for v in job["params"].values()), value, status)
     Console(file=sys.stdout, width=120).print(table)
     print(f"summary: {sweep_dir / 'summary.csv'} and summary.json", file=sys.stderr)
+
+
+def _short(value: Any) -> str:
+    """Optuna's floats (0.00015930522616241006) shortened for the table; the files keep every digit."""
+    try:
+        return f"{float(value):.4g}" if len(str(value)) > 8 and "." in str(value) else str(value)
+    except (TypeError, ValueError):
+        return str(value)
