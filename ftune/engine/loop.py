@@ -339,22 +339,36 @@ class Engine:
         """Per-feature predictions (in feature order) and the mean loss over targets, if any.
 
         Predictions are decoded batch by batch into small host objects: a split's logits are never held.
+        Under several processes each rank runs every N-th batch and the decoded predictions are gathered
+        by feature index, so every feature is predicted exactly once and every rank gets them all.
         """
-        was_training = self.model.training
-        self.model.eval()
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        # the bare module under DDP: its forward would sync buffers, a collective per batch, and ranks
+        # may run one batch more or less than each other here
+        model = self.accelerator.unwrap_model(self.model) if processes > 1 else self.model
+        was_training = model.training
+        model.eval()
         predictions: list[Any] = [None] * len(features)
+        mine: list[tuple[int, Any]] = []
         loss_sum = torch.zeros((), device=self.device)
         targets = torch.zeros((), device=self.device)
-        for batch in self._loader(features, eval_batches([f["length"] for f in features], batch_size)):
+        batches = eval_batches([f["length"] for f in features], batch_size)[rank::processes]
+        for batch in self._loader(features, batches):
             batch = self._to_device(batch)
-            outputs = self.model(**batch["inputs"])
+            outputs = model(**batch["inputs"])
             if batch["targets"]:
                 batch_loss, batch_targets = self.task.loss(outputs, batch)
                 loss_sum += batch_loss.float()
                 targets += batch_targets
-            for index, prediction in zip(batch["index"], self.task.decode(outputs, batch), strict=True):
-                predictions[index] = prediction
-        self.model.train(was_training)
+            mine.extend(zip(batch["index"], self.task.decode(outputs, batch), strict=True))
+        model.train(was_training)
+        if processes > 1:
+            from accelerate.utils import gather_object
+
+            mine = gather_object(mine)
+            loss_sum, targets = self.accelerator.reduce(loss_sum, "sum"), self.accelerator.reduce(targets, "sum")
+        for index, prediction in mine:
+            predictions[index] = prediction
         count = targets.item()
         return predictions, (loss_sum.item() / count if count else None)
 
