@@ -208,7 +208,9 @@ def _preflight(command: str, args: list[str]) -> None:
 def _values(override) -> list[str]:
     if override.is_sweep_override():
         return list(override.sweep_string_iterator())
-    return [override.get_value_element_as_str()] if override.value() is not None else [""]
+    if override.value() is None:  # `~key` deletes; `key=null` sets null and must stay null
+        return [""] if override.is_delete() else ["null"]
+    return [override.get_value_element_as_str()]
 
 
 def _with_value(override, value: str) -> str:

@@ -58,6 +58,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        several = _wait_for_other_ranks()
         if not is_main_rank() or not (sweep_dir / RECORDS).is_dir():
             return
         records = sorted((json.loads(p.read_text()) for p in (sweep_dir / RECORDS).glob("*.json")),
@@ -67,6 +68,12 @@ class SweepSummary(Callback):
         if optuna_file.is_file():  # written by the Optuna sweeper just before this callback
             from omegaconf import OmegaConf
 
+            if several and summary["best_job"] is not None:
+                # every rank's sweeper wrote this file, each with the trials it drew; the trials that ran
+                # were rank 0's (ftune.distributed.share_from_main): the file is rewritten from them
+                best = summary["jobs"][[j["job"] for j in summary["jobs"]].index(summary["best_job"])]
+                OmegaConf.save(OmegaConf.create({"name": "optuna", "best_value": best["value"], "best_params": {
+                    k: _typed(v) for k, v in best["params"].items()}}), optuna_file)
             summary["optuna"] = OmegaConf.to_container(OmegaConf.load(optuna_file))
         (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
         (sweep_dir / "summary.csv").write_text(to_csv(summary))
@@ -123,3 +130,22 @@ def _short(value: Any) -> str:
         return f"{float(value):.4g}" if len(str(value)) > 8 and "." in str(value) else str(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _typed(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    return value
+
+
+def _wait_for_other_ranks() -> bool:
+    """Under torchrun: every rank's sweep is over (and its files written) before rank 0 summarises."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    dist.barrier()
+    return True

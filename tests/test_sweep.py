@@ -48,3 +48,11 @@ def test_slurm_launcher_configs_compose(tmp_path):
                       cwd=tmp_path).stdout
         assert "SlurmLauncher" in shown and "partition: gpu" in shown
     assert not list(tmp_path.iterdir())
+
+
+def test_preflight_keeps_null_values():
+    from ftune import cli
+    from ftune.config import register_configs
+
+    register_configs()
+    cli._preflight("train", ["hparams_search=optuna", "hydra.sweeper.sampler.seed=null", "trainer.max_steps=null"])
