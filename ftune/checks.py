@@ -32,13 +32,21 @@ def evaluate(metrics: dict, conditions: list[tuple[str, str, float]]) -> list[di
     """One result per condition: {"check", "metric", "value", "passed"}. An unknown metric is a usage error."""
     results = []
     for metric, op, threshold in conditions:
-        value = metrics.get(metric.removeprefix("val/").removeprefix("test/"))
+        value = _lookup(metrics, metric.removeprefix("val/").removeprefix("test/"))
         if not isinstance(value, int | float) or isinstance(value, bool):
             known = sorted(k for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool))
             raise FtuneError(f"no metric `{metric}` to check", where="check", fix=f"choose from: {', '.join(known)}")
         results.append({"check": f"{metric}{op}{threshold:g}", "metric": metric, "value": value,
                         "passed": bool(OPERATORS[op](value, threshold))})
     return results
+
+
+def _lookup(metrics: dict, name: str):
+    """`f1`, or a dotted path into nested figures: `per_type.LOC.f1`."""
+    value = metrics
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def failure_line(results: list[dict]) -> str:

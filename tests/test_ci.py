@@ -32,3 +32,20 @@ def test_ci_example_script_and_the_gate(tmp_path, tiny_model_dir, tiny_ner_data)
     last = missed.stderr.strip().splitlines()[-1]
     assert last == f"ftune: check failed: f1 = {trained['validation']['f1']:.4f}, required f1>=0.99"
     assert "Traceback" not in missed.stderr and "┏" in missed.stderr  # the table moved to stderr
+
+
+def test_check_parsing_nested_metrics_and_errors():
+    import pytest
+
+    from ftune import checks
+    from ftune.errors import FtuneError
+
+    metrics = {"f1": 0.9, "loss": 0.3, "per_type": {"LOC": {"f1": 0.5}}}
+    results = checks.evaluate(metrics, checks.parse("f1>=0.85, per_type.LOC.f1>0.6,val/loss<=0.5"))
+    assert [r["passed"] for r in results] == [True, False, True]
+    assert checks.failure_line(results) == "check failed: per_type.LOC.f1 = 0.5000, required per_type.LOC.f1>0.6"
+    assert checks.parse(["f1>=0.8", "loss<1"]) == [("f1", ">=", 0.8), ("loss", "<", 1.0)]
+    with pytest.raises(FtuneError, match="cannot read the check `f1=>0.8`"):
+        checks.parse("f1=>0.8")
+    with pytest.raises(FtuneError, match="no metric `f2` to check .*choose from: f1, loss"):
+        checks.evaluate(metrics, checks.parse("f2>=0.8"))

@@ -57,7 +57,13 @@ def make_accelerator(precision: str, device: str):
     # accelerate keeps one precision per process; jobs run one after another in a process (Hydra multirun,
     # train then eval in a notebook) may each ask for another. The process group (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed, cpu=not on_gpu), precision
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not on_gpu)
+    if accelerator.distributed_type.name == "FSDP":
+        # the step's gradient norm and the rank-0-only saves assume whole parameters on every rank:
+        # under FSDP they would be wrong, or hang; refuse rather than do either (README, "Data parallel")
+        raise FtuneError("FSDP is not supported by the ftune engine yet", where="accelerate launch --use_fsdp",
+                         fix="use data parallel (torchrun, or accelerate launch --multi_gpu)")
+    return accelerator, precision
 
 
 def cpu_has_native_bf16() -> bool:
