@@ -206,8 +206,13 @@ def _preflight(command: str, args: list[str]) -> None:
 
 
 def _values(override) -> list[str]:
+    from hydra.errors import HydraException
+
     if override.is_sweep_override():
-        return list(override.sweep_string_iterator())
+        try:
+            return list(override.sweep_string_iterator())
+        except HydraException:  # interval(a, b) for Optuna: not enumerable; its lower end stands for it
+            return [str(override.value().start)]
     if override.value() is None:  # `~key` deletes; `key=null` sets null and must stay null
         return [""] if override.is_delete() else ["null"]
     return [override.get_value_element_as_str()]
