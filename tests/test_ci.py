@@ -49,3 +49,20 @@ def test_check_parsing_nested_metrics_and_errors():
         checks.parse("f1=>0.8")
     with pytest.raises(FtuneError, match="no metric `f2` to check .*choose from: f1, loss"):
         checks.evaluate(metrics, checks.parse("f2>=0.8"))
+
+
+def test_no_color_or_dumb_terminal_gets_plain_lines(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from ftune.engine import events
+
+    logger = OmegaConf.create({"console": "auto", "jsonl": False, "tensorboard": False})
+    monkeypatch.setattr(events.sys.stderr, "isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert type(events.build_subscribers(logger, None)[0]) is events.RichConsole  # a terminal: the bar
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert type(events.build_subscribers(logger, None)[0]) is events.PlainConsole
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", "dumb")
+    assert type(events.build_subscribers(logger, None)[0]) is events.PlainConsole
