@@ -9,10 +9,20 @@ type becomes one clear line and exit code 2 instead of Hydra's multi-line report
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from ftune import __version__
-from ftune.errors import EXIT_INTERRUPTED, EXIT_USAGE, FtuneError, Interrupted, did_you_mean, report
+from ftune.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CheckFailed,
+    FtuneError,
+    Interrupted,
+    did_you_mean,
+    report,
+)
 
 COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
@@ -36,17 +46,17 @@ examples:
   ftune train -m optimizer.lr=1e-5,3e-5         # sweep: one run directory per job
   ftune train --cfg job                         # print the composed config
   ftune eval run_dir=runs/ner/minilm/<time> split=test
+  ftune eval run_dir=runs/ner/minilm/<time> check='f1>=0.85' output_format=json   # CI gate
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
   ftune export run_dir=runs/ner/minilm/<time> merge=true out=exported   # PEFT adapter → plain model
   printf "hi\\n" | ftune chat run_dir=runs/sft/smollm2-135m/<time>    # streamed replies; EOF ends
   ftune data check task=ner task.data.train=train.txt   # validate data only
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
-exit codes: 0 ok, 1 internal error, 2 bad config or data, 130/143 stopped by SIGINT/SIGTERM
-(checkpoint saved; continue with resume=true)."""
-
-# Failures of multirun jobs: reported one line each, the sweep goes on, the exit code says so.
-_failed_jobs: list[str] = []
+exit codes: 0 ok, 1 a metric gate failed (eval check='f1>=0.85'), 2 bad config or data,
+130/143 stopped by SIGINT/SIGTERM (checkpoint saved; continue with resume=true).
+CI: output_format=json prints results as one JSON document on stdout (everything else on stderr);
+no colours or progress redraws when the output is not a terminal or NO_COLOR is set."""
 
 _HYDRA_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
 
@@ -74,9 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("eval", "predict", "chat"):
         # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
         rest = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in rest]
+        # check='f1>=0.85' reaches us as check=f1>=0.85, which Hydra's grammar cannot read: quote it
+        rest = [_quoted(arg) if arg.startswith("check=") and arg[6:7] not in ("'", '"', "[") else arg for arg in rest]
     try:
         if not any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in rest):
             _preflight(command, rest)
+            if command == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                from ftune.distributed import shared_output_dirs
+
+                rest = shared_output_dirs(rest)
     except FtuneError as error:
         sys.exit(report(error))
 
@@ -86,9 +102,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("ftune: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    if _failed_jobs:
-        print(f"ftune: {len(_failed_jobs)} job(s) failed: {', '.join(_failed_jobs)}", file=sys.stderr)
+    from ftune import sweep
+
+    if sweep.failed:  # reported one line each and in the summary; the exit code says so too
+        print(f"ftune: {len(sweep.failed)} job(s) failed: {', '.join(f'#{n}' for n in sweep.failed)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def _quoted(arg: str) -> str:
+    key, _, value = arg.partition("=")
+    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _hydra_app(command: str):
@@ -102,7 +125,12 @@ def _hydra_app(command: str):
 
 
 def run_command(command: str, cfg):
-    """Run `ftune.commands.<command>.run(cfg)` inside a Hydra job, mapping user errors to exit 2."""
+    """Run `ftune.commands.<command>.run(cfg)` inside a Hydra job, mapping user errors to exit 2.
+
+    In a multirun a failing job never stops the sweep: it returns {"error": ...}, which the sweep summary
+    (ftune.sweep) reports and which the Optuna sweeper counts as a failed trial. Under Optuna the job
+    returns the main validation metric, the objective.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -110,16 +138,29 @@ def run_command(command: str, cfg):
     _quiet_libraries()
     module = importlib.import_module(f"ftune.commands.{command}")
     try:
-        return module.run(cfg)
+        result = module.run(cfg)
     except Interrupted as stopped:
         print(f"ftune: {stopped}", file=sys.stderr, flush=True)
         sys.exit(stopped.exit_code)
+    except CheckFailed as missed:
+        print(f"ftune: {missed}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CHECK_FAILED)
     except FtuneError as error:
         code = report(error)
         if not multirun:
             sys.exit(code)
-        _failed_jobs.append(f"#{HydraConfig.get().job.num}")
-        return None
+        return {"error": error.one_line()}
+    except Exception as error:  # a bug in one job: its log holds the traceback, the other jobs go on
+        if not multirun:
+            raise
+        import logging
+
+        logging.getLogger("ftune").exception("job %s failed", HydraConfig.get().job.num)
+        print(f"ftune: error: job {HydraConfig.get().job.num}: {type(error).__name__}: {error}", file=sys.stderr)
+        return {"error": f"{type(error).__name__}: {error}"}
+    if multirun and "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
+        return result.get("optimized_metric")
+    return result
 
 
 def _quiet_libraries() -> None:
@@ -177,9 +218,16 @@ def _preflight(command: str, args: list[str]) -> None:
 
 
 def _values(override) -> list[str]:
+    from hydra.errors import HydraException
+
     if override.is_sweep_override():
-        return list(override.sweep_string_iterator())
-    return [override.get_value_element_as_str()] if override.value() is not None else [""]
+        try:
+            return list(override.sweep_string_iterator())
+        except HydraException:  # interval(a, b) for Optuna: not enumerable; its lower end stands for it
+            return [str(override.value().start)]
+    if override.value() is None:  # `~key` deletes; `key=null` sets null and must stay null
+        return [""] if override.is_delete() else ["null"]
+    return [override.get_value_element_as_str()]
 
 
 def _with_value(override, value: str) -> str:

@@ -319,6 +319,7 @@ class TrainConfig:
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
     overwrite: bool = False  # allow training into a run directory that already holds a run
+    output_format: str = "table"  # table | json (results as one JSON document on stdout, tables on stderr)
 
 
 @dataclass
@@ -331,6 +332,8 @@ class EvalConfig:
     checkpoint: str = "best"  # best | last | <path to a checkpoint or model folder>
     batch_size: int = 64
     device: str = "auto"
+    check: Any = None  # metric gate for CI, e.g. 'f1>=0.85' or 'f1>=0.85,loss<=0.5': exit 1 when missed
+    output_format: str = "table"  # table | json (metrics as one JSON document on stdout, the table on stderr)
 
 
 @dataclass
@@ -419,6 +422,17 @@ def register_configs() -> None:
     for name, schema in PEFT_SCHEMAS.items():
         if name != "none":
             cs.store(group="peft", name=f"base_{name}", node=schema)
+    # hparams_search/*.yaml: Optuna's direction follows the task (maximize F1, minimize a loss-like metric)
+    OmegaConf.register_new_resolver("ftune_direction", _direction, replace=True)
+
+
+def _direction(task_name: str) -> str:
+    from ftune.registry import TASKS, lookup
+
+    module, _, cls = lookup(TASKS, task_name, "task", "task.name").partition(":")
+    import importlib
+
+    return "maximize" if getattr(importlib.import_module(module), cls).greater_is_better else "minimize"
 
 
 def check_known_keys(cfg: DictConfig) -> None:

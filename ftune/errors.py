@@ -2,7 +2,8 @@
 
 Exit codes (documented in the README):
     0   success
-    1   unexpected internal error (a bug: please report it with FTUNE_DEBUG=1 output)
+    1   a metric gate failed (`ftune eval ... check='f1>=0.85'`); also Python's code for an unexpected
+        internal error, which prints a traceback (a bug: please report it with FTUNE_DEBUG=1 output)
     2   bad configuration, missing file or invalid data
     130 interrupted (SIGINT, Ctrl-C): a checkpoint was saved, resume with resume=true
     143 terminated (SIGTERM, e.g. a pre-empted job): a checkpoint was saved, resume with resume=true
@@ -62,3 +63,10 @@ def report(error: FtuneError) -> int:
         traceback.print_exception(error)
     print(f"ftune: error: {error.one_line()}", file=sys.stderr, flush=True)
     return EXIT_USAGE
+
+
+EXIT_CHECK_FAILED = 1
+
+
+class CheckFailed(Exception):
+    """A metric gate (`ftune eval ... check='f1>=0.85'`) was missed: one line, exit code 1."""

@@ -155,8 +155,19 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def print_table(task, metrics: dict, title: str) -> None:
-    """The task's metrics table on stdout (plain text when stdout is not a terminal)."""
+def check_output_format(value: str) -> None:
+    if value not in ("table", "json"):
+        raise FtuneError(f"unknown output_format `{value}`", where="output_format", fix="choose from: table, json")
+
+
+def print_json(data: dict) -> None:
+    """output_format=json: the one JSON document on stdout (logs and tables went to stderr)."""
+    print(json.dumps(data, default=float), flush=True)
+
+
+def print_table(task, metrics: dict, title: str, to_stderr: bool = False) -> None:
+    """The task's metrics table on stdout, or stderr when stdout carries JSON. rich writes plain text when
+    the stream is not a terminal and no colour when NO_COLOR is set."""
     from rich.console import Console
     from rich.table import Table
 
@@ -166,4 +177,4 @@ def print_table(task, metrics: dict, title: str) -> None:
         table.add_column(column, justify="left" if not column else "right")
     for name, *values in task.metrics_table(metrics):
         table.add_row(str(name), *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in values))
-    Console(file=sys.stdout, width=100).print(table)
+    Console(file=sys.stderr if to_stderr else sys.stdout, width=100).print(table)

@@ -68,15 +68,32 @@ def test_train_eval_predict_end_to_end(tmp_path, tiny_model_dir, tiny_ner_data):
         assert rows[0]["text"][entity["start"]:entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
 
 
-def test_multirun_gives_each_job_its_own_run_directory(tmp_path, tiny_model_dir, tiny_ner_data):
-    ftune("train", "-m", "trainer.seed=1,2", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
-          f"task.data.train={tiny_ner_data['train']}", f"task.data.validation={tiny_ner_data['validation']}",
-          "trainer.max_steps=2", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0", "1"]
-    configs = [(tmp_path / "sweep" / job / "config.yaml").read_text() for job in jobs]
-    assert "seed: 1" in configs[0] and "seed: 2" in configs[1]
-    assert all((tmp_path / "sweep" / job / "results.json").exists() for job in jobs)
+def test_multirun_2x2_summary_with_failed_jobs(tmp_path, tiny_model_dir, tiny_ner_data):
+    """Every job in its own folder; a failing job is in the table and does not stop the others."""
+    sweep = tmp_path / "sweep"
+    result = ftune("train", "-m", "optimizer.lr=1e-3,5e-3", f"task.data.train={tiny_ner_data['train']},missing.conll",
+                   f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+                   f"task.data.validation={tiny_ner_data['validation']}", "trainer.max_steps=2",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "2 job(s) failed: #1, #3" in result.stderr
+    assert "[HYDRA]" not in result.stdout  # Hydra's own messages go to stderr
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1", "2", "3"]
+    assert "lr: 0.001" in (sweep / "0" / "config.yaml").read_text()
+    assert "lr: 0.005" in (sweep / "2" / "config.yaml").read_text()
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["metric"] == "f1" and summary["failed"] == 2
+    assert summary["swept"] == ["optimizer.lr", "task.data.train"]
+    rows = {row["job"]: row for row in summary["jobs"]}
+    assert [rows[n]["status"] for n in range(4)] == ["ok", "failed", "ok", "failed"]
+    assert "file not found: missing.conll" in rows[1]["error"]
+    values = {n: json.loads((sweep / str(n) / "results.json").read_text())["validation"]["f1"] for n in (0, 2)}
+    assert rows[0]["value"] == pytest.approx(values[0]) and rows[2]["value"] == pytest.approx(values[2])
+    best = max((0, 2), key=lambda n: (values[n], -n))
+    assert summary["best_job"] == best and rows[best]["best"] and sum(r["best"] for r in rows.values()) == 1
+    csv_rows = (sweep / "summary.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("job,optimizer.lr,task.data.train,f1,status,best") and len(csv_rows) == 5
+    assert "failed: task.data.train: file not found" in result.stdout  # the table
 
 
 def test_installed_package_ships_its_configs(tmp_path):

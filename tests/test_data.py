@@ -65,6 +65,34 @@ def test_cached_features_equal_fresh_ones_and_skip_tokenisation(ner_task_and_dat
     assert cache.fingerprint(task, examples[:-1], tokenizer) != cache.fingerprint(task, examples, tokenizer)
 
 
+def test_a_process_waiting_on_the_cache_lock_loads_what_the_holder_stored(ner_task_and_data, tmp_path, monkeypatch,
+                                                                           caplog):
+    """Parallel jobs and torchrun ranks tokenise once: the others wait on the entry's file lock, then load."""
+    import threading
+
+    from filelock import FileLock
+
+    task, examples, tokenizer = ner_task_and_data
+    monkeypatch.setenv("FTUNE_CACHE_DIR", str(tmp_path))
+    folder = cache.cache_dir() / f"{task.name}-{cache.fingerprint(task, examples, tokenizer)}"
+    folder.parent.mkdir(parents=True)
+    holder = FileLock(str(folder) + ".lock")
+    holder.acquire()  # another process is tokenising
+    waited: list = []
+    with caplog.at_level(logging.INFO, logger="ftune"):
+        waiter = threading.Thread(target=lambda: waited.append(cache.featurize(task, examples, tokenizer, "train")))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not waited  # it waits (no collective, no timeout) ...
+        stored = cache._load_or_build(task, examples, tokenizer, "train", folder)  # ... while the holder stores
+        calls = []
+        monkeypatch.setattr(task, "featurize", lambda *a: calls.append(a) or [])
+        holder.release()
+        waiter.join(timeout=30)
+    assert waited == [stored] and not calls  # ... then loads the entry instead of tokenising again
+    assert "another process is tokenising" in caplog.text
+
+
 def test_padding_does_not_change_per_example_loss(ner_task_and_data, tiny_model_dir):
     """Dynamic padding groups examples of different lengths: each one's loss must not depend on its batch."""
     task, examples, tokenizer = ner_task_and_data

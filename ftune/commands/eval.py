@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ftune import run as R
-from ftune.errors import FtuneError
+from ftune.errors import CheckFailed, FtuneError
 
 log = logging.getLogger("ftune")
 
@@ -16,9 +16,12 @@ log = logging.getLogger("ftune")
 def run(cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
+    from ftune import checks
     from ftune.config import TrainerConfig
     from ftune.engine.loop import Engine, make_accelerator
 
+    R.check_output_format(cfg.output_format)
+    conditions = checks.parse(cfg.check) if cfg.check else []  # a malformed gate fails before any loading
     if cfg.split not in R.SPLITS:
         raise FtuneError(f"unknown split `{cfg.split}`", where="split", fix="choose from: train, validation, test")
     task, tokenizer, model, trainer_cfg, run_dir, folder = R.load_inference(cfg)
@@ -39,9 +42,17 @@ def run(cfg: DictConfig) -> dict:
     accelerator, _ = make_accelerator("auto", cfg.device)
     engine = Engine(model, task, trainer_cfg, accelerator)
     metrics = engine.evaluate(task.featurize(examples, tokenizer), examples)
+    gate = checks.evaluate(metrics, conditions)
     metrics.update(examples=len(examples), model=str(folder), split=name)
-    R.print_table(task, metrics, f"{name} ({folder})")
+    as_json = cfg.output_format == "json"
+    R.print_table(task, metrics, f"{name} ({folder})", to_stderr=as_json)
     out_dir = run_dir if run_dir is not None else Path.cwd()
     R.write_json(out_dir / f"eval_{name}.json", metrics)
     log.info("wrote %s", out_dir / f"eval_{name}.json")
+    if as_json:
+        R.print_json({**metrics, "checks": gate} if gate else metrics)
+    if not all(result["passed"] for result in gate):
+        raise CheckFailed(checks.failure_line(gate))
+    if gate:
+        log.info("check passed: %s", ", ".join(f"{r['metric']} = {r['value']:.4f} ({r['check']})" for r in gate))
     return metrics

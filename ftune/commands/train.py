@@ -22,6 +22,7 @@ def run(cfg: DictConfig) -> dict:
     from accelerate.utils import set_seed
 
     from ftune.data import cache
+    from ftune.distributed import share_from_main
     from ftune.engine import checkpoint as ckpt
     from ftune.engine.events import build_subscribers
     from ftune.engine.loop import Engine, make_accelerator, total_steps
@@ -32,7 +33,9 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     run_dir = R.hydra_output_dir(cfg.run_dir)
     R.validate_train_config(cfg)
+    R.check_output_format(cfg.output_format)
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
+    cfg, run_dir = share_from_main(accelerator, cfg, run_dir)
     R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     resume_from = ckpt.find(run_dir, cfg.resume)
     if resume_from is not None:
@@ -96,6 +99,7 @@ def run(cfg: DictConfig) -> dict:
     else:
         ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
     results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
+               "greater_is_better": task.greater_is_better,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
                "peft": cfg.peft.name, "freeze": cfg.freeze.name, "parameters": parameters,
                "best_mb": round(sum(f.stat().st_size for f in (run_dir / "best").glob("*.safetensors")) / 2**20, 2),
@@ -105,10 +109,13 @@ def run(cfg: DictConfig) -> dict:
         if splits[split]:
             results[split] = engine.evaluate(features[split], splits[split])
             if accelerator.is_main_process:
-                R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})")
+                R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
+                              to_stderr=cfg.output_format == "json")
     results["seconds"] = round(time.perf_counter() - started, 2)
     if accelerator.is_main_process:
         R.write_json(run_dir / "results.json", results)
+        if cfg.output_format == "json":
+            R.print_json(results)
     log.info("run directory: %s", run_dir)
     main = results.get("validation", {}).get(task.main_metric)
     return {"optimized_metric": main, **results}

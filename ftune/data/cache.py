@@ -3,7 +3,7 @@
 A second run over the same data with the same tokenizer and settings loads the features instead of
 tokenising again (and says so). Features are stored with `datasets` (Arrow), never pickled. The cache
 lives in $FTUNE_CACHE_DIR, default ~/.cache/ftune/features; entries are written to a temporary folder and
-renamed into place, so parallel jobs never read a half-written entry.
+renamed into place under a file lock, so parallel jobs never read a half-written entry nor tokenise twice.
 """
 
 from __future__ import annotations
@@ -44,13 +44,34 @@ def fingerprint(task: Any, examples: list[dict], tokenizer: Any) -> str:
 
 
 def featurize(task: Any, examples: list[dict], tokenizer: Any, name: str, enabled: bool = True) -> list[dict]:
-    """task.featurize with the on-disk cache in front of it."""
+    """task.featurize with the on-disk cache in front of it.
+
+    A file lock per entry makes parallel jobs and torchrun ranks tokenise the same data once: the first
+    process tokenises and stores, the others wait on the lock and load. Waiting on a file lock is no
+    collective operation, so a tokenisation that takes an hour trips no NCCL/gloo timeout.
+    """
     if not enabled or not examples:
         return task.featurize(examples, tokenizer)
+    from filelock import FileLock, Timeout
+
+    folder = cache_dir() / f"{task.name}-{fingerprint(task, examples, tokenizer)}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s: another process is tokenising the same data; waiting for its cache entry", name)
+        lock.acquire()  # no timeout: if the holder dies the OS frees the lock and this process tokenises
+    try:
+        return _load_or_build(task, examples, tokenizer, name, folder)
+    finally:
+        lock.release()
+
+
+def _load_or_build(task: Any, examples: list[dict], tokenizer: Any, name: str, folder: Path) -> list[dict]:
     import datasets
 
     started = time.perf_counter()
-    folder = cache_dir() / f"{task.name}-{fingerprint(task, examples, tokenizer)}"
     if (folder / "dataset_info.json").is_file():
         try:
             features = datasets.load_from_disk(str(folder)).to_list()
@@ -68,6 +89,6 @@ def featurize(task: Any, examples: list[dict], tokenizer: Any, name: str, enable
     try:
         datasets.Dataset.from_list(features).save_to_disk(str(tmp))
         os.replace(tmp, folder)
-    except OSError:  # another job stored the same entry first, or the disk is read-only: both are fine
+    except OSError:  # a read-only disk, or an entry stored without the lock (older ftune): both are fine
         shutil.rmtree(tmp, ignore_errors=True)
     return features

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,9 @@ class RichConsole(PlainConsole):
 def build_subscribers(logger_cfg: Any, run_dir: Path | None) -> list:
     subscribers: list = []
     mode = logger_cfg.console
-    if mode == "auto":
-        mode = "rich" if sys.stderr.isatty() else "plain"
+    if mode == "auto":  # a redrawn bar only on a terminal that wants it (https://no-color.org, TERM=dumb)
+        fancy = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        mode = "rich" if fancy else "plain"
     if mode == "rich":
         subscribers.append(RichConsole())
     elif mode == "plain":

@@ -57,7 +57,13 @@ def make_accelerator(precision: str, device: str):
     # accelerate keeps one precision per process; jobs run one after another in a process (Hydra multirun,
     # train then eval in a notebook) may each ask for another. The process group (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed, cpu=not on_gpu), precision
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not on_gpu)
+    if accelerator.distributed_type.name == "FSDP":
+        # the step's gradient norm and the rank-0-only saves assume whole parameters on every rank:
+        # under FSDP they would be wrong, or hang; refuse rather than do either (README, "Data parallel")
+        raise FtuneError("FSDP is not supported by the ftune engine yet", where="accelerate launch --use_fsdp",
+                         fix="use data parallel (torchrun, or accelerate launch --multi_gpu)")
+    return accelerator, precision
 
 
 def cpu_has_native_bf16() -> bool:
@@ -344,27 +350,41 @@ class Engine:
         """Per-feature predictions (in feature order) and the mean loss over targets, if any.
 
         Predictions are decoded batch by batch into small host objects: a split's logits are never held.
+        Under several processes each rank runs every N-th batch and the decoded predictions are gathered
+        by feature index, so every feature is predicted exactly once and every rank gets them all.
         """
-        was_training = self.model.training
-        self.model.eval()
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        # the bare module under DDP: its forward would sync buffers, a collective per batch, and ranks
+        # may run one batch more or less than each other here
+        model = self.accelerator.unwrap_model(self.model) if processes > 1 else self.model
+        was_training = model.training
+        model.eval()
         predictions: list[Any] = [None] * len(features)
+        mine: list[tuple[int, Any]] = []
         loss_sum = torch.zeros((), device=self.device)
         targets = torch.zeros((), device=self.device)
         # Generative tasks define generate(model, batch): its result goes to decode as batch["generated"];
         # without targets (predict) the forward pass is skipped, as only the loss needs it.
         generate = getattr(self.task, "generate", None)
-        for batch in self._loader(features, eval_batches([f["length"] for f in features], batch_size)):
+        batches = eval_batches([f["length"] for f in features], batch_size)[rank::processes]
+        for batch in self._loader(features, batches):
             batch = self._to_device(batch)
-            outputs = self.model(**batch["inputs"]) if batch["targets"] or generate is None else None
+            outputs = model(**batch["inputs"]) if batch["targets"] or generate is None else None
             if batch["targets"]:
                 batch_loss, batch_targets = self.task.loss(outputs, batch)
                 loss_sum += batch_loss.float()
                 targets += batch_targets
             if generate is not None:
                 batch["generated"] = generate(self.accelerator.unwrap_model(self.model), batch)
-            for index, prediction in zip(batch["index"], self.task.decode(outputs, batch), strict=True):
-                predictions[index] = prediction
-        self.model.train(was_training)
+            mine.extend(zip(batch["index"], self.task.decode(outputs, batch), strict=True))
+        model.train(was_training)
+        if processes > 1:
+            from accelerate.utils import gather_object
+
+            mine = gather_object(mine)
+            loss_sum, targets = self.accelerator.reduce(loss_sum, "sum"), self.accelerator.reduce(targets, "sum")
+        for index, prediction in mine:
+            predictions[index] = prediction
         count = targets.item()
         return predictions, (loss_sum.item() / count if count else None)
 
