@@ -104,3 +104,35 @@ def test_chat_through_a_pipe(sft_run):
     # one streamed reply (ending in a newline) per message; blank lines and /reset are not messages
     assert done.stdout.count("\n") == 2
 
+
+
+@pytest.mark.parametrize("task", ["sft", "summarization"])
+def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, tiny_llama_dir, tiny_t5_dir):
+    """peft=lora on a Llama-style causal LM and a T5: peft's default targets, no head to train in full,
+    an adapter-only best/, and eval/predict/export through the adapter."""
+    from safetensors.torch import load_file
+
+    if task == "sft":
+        data = _write(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
+        model = tiny_llama_dir
+    else:
+        data = _write(tmp_path / "data.jsonl", [{"document": a, "summary": b} for a, b in PAIRS * 3])
+        model = tiny_t5_dir
+    run_dir = tmp_path / "run"
+    _ftune("train", f"task={task}", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
+           f"model.name_or_path={model}", "model.name=tiny", "task.generation.max_new_tokens=4",
+           "trainer.max_steps=2", "trainer.batch_size=4", "optimizer.lr=1e-2", "logger.console=none",
+           f"run_dir={run_dir}")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert 0 < results["parameters"]["percent"] < 50
+    saved = load_file(run_dir / "best" / "adapter_model.safetensors")
+    assert saved and all("lora_" in k for k in saved)  # the pretrained LM head stays frozen
+    _ftune("eval", f"run_dir={run_dir}")
+    evaluated = json.loads((run_dir / "eval_validation.json").read_text())
+    assert evaluated["loss"] == pytest.approx(results["validation"]["loss"], rel=1e-4)
+    source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("the cat sat\n")
+    _ftune("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
+    assert len(_rows_out(target)) == 1
+    _ftune("export", f"run_dir={run_dir}", "merge=true", f"out={tmp_path / 'merged'}")
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
