@@ -146,8 +146,9 @@ def test_eval_predict_and_peft_loaders_read_the_adapter(lora_run, tmp_path):
 
 
 def test_export_merge_gives_the_adapter_runs_outputs_without_peft(lora_run, tmp_path):
-    from ftune import run as R
     from omegaconf import OmegaConf
+
+    from ftune import run as R
 
     out = tmp_path / "merged"
     _ftune("export", f"run_dir={lora_run}", "merge=true", f"out={out}")
