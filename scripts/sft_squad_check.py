@@ -1,8 +1,8 @@
 """Real check of task=sft: SmolLM2-135M-Instruct tuned on instruction-formatted SQuAD v1.1, generated answers
 scored (exact match, token F1) on questions from *other* articles, before vs after tuning.
 
-    python scripts/sft_squad_check.py --peft lora            # the intended set-up (needs peft=lora on main)
-    python scripts/sft_squad_check.py --peft none --steps 60 # full fine-tuning, what this branch can run
+    python scripts/sft_squad_check.py --peft lora            # the set-up of docs/generation.md (add --lr 1e-3 --steps 30 --batch-size 4)
+    python scripts/sft_squad_check.py --peft none --steps 60 # full fine-tuning
 
 Training prompts come from the first `--train-articles` articles of ../shared/data/squad_v1.1/dev-v1.1.json,
 evaluation questions from the last `--eval-articles` articles, so no context is seen in both. Paragraphs
