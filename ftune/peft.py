@@ -64,8 +64,9 @@ def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_i
 
     kind = task_type(model)
     args = {"task_type": kind, "inference_mode": False}
-    if head_modules(model):
-        args["modules_to_save"] = head_modules(model)
+    head = head_modules(model)
+    if head:
+        args["modules_to_save"] = head
     method = cfg.name
     if new_token_ids and method != "lora":
         raise FtuneError(f"this task adds {len(new_token_ids)} token(s) to the vocabulary (e.g. entity markers) "
@@ -144,6 +145,15 @@ def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list
         # saved by the trainable-token adapter already, and the other rows are the base model's
         wrapped.save_pretrained = functools.partial(wrapped.save_pretrained, save_embedding_layers=False)
     return wrapped
+
+
+def added_token_ids(model: torch.nn.Module, pretrained: str) -> list[int]:
+    """Ids of the tokens a task added to the pretrained vocabulary (rows beyond its embedding matrix)."""
+    from transformers import AutoConfig
+
+    before = getattr(AutoConfig.from_pretrained(pretrained), "vocab_size", None)
+    now = model.get_input_embeddings().num_embeddings
+    return list(range(before, now)) if before and now > before else []
 
 
 def _accepts_past_key_values(model: torch.nn.Module) -> bool:

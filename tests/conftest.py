@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,43 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The feature cache of the test session lives in its own folder, not in the user's ~/.cache.
 os.environ.setdefault("FTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="ftune-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_cli(*args: str) -> None:
+    """`ftune <args>` in-process (sparing the imports of a subprocess); the test fails unless it exits 0."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ftune import cli
+
+    GlobalHydra.instance().clear()
+    try:
+        cli.main(list(args))
+    except SystemExit as stop:
+        assert stop.code in (0, None), f"ftune {' '.join(args)} exited with {stop.code}"
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@contextlib.contextmanager
+def crash_at_step(step: int):
+    """Training started inside the block raises RuntimeError("simulated crash") once step `step` is done."""
+    import ftune.engine.events as events
+
+    original = events.build_subscribers
+
+    def with_crash(*args):
+        def crash(event):
+            if event == {"event": "step", "step": step}:
+                raise RuntimeError("simulated crash")
+
+        crash.close = lambda: None
+        return [*original(*args), crash]
+
+    events.build_subscribers = with_crash
+    try:
+        yield
+    finally:
+        events.build_subscribers = original
 
 
 def head_of_conll(source: Path, target: Path, sentences: int) -> Path:

@@ -11,6 +11,7 @@ from ftune.commands import train
 from ftune.config import NerTaskConfig, TrainerConfig
 from ftune.engine.loop import Engine, make_accelerator
 from ftune.tasks.ner import NerTask
+from tests.conftest import crash_at_step
 
 
 def _engine(model_dir, task, batch_size: int, grad_accum: int) -> Engine:
@@ -48,28 +49,13 @@ def _run(compose_config, overrides):
     return train.run(cfg)
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(compose_config, tiny_train_overrides, tmp_path,
-                                                          monkeypatch):
+def test_resume_after_a_crash_matches_an_uninterrupted_run(compose_config, tiny_train_overrides, tmp_path):
     common = [o for o in tiny_train_overrides if not o.startswith("run_dir=")]
     common += ["trainer.save_every=3", "trainer.eval_every=4", "trainer.keep_last=10"]
     full = _run(compose_config, [*common, f"run_dir={tmp_path / 'full'}"])
 
-    import ftune.engine.events as events
-
-    original = events.build_subscribers
-
-    def crash_at_step_5(*args):
-        def crash(event):
-            if event == {"event": "step", "step": 5}:
-                raise RuntimeError("simulated crash")
-
-        crash.close = lambda: None
-        return [*original(*args), crash]
-
-    monkeypatch.setattr(events, "build_subscribers", crash_at_step_5)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at_step(5), pytest.raises(RuntimeError, match="simulated crash"):
         _run(compose_config, [*common, f"run_dir={tmp_path / 'resumed'}"])
-    monkeypatch.setattr(events, "build_subscribers", original)
     assert (tmp_path / "resumed" / "checkpoints" / "latest").read_text() == "step-3"
     resumed = _run(compose_config, [*common, f"run_dir={tmp_path / 'resumed'}", "resume=true"])
 

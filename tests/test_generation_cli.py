@@ -9,24 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
-from ftune import cli
+from tests.conftest import run_cli
 
 CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "blue"},
         {"role": "user", "content": "and the cat ?"}, {"role": "assistant", "content": "the cat sat on the mat"}]
 PAIRS = [("the cat sat on the mat", "a cat sat"), ("a dog ran in the park", "dog ran"),
          ("hello , how are you today ?", "fine , thank you")]
 
-
-def _ftune(*args: str) -> None:
-    GlobalHydra.instance().clear()
-    try:
-        cli.main(list(args))
-    except SystemExit as stop:
-        assert stop.code in (0, None), f"ftune {' '.join(args)} exited with {stop.code}"
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -42,7 +32,7 @@ def _rows_out(path: Path) -> list[dict]:
 def sft_run(tmp_path_factory, tiny_llama_dir) -> Path:
     folder = tmp_path_factory.mktemp("sft")
     data = _write(folder / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 4)
-    _ftune("train", "task=sft", f"task.data.train={data}", f"task.data.validation={data}", "task.packing=true",
+    run_cli("train", "task=sft", f"task.data.train={data}", f"task.data.validation={data}", "task.packing=true",
            "task.eval_generate=true", "task.generation.max_new_tokens=4", f"model.name_or_path={tiny_llama_dir}",
            "model.name=tiny", "trainer.max_steps=2", "trainer.batch_size=4", "trainer.gradient_checkpointing=true",
            "logger.console=none", f"run_dir={folder / 'run'}")
@@ -54,7 +44,7 @@ def test_seq2seq_train_eval_predict(task, tmp_path, tiny_t5_dir):
     columns = ("document", "summary") if task == "summarization" else ("source", "target")
     data = _write(tmp_path / "data.jsonl", [dict(zip(columns, pair, strict=True)) for pair in PAIRS * 3])
     run_dir = tmp_path / "run"
-    _ftune("train", f"task={task}", f"task.data.train={data}", f"task.data.validation={data}",
+    run_cli("train", f"task={task}", f"task.data.train={data}", f"task.data.validation={data}",
            f"model.name_or_path={tiny_t5_dir}", "model.name=tiny", "task.generation.max_new_tokens=6",
            "task.generation.num_beams=2", "trainer.max_steps=2", "trainer.batch_size=4", "logger.console=none",
            f"run_dir={run_dir}")
@@ -63,14 +53,14 @@ def test_seq2seq_train_eval_predict(task, tmp_path, tiny_t5_dir):
     assert results["main_metric"] == main and "loss" in results["validation"]
     assert (run_dir / "best" / "generation_config.json").exists()
 
-    _ftune("eval", f"run_dir={run_dir}")
+    run_cli("eval", f"run_dir={run_dir}")
     evaluated = json.loads((run_dir / "eval_validation.json").read_text())
     assert evaluated[main] == pytest.approx(results["validation"][main])
     assert evaluated["loss"] == pytest.approx(results["validation"]["loss"], rel=1e-4)
 
     source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text(f"the cat sat\n{json.dumps({columns[0]: 'a dog ran'})}\n")
-    _ftune("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
+    run_cli("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
     rows = _rows_out(target)
     assert len(rows) == 2 and all(isinstance(r["generated"], str) for r in rows)
 
@@ -82,14 +72,14 @@ def test_sft_train_eval_predict(sft_run, tmp_path):
     assert (sft_run / "best" / "chat_template.jinja").exists() or "chat_template" in (
         sft_run / "best" / "tokenizer_config.json").read_text()
 
-    _ftune("eval", f"run_dir={sft_run}")
+    run_cli("eval", f"run_dir={sft_run}")
     evaluated = json.loads((sft_run / "eval_validation.json").read_text())
     assert evaluated["loss"] == pytest.approx(validation["loss"], rel=1e-4)
     assert evaluated["perplexity"] == pytest.approx(validation["perplexity"], rel=1e-4)
 
     source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("what colour is the sky ?\n" + json.dumps({"messages": CHAT[:3]}) + "\n{\"messages\": 3}\n")
-    _ftune("predict", f"run_dir={sft_run}", f"input={source}", f"output={target}")
+    run_cli("predict", f"run_dir={sft_run}", f"input={source}", f"output={target}")
     rows = _rows_out(target)
     assert len(rows) == 3 and isinstance(rows[0]["response"], str) and isinstance(rows[1]["response"], str)
     assert "error" in rows[2]
@@ -119,7 +109,7 @@ def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, 
         data = _write(tmp_path / "data.jsonl", [{"document": a, "summary": b} for a, b in PAIRS * 3])
         model = tiny_t5_dir
     run_dir = tmp_path / "run"
-    _ftune("train", f"task={task}", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
+    run_cli("train", f"task={task}", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
            f"model.name_or_path={model}", "model.name=tiny", "task.generation.max_new_tokens=4",
            "trainer.max_steps=2", "trainer.batch_size=4", "optimizer.lr=1e-2", "logger.console=none",
            f"run_dir={run_dir}")
@@ -127,12 +117,12 @@ def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, 
     assert 0 < results["parameters"]["percent"] < 50
     saved = load_file(run_dir / "best" / "adapter_model.safetensors")
     assert saved and all("lora_" in k for k in saved)  # the pretrained LM head stays frozen
-    _ftune("eval", f"run_dir={run_dir}")
+    run_cli("eval", f"run_dir={run_dir}")
     evaluated = json.loads((run_dir / "eval_validation.json").read_text())
     assert evaluated["loss"] == pytest.approx(results["validation"]["loss"], rel=1e-4)
     source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("the cat sat\n")
-    _ftune("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
+    run_cli("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
     assert len(_rows_out(target)) == 1
-    _ftune("export", f"run_dir={run_dir}", "merge=true", f"out={tmp_path / 'merged'}")
+    run_cli("export", f"run_dir={run_dir}", "merge=true", f"out={tmp_path / 'merged'}")
     assert (tmp_path / "merged" / "model.safetensors").is_file()

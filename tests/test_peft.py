@@ -14,6 +14,7 @@ from ftune import cli
 from ftune import peft as ftune_peft
 from ftune.commands import train
 from ftune.errors import FtuneError
+from tests.conftest import crash_at_step, run_cli
 
 SENTENCES = ["a great and moving film", "dull , slow and far too long", "the best thing this year",
              "an awful mess", "warm , funny and wise", "nothing works here"] * 4
@@ -95,20 +96,11 @@ def test_only_the_intended_weights_train(method, task, compose_config, tiny_mode
     assert frozen > 0
 
 
-def _ftune(*args: str) -> None:
-    GlobalHydra.instance().clear()
-    try:
-        cli.main(list(args))
-    except SystemExit as stop:
-        assert stop.code in (0, None), f"ftune {' '.join(args)} exited with {stop.code}"
-    finally:
-        GlobalHydra.instance().clear()
-
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir, tiny_ner_data):
     run_dir = tmp_path_factory.mktemp("lora") / "run"
-    _ftune("train", "task=ner", "peft=lora", f"task.data.train={tiny_ner_data['train']}",
+    run_cli("train", "task=ner", "peft=lora", f"task.data.train={tiny_ner_data['train']}",
            f"task.data.validation={tiny_ner_data['validation']}", f"model.name_or_path={tiny_model_dir}",
            "model.name=tiny", "trainer.max_steps=6", "trainer.save_every=3", "trainer.batch_size=8",
            "optimizer.lr=1e-2", "logger.console=none", f"run_dir={run_dir}")
@@ -132,12 +124,12 @@ def test_lora_run_saves_only_what_trains(lora_run):
 def test_eval_predict_and_peft_loaders_read_the_adapter(lora_run, tmp_path):
     from peft import AutoPeftModelForTokenClassification
 
-    _ftune("eval", f"run_dir={lora_run}", "split=validation")
+    run_cli("eval", f"run_dir={lora_run}", "split=validation")
     evaluated = json.loads((lora_run / "eval_validation.json").read_text())
     assert evaluated["f1"] == pytest.approx(json.loads((lora_run / "results.json").read_text())["validation"]["f1"])
     source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("Angela Merkel visited Paris .\n")
-    _ftune("predict", f"run_dir={lora_run}", f"input={source}", f"output={target}")
+    run_cli("predict", f"run_dir={lora_run}", f"input={source}", f"output={target}")
     assert "entities" in json.loads(target.read_text())
 
     labels = json.loads((lora_run / "best" / "base_config.json").read_text())["id2label"]
@@ -151,7 +143,7 @@ def test_export_merge_gives_the_adapter_runs_outputs_without_peft(lora_run, tmp_
     from ftune import run as R
 
     out = tmp_path / "merged"
-    _ftune("export", f"run_dir={lora_run}", "merge=true", f"out={out}")
+    run_cli("export", f"run_dir={lora_run}", "merge=true", f"out={out}")
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
 
     task, tokenizer, adapter_model, *_ = R.load_inference(OmegaConf.create(
@@ -173,32 +165,18 @@ def test_export_merge_gives_the_adapter_runs_outputs_without_peft(lora_run, tmp_
     torch.testing.assert_close(merged, expected, atol=1e-4, rtol=1e-4)
 
     adapter_out = tmp_path / "adapter"
-    _ftune("export", f"run_dir={lora_run}", f"out={adapter_out}")
+    run_cli("export", f"run_dir={lora_run}", f"out={adapter_out}")
     assert (adapter_out / "adapter_model.safetensors").is_file()
 
 
 def test_resume_of_a_lora_run_matches_an_uninterrupted_one(lora_run, compose_config, tiny_model_dir, tiny_ner_data,
-                                                           tmp_path, monkeypatch):
-    import ftune.engine.events as events
-
-    original = events.build_subscribers
-
-    def crash_at_step_4(*args):
-        def crash(event):
-            if event == {"event": "step", "step": 4}:
-                raise RuntimeError("simulated crash")
-
-        crash.close = lambda: None
-        return [*original(*args), crash]
-
+                                                           tmp_path):
     args = ["task=ner", "peft=lora", f"task.data.train={tiny_ner_data['train']}",
             f"task.data.validation={tiny_ner_data['validation']}", f"model.name_or_path={tiny_model_dir}",
             "model.name=tiny", "trainer.max_steps=6", "trainer.save_every=3", "trainer.batch_size=8",
             "optimizer.lr=1e-2", "logger.console=none", f"run_dir={tmp_path / 'run'}"]
-    monkeypatch.setattr(events, "build_subscribers", crash_at_step_4)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at_step(4), pytest.raises(RuntimeError, match="simulated crash"):
         train.run(compose_config("train", args))
-    monkeypatch.setattr(events, "build_subscribers", original)
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-3"
     train.run(compose_config("train", [*args, "resume=true"]))
     for folder in ("best", "checkpoints/step-6"):
@@ -236,14 +214,14 @@ def test_lora_trains_the_tokens_a_task_adds_and_saves_only_their_rows(tiny_model
     data = tmp_path / "rel.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run_dir = tmp_path / "run"
-    _ftune("train", "task=relation", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
+    run_cli("train", "task=relation", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
            f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "trainer.max_steps=4", "trainer.batch_size=8",
            "optimizer.lr=1e-2", "logger.console=none", f"run_dir={run_dir}")
     saved = load_file(run_dir / "best" / "adapter_model.safetensors")
     deltas = [v for k, v in saved.items() if "trainable_tokens_delta" in k]
     assert len(deltas) == 1 and deltas[0].shape[0] == 4  # the four entity markers
     assert not any("base_layer" in k for k in saved)  # not the whole embedding matrix
-    _ftune("eval", f"run_dir={run_dir}")
+    run_cli("eval", f"run_dir={run_dir}")
     trained = json.loads((run_dir / "results.json").read_text())["validation"]["loss"]
     assert json.loads((run_dir / "eval_validation.json").read_text())["loss"] == pytest.approx(trained, abs=1e-6)
 

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
-from ftune import cli
+from tests.conftest import run_cli
 
 SENTENCES = ["a great and moving film", "dull , slow and far too long", "the best thing this year",
              "an awful mess", "warm , funny and wise", "nothing works here"] * 4
@@ -29,15 +28,6 @@ def _rows(task: str) -> list[dict]:
              "answers": [{"text": a, "answer_start": QA_CONTEXT.index(a)}]} for i, (a, q) in enumerate(answers * 4)]
 
 
-def _ftune(*args: str) -> None:
-    GlobalHydra.instance().clear()
-    try:
-        cli.main(list(args))
-    except SystemExit as stop:
-        assert stop.code in (0, None), f"ftune {' '.join(args)} exited with {stop.code}"
-    finally:
-        GlobalHydra.instance().clear()
-
 
 @pytest.mark.parametrize("task", ["classification", "pair_classification", "regression", "multilabel",
                                   "relation", "qa", "ner"])
@@ -55,13 +45,13 @@ def test_train_eval_predict(task, tmp_path, tiny_model_dir, tiny_ner_data):
             data.append("task.data.text_pair_column=text_pair")
         second = "great film\tawful film" if task == "pair_classification" else "not json at all"
         inputs = [json.dumps({k: v for k, v in rows[0].items() if k not in ("label", "labels", "answers")}), second]
-    _ftune("train", f"task={task}", *data, f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+    run_cli("train", f"task={task}", *data, f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
            "trainer.max_steps=2", "trainer.batch_size=8", "logger.console=none", f"run_dir={run_dir}")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["task"] == task and "validation" in results
     assert (run_dir / "best" / "config.json").exists() and (run_dir / "best" / "tokenizer.json").exists()
 
-    _ftune("eval", f"run_dir={run_dir}", "split=validation")
+    run_cli("eval", f"run_dir={run_dir}", "split=validation")
     evaluated = json.loads((run_dir / "eval_validation.json").read_text())
     main = {"ner": "f1", "qa": "f1", "regression": "pearson", "multilabel": "micro_f1", "relation": "micro_f1"}
     key = main.get(task, "accuracy")
@@ -69,7 +59,7 @@ def test_train_eval_predict(task, tmp_path, tiny_model_dir, tiny_ner_data):
 
     source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("\n".join(inputs) + "\n")
-    _ftune("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
+    run_cli("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert len(rows) == len(inputs)
     expected = {"ner": "entities", "classification": "label", "pair_classification": "label", "regression": "score",

@@ -53,8 +53,7 @@ def run(cfg: DictConfig) -> dict:
         if cfg.merge:
             log.info("%s is a full model, not an adapter: exported as is", folder)
         shutil.copytree(folder, tmp)
-        for name in ("README.md",):  # peft's generated model card says nothing about this run
-            (tmp / name).unlink(missing_ok=True)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's generated model card says nothing about this run
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
     train_seconds = time.perf_counter() - train_started
 
     # Final figures come from the selected model: best/ (the last model when there is no validation split).
-    if peft.is_active(cfg.peft):  # rebuilt, not loaded in place: AdaLoRA's ranks may differ between saves
+    if cfg.peft.name == "adalora":  # rebuilt, not loaded in place: AdaLoRA's ranks may differ between saves
         engine.model = accelerator.prepare(peft.load_trained(task.build_model(model_path), run_dir / "best"))
     else:
         ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
@@ -124,8 +124,6 @@ def run(cfg: DictConfig) -> dict:
 def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int):
     """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
     and the extra objects every saved model folder needs."""
-    from transformers import AutoConfig
-
     from ftune.engine.checkpoint import load_weights
 
     load = {"trust_remote_code": cfg.model.trust_remote_code,
@@ -137,10 +135,7 @@ def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | Non
         return model, []
     model = task.build_model(model_path, **load)
     _gradient_checkpointing(model, cfg)
-    pretrained_vocab = getattr(AutoConfig.from_pretrained(model_path), "vocab_size", None)
-    vocab = model.get_input_embeddings().num_embeddings
-    new_tokens = list(range(pretrained_vocab, vocab)) if pretrained_vocab and vocab > pretrained_vocab else []
-    model = peft.wrap(model, cfg.peft, steps, new_tokens)
+    model = peft.wrap(model, cfg.peft, steps, peft.added_token_ids(model, model_path))
     if resume_from is not None:
         load_weights(model, resume_from)
     return model, [peft.BaseConfigWriter(model.get_base_model().config)]
