@@ -179,12 +179,16 @@ class Seq2seqTaskConfig:
 
 @dataclass
 class SftDataConfig(DataSourceConfig):
-    """JSONL: {"messages": [{"role", "content"}, ...]} or {"prompt", "response"} per line."""
+    """JSONL, one example per line, in any of the formats of ftune/tasks/chat_data.py."""
 
+    format: str = "auto"  # auto (per row, from its keys) | messages | alpaca | sharegpt | prompt_response | text
     messages_field: str = "messages"
+    conversations_field: str = "conversations"  # ShareGPT
+    role_map: dict[str, str] = field(default_factory=dict)  # ShareGPT `from` names → roles, over the usual ones
     prompt_field: str = "prompt"
     response_field: str = "response"
-    system_prompt: str | None = None  # added as a system message to prompt/response examples
+    text_field: str = "text"  # format text: continued pre-training, every token trains
+    system_prompt: str | None = None  # added as a system message to prompt/response and Alpaca examples
 
 
 @dataclass
@@ -195,6 +199,33 @@ class SftTaskConfig:
     chat_template: str | None = None  # Jinja template used when the tokenizer has none (null: a ChatML-like one)
     packing: bool = False  # pack a batch's conversations into rows of max_length (attention kept per conversation)
     eval_generate: bool = False  # also generate the last assistant turn at evaluation: exact_match, token_f1, rougeL
+    train_on: str = "all_turns"  # all_turns | last_turn (for templates that do not render turn by turn)
+    neftune_alpha: float | None = None  # NEFTune: noise on the input embeddings in training (the paper: 5)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class DpoDataConfig(SftDataConfig):
+    """JSONL: a prompt in any chat format of sft (`prompt`, `messages`, Alpaca, ShareGPT) + `chosen` and
+    `rejected` replies (strings, or lists holding one assistant message)."""
+
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+
+
+@dataclass
+class DpoTaskConfig:
+    name: str = "dpo"
+    data: DpoDataConfig = field(default_factory=DpoDataConfig)
+    loss: str = "sigmoid"  # sigmoid (DPO) | ipo | orpo | simpo (orpo and simpo need no reference model)
+    beta: float | None = None  # null: the method's usual value (sigmoid, ipo, orpo: 0.1; simpo: 2.0)
+    label_smoothing: float = 0.0  # sigmoid: conservative DPO (the probability that a pair's labels are flipped)
+    simpo_gamma: float = 0.5  # simpo: the target reward margin γ
+    select: str = "loss"  # what selects best/: loss (validation preference loss) | reward_accuracy
+    reference_model: str | None = None  # full fine-tuning: the reference (null: the base model; train records it)
+    max_length: int = 1024  # tokens per prompt + reply; longer ones are cut at the end (and counted)
+    chat_template: str | None = None
+    neftune_alpha: float | None = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
@@ -384,6 +415,7 @@ TASK_SCHEMAS: dict[str, type] = {
     "relation": RelationTaskConfig,
     "seq2seq": Seq2seqTaskConfig,
     "sft": SftTaskConfig,
+    "dpo": DpoTaskConfig,
 }
 
 PEFT_SCHEMAS: dict[str, type] = {

@@ -18,6 +18,7 @@ TASKS: dict[str, str] = {
     "relation": "ftune.tasks.relation:RelationTask",
     "seq2seq": "ftune.tasks.seq2seq:Seq2seqTask",
     "sft": "ftune.tasks.sft:SftTask",
+    "dpo": "ftune.tasks.dpo:DpoTask",
 }
 
 SCHEDULERS: dict[str, str] = {  # transformers.get_scheduler names
