@@ -30,7 +30,7 @@ COMMANDS = {
     "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
     "export": "write a run's model as a standalone folder (out=...); merge=true folds a PEFT adapter in",
     "chat": "talk to a task=sft run (run_dir=...): one message per stdin line, streamed replies",
-    "data": "`data check task=...`: read and validate a task's data (no model, nothing written)",
+    "data": "`data check task=...`: validate a task's data (no model); `data show`: what trains, highlighted",
 }
 
 USAGE = f"""usage: ftune <command> [hydra overrides...]
@@ -51,6 +51,7 @@ examples:
   ftune export run_dir=runs/ner/minilm/<time> merge=true out=exported   # PEFT adapter → plain model
   printf "hi\\n" | ftune chat run_dir=runs/sft/smollm2-135m/<time>    # streamed replies; EOF ends
   ftune data check task=ner task.data.train=train.txt   # validate data only
+  ftune data show task=sft model=smollm2-135m task.data.train=chat.jsonl   # trained tokens highlighted
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
 exit codes: 0 ok, 1 a metric gate failed (eval check='f1>=0.85'), 2 bad config or data,
@@ -75,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(report(FtuneError(f"unknown command `{command}`", fix=hint)))
 
     if command == "data":
-        if not rest or rest[0] != "check":
-            sys.exit(report(FtuneError("`ftune data` needs a subcommand", fix="use: ftune data check task=...")))
-        rest = rest[1:]
+        if not rest or rest[0] not in ("check", "show"):
+            sys.exit(report(FtuneError("`ftune data` needs a subcommand",
+                                       fix="use: ftune data check task=..., or ftune data show task=sft model=...")))
+        rest = [f"action={rest[0]}", *rest[1:]]
     from ftune.config import register_configs
 
     register_configs()

@@ -381,6 +381,10 @@ class ChatConfig:
 @dataclass
 class DataCheckConfig:
     task: Any = MISSING
+    action: str = "check"  # check | show (set by `ftune data check|show`)
+    model: Any = None  # show: the tokenizer (and chat template) of this model preset, e.g. model=smollm2-135m
+    split: str = "train"  # show: the split to render
+    n: int = 3  # show: examples printed (the token counts cover the whole split)
 
 
 @dataclass
