@@ -235,6 +235,8 @@ class OptimizerConfig:
     lr: float = 5e-5
     weight_decay: float = 0.0
     args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the optimizer class
+    # LoRA+ (Hayou et al., 2024): the LoRA B matrices train at lr × this ratio (the paper: 16); null: off
+    loraplus_lr_ratio: float | None = None
 
 
 @dataclass
@@ -248,7 +250,7 @@ class SchedulerConfig:
 class PeftConfig:
     """Parameter-efficient fine-tuning through the peft library (ftune/peft.py). The task head always trains."""
 
-    name: str = "none"  # none | lora | adalora | ia3 | prefix_tuning | prompt_tuning
+    name: str = "none"  # none | lora | dora | rslora | adalora | ia3 | prefix_tuning | prompt_tuning
     args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the peft config class
 
 
@@ -260,6 +262,8 @@ class LoraConfig(PeftConfig):
     bias: str = "none"  # none | all | lora_only
     # null: peft's default for the architecture (BERT: query, value); a list of module names; or all-linear
     target_modules: Any = None
+    use_dora: bool = False  # DoRA (Liu et al., 2024): LoRA on the direction, a trained magnitude per output
+    use_rslora: bool = False  # rsLoRA (Kalajdzievski, 2023): scale alpha/sqrt(r), stable at high ranks
 
 
 @dataclass
@@ -425,6 +429,8 @@ TASK_SCHEMAS: dict[str, type] = {
 PEFT_SCHEMAS: dict[str, type] = {
     "none": PeftConfig,
     "lora": LoraConfig,
+    "dora": LoraConfig,
+    "rslora": LoraConfig,
     "adalora": AdaLoraConfig,
     "ia3": IA3Config,
     "prefix_tuning": PrefixTuningConfig,

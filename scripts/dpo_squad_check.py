@@ -40,8 +40,10 @@ def pairs_from(run_dir: Path, rows: list[dict], work: Path, name: str) -> list[d
     from ftune.tasks.generation import normalize_answer
 
     prompts, answers = work / f"{name}_prompts.jsonl", work / f"{name}_answers.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in rows))
-    S.ftune("predict", f"run_dir={run_dir}", f"input={prompts}", f"output={answers}", "batch_size=16",
+    text = "".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in rows)
+    fresh = answers.is_file() and prompts.is_file() and prompts.read_text() == text
+    prompts.write_text(text)
+    fresh or S.ftune("predict", f"run_dir={run_dir}", f"input={prompts}", f"output={answers}", "batch_size=16",
             "+task.generation.max_new_tokens=24")
     pairs = []
     for row, line in zip(rows, answers.read_text().splitlines(), strict=True):
@@ -54,13 +56,13 @@ def pairs_from(run_dir: Path, rows: list[dict], work: Path, name: str) -> list[d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sft-steps", type=int, default=30)
-    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--dpo-steps", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--dpo-lr", type=float, default=5e-4)
     parser.add_argument("--loss", default="sigmoid")
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--train-prompts", type=int, default=160, help="DPO prompts from article 3 (before filtering)")
-    parser.add_argument("--heldout-prompts", type=int, default=64, help="held-out prompts from article 4")
+    parser.add_argument("--train-prompts", type=int, default=96, help="DPO prompts from article 3 (before filtering)")
+    parser.add_argument("--heldout-prompts", type=int, default=40, help="held-out prompts from article 4")
     parser.add_argument("--max-context", type=int, default=600)
     parser.add_argument("--work", default="runs/dpo_squad_check")
     args = parser.parse_args()
@@ -80,11 +82,12 @@ def main() -> None:
 
     # 1. LoRA SFT (docs/generation.md's set-up), merged into a plain model: the DPO policy's start and reference
     sft_run = work / "sft"
-    S.ftune("train", "task=sft", "model=smollm2-135m", "peft=lora", f"task.data.train={sft_train}",
+    done = (sft_run / "results.json").is_file()  # every stage whose output exists is skipped: rerun to continue
+    done or S.ftune("train", "task=sft", "model=smollm2-135m", "peft=lora", f"task.data.train={sft_train}",
             f"trainer.max_steps={args.sft_steps}", f"trainer.batch_size={args.batch_size}", "trainer.grad_accum=1",
             "optimizer.lr=1e-3", "task.max_length=384", f"run_dir={sft_run}", *common)
     sft_model = work / "sft_merged"
-    S.ftune("export", f"run_dir={sft_run}", "merge=true", f"out={sft_model}", "overwrite=true")
+    (sft_model / "config.json").is_file() or S.ftune("export", f"run_dir={sft_run}", "merge=true", f"out={sft_model}", "overwrite=true")
 
     # 2. preference pairs: gold answer over the SFT model's own wrong answer, on articles 3 (train) and 4 (held out)
     train_pairs = pairs_from(sft_run, S.rows(short[3:4], args.train_prompts, True), work, "dpo_train")
@@ -104,7 +107,7 @@ def main() -> None:
             f"task.beta={args.beta}", f"task.reference_model={sft_model}", "batch_size=8")
     before = json.loads((work / "eval_pairs_heldout.json").read_text())
     S.ftune("train", *dpo, f"task.data.train={pairs_file}", f"task.data.validation={heldout_file}",
-            f"trainer.max_steps={args.dpo_steps}", f"optimizer.lr={args.dpo_lr}", "trainer.eval_every=20",
+            f"trainer.max_steps={args.dpo_steps}", f"optimizer.lr={args.dpo_lr}", f"trainer.eval_every={max(args.dpo_steps // 2, 1)}",
             f"run_dir={dpo_run}", *common)
     results = json.loads((dpo_run / "results.json").read_text())
     dpo_model = work / f"dpo_{args.loss}_merged"
