@@ -140,6 +140,9 @@ class SftTask:
         self.bind_tokenizer(tokenizer)
         features, encoded, last_turn = [], [], self.cfg.get("train_on") == "last_turn"
         for i, example in enumerate(examples):
+            if "text" in example and self.cfg.eval_generate:
+                raise FtuneError(f"{example.get('where') or 'a text row'}: plain text has no reply to generate",
+                                 where="task.eval_generate", fix="set task.eval_generate=false for plain text data")
             if "text" in example:  # continued pre-training: windows of max_length, every token trained
                 parts = C.encode_text(tokenizer, example["text"], self.cfg.max_length)
             elif example["messages"][-1]["role"] != "assistant":  # predict: a prompt to answer, nothing to score
@@ -234,10 +237,11 @@ class SftTask:
         tokens = sum(p.get("tokens", 0) for p in predictions)
         loss = nll / max(tokens, 1)
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "target_tokens": tokens}
-        if self.cfg.eval_generate:
-            texts = [p["text"] or "" for p in predictions]
-            golds = [examples[f["example"]].get("answers") or [examples[f["example"]]["messages"][-1]["content"]]
-                     for f in features]
+        chats = [i for i, f in enumerate(features) if "messages" in examples[f["example"]]]  # not plain text
+        if self.cfg.eval_generate and chats:
+            texts = [predictions[i]["text"] or "" for i in chats]
+            golds = [examples[features[i]["example"]].get("answers")
+                     or [examples[features[i]["example"]]["messages"][-1]["content"]] for i in chats]
             metrics.update(G.exact_match_f1(texts, golds))
             metrics["rougeL"] = G.rouge(texts, [g[0] for g in golds])["rougeL"]
         return metrics
