@@ -181,7 +181,8 @@ class DpoTask(SftTask):
                 base.train(was_training)
             return logps[:n], logps[n:]
         if any(key not in self.reference for key in batch["keys"]):  # eval of a full run: the reference model
-            self._store_reference(self._load_reference(), [batch], torch.device(batch["targets"]["labels"].device))
+            with _run_precision(batch["targets"]["labels"].device):  # as the policy's pass, or Δ starts off zero
+                self._store_reference(self._load_reference(), [batch], batch["targets"]["labels"].device)
         values = torch.tensor([self.reference[key] for key in batch["keys"]], device=batch["targets"]["labels"].device)
         return values[:, 0], values[:, 1]
 
@@ -264,6 +265,21 @@ class DpoTask(SftTask):
                 # the policy alone prefers the chosen reply (summed log-probabilities; no reference involved)
                 "logp_accuracy": mean(float(p["logp_chosen"] > p["logp_rejected"]) for p in predictions),
                 "pairs": len(predictions)}
+
+
+def _run_precision(device: torch.device):
+    """The autocast of the run's accelerator (which wraps the policy's forward): bf16/fp16 or none."""
+    import contextlib
+
+    from accelerate.state import AcceleratorState
+
+    try:
+        mixed = AcceleratorState().mixed_precision
+    except Exception:  # no accelerator in this process (a notebook): full precision
+        mixed = "no"
+    if mixed not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if mixed == "bf16" else torch.float16)
 
 
 def _reply(row: dict, field: str) -> str:
