@@ -389,18 +389,6 @@ class ExportConfig:
     overwrite: bool = False
 
 
-TASK_SCHEMAS: dict[str, type] = {
-    "ner": NerTaskConfig,
-    "qa": QaTaskConfig,
-    "classification": ClassificationTaskConfig,
-    "pair_classification": PairClassificationTaskConfig,
-    "regression": RegressionTaskConfig,
-    "multilabel": MultilabelTaskConfig,
-    "relation": RelationTaskConfig,
-    "seq2seq": Seq2seqTaskConfig,
-    "sft": SftTaskConfig,
-}
-
 PEFT_SCHEMAS: dict[str, type] = {
     "none": PeftConfig,
     "lora": LoraConfig,
@@ -432,7 +420,7 @@ def register_configs() -> None:
     cs.store(name="base_chat", node=ChatConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
-    for name, schema in TASK_SCHEMAS.items():
+    for name, schema in _task_schemas().items():
         cs.store(group="task", name=f"base_{name}", node=schema)
     for name, schema in PEFT_SCHEMAS.items():
         if name != "none":
@@ -442,19 +430,22 @@ def register_configs() -> None:
 
 
 def _direction(task_name: str) -> str:
-    from ftune.registry import TASKS, lookup
+    from ftune.registry import task_class
 
-    module, _, cls = lookup(TASKS, task_name, "task", "task.name").partition(":")
-    import importlib
+    return "maximize" if task_class(task_name).greater_is_better else "minimize"
 
-    return "maximize" if getattr(importlib.import_module(module), cls).greater_is_better else "minimize"
+
+def _task_schemas() -> dict[str, type]:
+    from ftune.registry import TASKS  # the one registration of each task: its class and this schema
+
+    return {name: plugin.schema for name, plugin in TASKS.items()}
 
 
 def check_known_keys(cfg: DictConfig) -> None:
     """Reject keys that no schema declares, e.g. added with `+trainer.epochz=3` (they would do nothing)."""
     schemas = {group: schema for group, schema in GROUP_SCHEMAS.items() if isinstance(cfg.get(group), DictConfig)}
-    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in TASK_SCHEMAS:
-        schemas["task"] = TASK_SCHEMAS[cfg.task.name]
+    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in _task_schemas():
+        schemas["task"] = _task_schemas()[cfg.task.name]
     if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
         schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
@@ -486,8 +477,8 @@ def _schema_nodes(cfg: DictConfig):
             if group == "peft":
                 schema = PEFT_SCHEMAS.get(cfg.peft.get("name"), schema)
             yield f"{group}.", cfg[group], schema
-    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in TASK_SCHEMAS:
-        yield "task.", cfg.task, TASK_SCHEMAS[cfg.task.name]
+    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in _task_schemas():
+        yield "task.", cfg.task, _task_schemas()[cfg.task.name]
 
 
 def _check_fields(node: DictConfig, schema: type, prefix: str) -> None:
