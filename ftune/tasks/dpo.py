@@ -191,10 +191,12 @@ class DpoTask(SftTask):
         (before any step, under the run's precision) or read from the on-disk cache of an earlier run."""
         if not self.uses_reference or hasattr(model, "disable_adapter"):
             return
-        if self.cfg.reference_model is None:
-            self.cfg.reference_model = str(base_path)  # recorded in config.yaml: `ftune eval` finds it there
+        from ftune.models import locate
+
+        # configs/task/dpo.yaml defaults reference_model to ${model.name_or_path}: config.yaml records it for eval
+        reference_path = str(locate(self.cfg.reference_model)) if self.cfg.reference_model else str(base_path)
         pairs = [f for split in features.values() for f in split if "key" in f]
-        digest = hashlib.sha256(json.dumps([_model_identity(self.cfg.reference_model), accelerator.mixed_precision,
+        digest = hashlib.sha256(json.dumps([_model_identity(reference_path), accelerator.mixed_precision,
                                             sorted(f["key"] for f in pairs)]).encode()).hexdigest()[:32]
         from ftune.data.cache import cache_dir
 
@@ -203,7 +205,7 @@ class DpoTask(SftTask):
             self.reference.update({k: tuple(v) for k, v in json.loads(path.read_text()).items()})
             log.info("reference log-probabilities of %d pairs loaded from the cache (%s)", len(pairs), path)
             return
-        reference = model if model is not None and str(base_path) == self.cfg.reference_model else self._load_reference()
+        reference = model if model is not None and reference_path == str(base_path) else self._load_reference(reference_path)
         batches = [self.collate(pairs[i:i + 8]) for i in range(0, len(pairs), 8)]
         with accelerator.autocast():
             self._store_reference(reference, batches, accelerator.device)
@@ -225,16 +227,17 @@ class DpoTask(SftTask):
                     self.reference[key] = (c, r)
         model.train(was_training)
 
-    def _load_reference(self):
+    def _load_reference(self, path: str | None = None):
         if self._reference_model is None:
-            if not self.cfg.reference_model:
+            path = path or self.cfg.reference_model
+            if not path:
                 raise FtuneError("the reference log-probabilities of this full fine-tuning run are not known here",
                                  where="task.reference_model", fix="set task.reference_model=<the base model folder>")
             from transformers import AutoModelForCausalLM
 
             from ftune.models import load_pretrained, locate
 
-            self._reference_model = load_pretrained(AutoModelForCausalLM, locate(self.cfg.reference_model)).eval()
+            self._reference_model = load_pretrained(AutoModelForCausalLM, locate(path)).eval()
             self._reference_model.requires_grad_(False)
         return self._reference_model
 
