@@ -147,7 +147,7 @@ def test_train_dpo_end_to_end(peft, tiny_llama_dir, tmp_path):
     run_dir = tmp_path / "run"
     args = ["train", "task=dpo", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny", f"peft={peft}",
             f"task.data.train={train}", f"task.data.validation={dev}", "trainer.max_steps=3", "trainer.batch_size=4",
-            "trainer.grad_accum=2", "optimizer.lr=1e-2", "logger.console=none", "task.select=reward_accuracy",
+            "trainer.grad_accum=2", "optimizer.lr=1e-2", "logger.console=none", "task.select=reward_accuracy", "task.max_length=128",
             f"run_dir={run_dir}", "overwrite=true"]
     run_cli(*args)
     results = json.loads((run_dir / "results.json").read_text())
