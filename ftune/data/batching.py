@@ -1,40 +1,81 @@
 """Batch orders: length-grouped (random, but similar lengths together) and sorted (for evaluation).
 
 Orders are pure functions of (lengths, batch size, seed, epoch), so a resumed run replays exactly the
-batches an uninterrupted run would have seen, and can skip the ones already trained on.
+batches an uninterrupted run would have seen, and can skip the ones already trained on. Lengths are a
+numpy column (one int32 per feature, read from the Arrow `length` column) and batches are numpy index
+arrays: a million features cost a few MB here, not a Python list of a million ints per epoch.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
+
+import numpy as np
 
 
-def train_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
-                  megabatch_factor: int = 50) -> list[list[int]]:
+def feature_lengths(features: Any) -> np.ndarray:
+    """The `length` of every feature as an int64 array: the Arrow column of a dataset, read without
+    materialising rows, or the field of each dict in a list."""
+    data = getattr(features, "data", None)  # datasets.Dataset: its (memory-mapped) Arrow table
+    if data is not None and hasattr(features, "_indices"):
+        column = features.with_format("numpy")["length"] if features._indices is not None else data.column("length")
+        return np.asarray(column, dtype=np.int64)
+    return np.fromiter((f["length"] for f in features), dtype=np.int64, count=len(features))
+
+
+def rows(features: Any, indices: list[int]) -> list[dict]:
+    """features[i] for each index: one gather of the Arrow table for a dataset, plain indexing for a list."""
+    if isinstance(features, list):
+        return [features[i] for i in indices]
+    columns = features[indices]  # datasets.Dataset: a dict of columns, in the order of `indices`
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _cut(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _permutation(rng: random.Random, n: int) -> np.ndarray:
+    """The permutation `rng.shuffle(list(range(n)))` gives, drawn from the same generator state.
+
+    random.shuffle consumes the generator the same way for any list of length n, so shuffling the
+    positions and indexing with them equals shuffling the items: the orders of earlier versions (and of
+    the recorded-loss tests) stay exactly as they were.
+    """
+    order = list(range(n))
+    rng.shuffle(order)
+    return np.array(order, dtype=np.int64)
+
+
+def train_batches(lengths, batch_size: int, seed: int, epoch: int, group_by_length: bool,
+                  megabatch_factor: int = 50) -> list[np.ndarray]:
     """Index batches for one epoch.
 
     With `group_by_length`, indices are shuffled, cut into mega-batches of `megabatch_factor` batches, each
-    sorted by length and cut into batches, and the batches are shuffled again: padding drops while every
-    epoch still sees a different random order (as in transformers' LengthGroupedSampler).
+    sorted by length (longest first, stable) and cut into batches, and the batches are shuffled again:
+    padding drops while every epoch still sees a different random order (as in transformers'
+    LengthGroupedSampler).
     """
+    lengths = np.asarray(lengths, dtype=np.int64)
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
+    order = _permutation(rng, len(lengths))
     if not group_by_length:
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return _cut(order, batch_size)
     size = batch_size * megabatch_factor
     batches = []
     for start in range(0, len(order), size):
-        mega = sorted(order[start:start + size], key=lambda i: -lengths[i])
-        batches += [mega[i:i + batch_size] for i in range(0, len(mega), batch_size)]
-    rng.shuffle(batches)
-    return batches
+        mega = order[start:start + size]
+        # stable on -length: ties keep their shuffled order, as Python's sorted(key=-length) did
+        batches += _cut(mega[np.argsort(-lengths[mega], kind="stable")], batch_size)
+    return [batches[i] for i in _permutation(rng, len(batches))]
 
 
-def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def eval_batches(lengths, batch_size: int) -> list[np.ndarray]:
     """Longest first, so the peak memory shows up in the first batch rather than at the end."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return _cut(np.argsort(-lengths, kind="stable"), batch_size)
 
 
 def pad(sequences: list[list[int]], value: int) -> list[list[int]]:

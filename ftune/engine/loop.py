@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ftune.data.batching import eval_batches, train_batches
+from ftune.data.batching import eval_batches, feature_lengths, rows, train_batches
 from ftune.engine import checkpoint as ckpt
 from ftune.engine.checkpoint import TrainState
 from ftune.errors import FtuneError, Interrupted
@@ -94,7 +94,9 @@ def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]
 
 
 class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, features: list[dict]):
+    """(index, feature) pairs of a list or a memory-mapped dataset; a whole batch is one Arrow read."""
+
+    def __init__(self, features):
         self.features = features
 
     def __len__(self) -> int:
@@ -102,6 +104,10 @@ class _Indexed(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, dict]:
         return index, self.features[index]
+
+    def __getitems__(self, indices) -> list[tuple[int, dict]]:  # the DataLoader's batched fetch
+        indices = [int(i) for i in indices]
+        return list(zip(indices, rows(self.features, indices), strict=True))
 
 
 class _StopOnSignal:
@@ -160,7 +166,7 @@ class Engine:
             subscriber.close()
 
     # ---- data -----------------------------------------------------------------------------------------
-    def _loader(self, features: list[dict], batches: list[list[int]]) -> DataLoader:
+    def _loader(self, features, batches: list) -> DataLoader:
         collate = self.task.collate
 
         def collate_indexed(items: list[tuple[int, dict]]) -> dict:
@@ -202,7 +208,7 @@ class Engine:
         return state
 
     def _loop(self, train, evaluation, state, total, per_epoch, processes, rank, stop) -> str | None:
-        cfg, lengths = self.cfg, [f["length"] for f in train]
+        cfg, lengths = self.cfg, feature_lengths(train)
         params = [p for p in self.model.parameters() if p.requires_grad]
         window = {"loss": torch.zeros((), device=self.device), "targets": torch.zeros((), device=self.device),
                   "samples": 0, "tokens": 0, "padded": 0, "time": time.perf_counter()}
@@ -366,7 +372,7 @@ class Engine:
         # Generative tasks define generate(model, batch): its result goes to decode as batch["generated"];
         # without targets (predict) the forward pass is skipped, as only the loss needs it.
         generate = getattr(self.task, "generate", None)
-        batches = eval_batches([f["length"] for f in features], batch_size)[rank::processes]
+        batches = eval_batches(feature_lengths(features), batch_size)[rank::processes]
         for batch in self._loader(features, batches):
             batch = self._to_device(batch)
             outputs = model(**batch["inputs"]) if batch["targets"] or generate is None else None
