@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from ftune.data import sources
 from ftune.data.batching import pad
-from ftune.data.readers import DataErrors, detect_format, json_object, read_conll, read_tagged_jsonl
+from ftune.data.examples import Rows
+from ftune.data.readers import DataErrors, detect_format, iter_conll, iter_tagged_jsonl, json_object
 from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import tag_schemes as ts
@@ -39,15 +40,17 @@ class NerTask:
 
     # ---- data -------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "CoNLL or JSONL")
+        return sources.load_split(self.cfg.data, split, self.iter_file, self._from_hub, "CoNLL or JSONL")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
+        return list(self.iter_file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
+        """Sentences of a CoNLL or JSONL file, streamed (data errors at the end, with file:line)."""
         data = self.cfg.data
         if detect_format(resolve(path, key), data.format) == "jsonl":
-            examples = read_tagged_jsonl(path, key, data.tokens_field, data.tags_field)
-        else:
-            examples = read_conll(path, key, data.token_column, data.tag_column)
-        return examples
+            return iter_tagged_jsonl(path, key, data.tokens_field, data.tags_field)
+        return iter_conll(path, key, data.token_column, data.tag_column)
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         names = dataset.features["ner_tags"].feature.names  # ClassLabel ids → tag names
@@ -74,9 +77,11 @@ class NerTask:
                              fix="point task.data.train at a non-empty CoNLL or JSONL file")
         self.scheme = self.cfg.scheme
         self._check(train, "train", known=None)  # well-formed tags first: detection needs them
+        on_disk = isinstance(train, Rows)
         if self.scheme == "auto":
-            self.scheme = ts.detect_scheme([ex["tags"] for ex in train])
-        self.labels = ts.sort_labels({tag for ex in train for tag in ex["tags"]})
+            self.scheme = _detect_scheme(train) if on_disk else ts.detect_scheme([ex["tags"] for ex in train])
+        tags = _distinct_tags(train) if on_disk else {tag for ex in train for tag in ex["tags"]}
+        self.labels = ts.sort_labels(tags)
         for split, examples in others.items():
             self._check(examples, split, known=set(self.labels))
 
@@ -85,15 +90,22 @@ class NerTask:
         self._check(examples, split, known=set(self.labels))
 
     def _check(self, examples: list[dict], split: str, known: set[str] | None) -> None:
-        errors = DataErrors(f"the {split} split")
         scheme = self.scheme if self.scheme != "auto" else "BIOES"
+
+        def problem(tag: str) -> str | None:
+            found = ts.scheme_problem(tag, scheme)
+            if found is None and known is not None and tag not in known:
+                found = f"label `{tag}` does not occur in the training data"
+            return found
+
+        # Examples on disk: the distinct tags are found in Arrow; the rows are read only to locate problems.
+        if isinstance(examples, Rows) and not any(problem(tag) for tag in _distinct_tags(examples)):
+            return
+        errors = DataErrors(f"the {split} split")
         for ex in examples:
             for tag in ex.get("tags", []):
-                problem = ts.scheme_problem(tag, scheme)
-                if problem is None and known is not None and tag not in known:
-                    problem = f"label `{tag}` does not occur in the training data"
-                if problem:
-                    errors.add(ex["where"], problem)
+                if found := problem(tag):
+                    errors.add(ex["where"], found)
         errors.raise_if_any(fix=f"fix the tags (scheme {scheme}; labels: {', '.join(sorted(known or []))[:200]})")
 
     # ---- model and features -------------------------------------------------------------------------
@@ -216,6 +228,43 @@ class NerTask:
             row = {"text": ex["text"]} if "text" in ex else {"tokens": ex["tokens"], "tags": ex_tags}
             results.append({**row, "entities": found})
         return results
+
+
+def _distinct_tags(rows: Rows) -> set[str]:
+    import pyarrow.compute as pc
+
+    if "tags" not in rows.table.column_names:
+        return set()
+    return set(pc.unique(pc.list_flatten(rows.column("tags"))).to_pylist())
+
+
+def _detect_scheme(rows: Rows) -> str:
+    """ts.detect_scheme over examples on disk, vectorised: BIOES when E-/S- occur; IOB1 when some I-X does
+    not continue an X entity (it follows O, another type, or starts a sentence); else IOB2."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = rows.column("tags")
+    names = sorted(_distinct_tags(rows))
+    if {ts.split_tag(t)[0] for t in names} & {"E", "S"}:
+        return "BIOES"
+    kinds = np.array([ts.split_tag(t)[1] for t in names], dtype=object)
+    inside = np.array([ts.split_tag(t)[0] == "I" for t in names])
+    lookup = pa.array(names)
+    for chunk in column.chunks:
+        flat = pc.index_in(pc.list_flatten(chunk), value_set=lookup).to_numpy(zero_copy_only=False)
+        if not len(flat):
+            continue
+        offsets = chunk.offsets.to_numpy()
+        first = offsets[:-1] - offsets[0]  # where each sentence starts in the flattened tags
+        starts = np.zeros(len(flat), dtype=bool)
+        starts[first[first < len(flat)]] = True
+        previous = np.roll(flat, 1)
+        opens = inside[flat] & (starts | (kinds[previous] != kinds[flat]))
+        if opens.any():
+            return "IOB1"
+    return "IOB2"
 
 
 def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
