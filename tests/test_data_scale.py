@@ -157,3 +157,48 @@ def test_stored_examples_read_back_exactly_or_stay_in_memory(fresh_cache, tmp_pa
     mixed = [{"text": "x", "where": "f:1"}, {"text": "y", "pair": "z", "where": "f:2"}]  # keys differ
     kept = examples.stored(str(path), {"case": 2}, lambda: iter(mixed), "train")
     assert kept == mixed and isinstance(kept, list)
+
+
+def test_scheme_detection_in_arrow_agrees_with_the_python_one():
+    import random
+
+    import pyarrow as pa
+
+    from ftune.tasks import tag_schemes as ts
+
+    rng = random.Random(0)
+    cases = [[["O", "B-PER", "I-PER"], ["I-LOC"]], [["B-PER"], ["I-PER"]], [["B-PER", "I-LOC"]], [["S-PER", "O"]]]
+    cases += [[[rng.choice(["O", "B-A", "I-A", "B-B", "I-B"]) for _ in range(rng.randint(1, 4))]
+               for _ in range(rng.randint(1, 5))] for _ in range(200)]
+    for sequences in cases:
+        table = pa.concat_tables([pa.Table.from_pylist([{"tags": tags}]) for tags in sequences])  # several chunks
+        rows = examples.Rows(table)
+        assert ts.detect_scheme_on_disk(rows) == ts.detect_scheme(sequences), sequences
+        assert ts.detect_scheme_on_disk(rows[1:]) == ts.detect_scheme(sequences[1:]), sequences
+
+
+def test_counted_ner_metrics_equal_seqeval_over_any_chunking():
+    import random
+
+    from seqeval.metrics import classification_report
+
+    from ftune.tasks import tag_schemes as ts
+
+    rng = random.Random(1)
+    task = ner_task()
+    task.labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    exs = [{"tokens": ["w"] * (k := rng.randint(1, 8)), "tags": [rng.choice(task.labels) for _ in range(k)]}
+           for _ in range(60)]
+    features = [{"example": i} for i in range(len(exs))]
+    predictions = [[(w, rng.randrange(5), 0.5) for w in range(len(ex["tokens"])) if rng.random() < 0.8] for ex in exs]
+    whole = task.compute_metrics(predictions, features, exs)
+    state = task.metric_state()
+    for first in range(0, len(exs), 7):  # as Engine.evaluate feeds it
+        task.update_metrics(state, predictions[first:first + 7], features[first:first + 7], exs[first:first + 7], first)
+    assert task.final_metrics(state) == whole
+    tags, _ = task._word_predictions(predictions, features, exs)
+    report = classification_report([ts.to_iob2(ex["tags"]) for ex in exs], [ts.to_iob2(t) for t in tags],
+                                   output_dict=True, zero_division=0)
+    assert whole["f1"] == report["micro avg"]["f1-score"] and whole["entities"] == report["micro avg"]["support"]
+    assert {k: v["f1"] for k, v in whole["per_type"].items()} == {
+        k: v["f1-score"] for k, v in report.items() if not k.endswith(" avg")}

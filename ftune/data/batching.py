@@ -12,16 +12,37 @@ import random
 from typing import Any
 
 import numpy as np
+import torch
+
+EVAL_CHUNK = 20_000  # examples per evaluation chunk (Engine.evaluate): bounds what metrics hold
 
 
-def feature_lengths(features: Any) -> np.ndarray:
-    """The `length` of every feature as an int64 array: the Arrow column of a dataset, read without
+def feature_column(features: Any, name: str) -> np.ndarray:
+    """One int field of every feature as an int64 array: the Arrow column of a dataset, read without
     materialising rows, or the field of each dict in a list."""
     data = getattr(features, "data", None)  # datasets.Dataset: its (memory-mapped) Arrow table
     if data is not None and hasattr(features, "_indices"):
-        column = features.with_format("numpy")["length"] if features._indices is not None else data.column("length")
+        column = features.with_format("numpy")[name] if features._indices is not None else data.column(name)
         return np.asarray(column, dtype=np.int64)
-    return np.fromiter((f["length"] for f in features), dtype=np.int64, count=len(features))
+    return np.fromiter((f[name] for f in features), dtype=np.int64, count=len(features))
+
+
+def feature_lengths(features: Any) -> np.ndarray:
+    return feature_column(features, "length")
+
+
+def example_chunks(features: Any, num_examples: int, size: int):
+    """(first, last, features of examples[first:last]) for consecutive ranges of `size` examples.
+    Features come in example order (windows of one example are adjacent), so each range is one slice."""
+    if not len(features):
+        yield 0, num_examples, features
+        return
+    owners = feature_column(features, "example")
+    bounds = list(range(0, num_examples, size)) + [num_examples]
+    cuts = np.searchsorted(owners, bounds, side="left").tolist()
+    for first, last, start, end in zip(bounds[:-1], bounds[1:], cuts[:-1], cuts[1:], strict=True):
+        part = features[start:end] if isinstance(features, list) else features.select(range(start, end))
+        yield first, last, part
 
 
 def rows(features: Any, indices: list[int]) -> list[dict]:
@@ -31,6 +52,23 @@ def rows(features: Any, indices: list[int]) -> list[dict]:
     columns = features[indices]  # datasets.Dataset: a dict of columns, in the order of `indices`
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+class Indexed(torch.utils.data.Dataset):
+    """(index, feature) pairs of a list or a memory-mapped dataset; a whole batch is one Arrow read."""
+
+    def __init__(self, features):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> tuple[int, dict]:
+        return index, self.features[index]
+
+    def __getitems__(self, indices) -> list[tuple[int, dict]]:  # the DataLoader's batched fetch
+        indices = [int(i) for i in indices]
+        return list(zip(indices, rows(self.features, indices), strict=True))
 
 
 def _cut(order: np.ndarray, batch_size: int) -> list[np.ndarray]:

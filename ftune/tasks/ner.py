@@ -9,9 +9,10 @@ word is owned (trained and predicted) by exactly one window, with up to `stride`
 from __future__ import annotations
 
 import re
-import warnings
+from collections import Counter
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -79,8 +80,8 @@ class NerTask:
         self._check(train, "train", known=None)  # well-formed tags first: detection needs them
         on_disk = isinstance(train, Rows)
         if self.scheme == "auto":
-            self.scheme = _detect_scheme(train) if on_disk else ts.detect_scheme([ex["tags"] for ex in train])
-        tags = _distinct_tags(train) if on_disk else {tag for ex in train for tag in ex["tags"]}
+            self.scheme = ts.detect_scheme_on_disk(train) if on_disk else ts.detect_scheme([ex["tags"] for ex in train])
+        tags = ts.distinct_tags(train) if on_disk else {tag for ex in train for tag in ex["tags"]}
         self.labels = ts.sort_labels(tags)
         for split, examples in others.items():
             self._check(examples, split, known=set(self.labels))
@@ -99,7 +100,7 @@ class NerTask:
             return found
 
         # Examples on disk: the distinct tags are found in Arrow; the rows are read only to locate problems.
-        if isinstance(examples, Rows) and not any(problem(tag) for tag in _distinct_tags(examples)):
+        if isinstance(examples, Rows) and not any(problem(tag) for tag in ts.distinct_tags(examples)):
             return
         errors = DataErrors(f"the {split} split")
         for ex in examples:
@@ -186,32 +187,57 @@ class NerTask:
         return [[(w, predicted[b][t], confidence[b][t]) for t, w in enumerate(words) if w >= 0]
                 for b, words in enumerate(batch["words"])]
 
-    def _word_predictions(self, predictions, features, examples):
+    def _word_predictions(self, predictions, features, examples, first: int = 0):
+        """Per-word tags and confidences of examples[first:first + len(examples)]."""
         tags = [["O"] * len(ex["tokens"]) for ex in examples]
         scores = [[0.0] * len(ex["tokens"]) for ex in examples]
         for feature, predicted in zip(features, predictions, strict=True):
             for word, label, confidence in predicted:
-                tags[feature["example"]][word] = self.labels[label]
-                scores[feature["example"]][word] = confidence
+                tags[feature["example"] - first][word] = self.labels[label]
+                scores[feature["example"] - first][word] = confidence
         return tags, scores
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        from seqeval.metrics import classification_report
+    # Metrics are counts (entities per type: gold, predicted, correct; words: all, correct), accumulated
+    # chunk by chunk (Engine.evaluate), so a large split never holds all predictions and examples at once.
+    def metric_state(self) -> dict:
+        return {"gold": Counter(), "guess": Counter(), "correct": Counter(), "words": 0, "right": 0}
 
-        predicted, _ = self._word_predictions(predictions, features, examples)
-        gold = [ts.to_iob2(ex["tags"]) for ex in examples]
-        guess = [ts.to_iob2(tags) for tags in predicted]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # seqeval warns about types with no prediction: reported as 0
-            report = classification_report(gold, guess, output_dict=True, zero_division=0)
-        words = sum(len(g) for g in gold)
-        micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
-        per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
-                        "support": int(v["support"])} for k, v in report.items() if not k.endswith(" avg")}
-        correct = sum(a == b for g, p in zip(gold, guess, strict=True) for a, b in zip(g, p, strict=True))
-        return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
-                "accuracy": correct / words if words else 0.0, "entities": int(micro["support"]),
+    def update_metrics(self, state: dict, predictions: list, features, examples, first: int = 0) -> None:
+        """Add the counts of examples[first:first + len(examples)] (the features of exactly those examples)."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        predicted, _ = self._word_predictions(predictions, features, examples, first)
+        for ex, tags in zip(examples, predicted, strict=True):
+            gold, guess = ts.to_iob2(ex["tags"]), ts.to_iob2(tags)
+            state["words"] += len(gold)
+            state["right"] += sum(a == b for a, b in zip(gold, guess, strict=True))
+            true, found = set(get_entities(gold)), set(get_entities(guess))
+            state["gold"].update(kind for kind, _, _ in true)
+            state["guess"].update(kind for kind, _, _ in found)
+            state["correct"].update(kind for kind, _, _ in true & found)
+
+    def final_metrics(self, state: dict) -> dict:
+        from seqeval.metrics.v1 import _precision_recall_fscore_support
+
+        kinds = sorted(set(state["gold"]) | set(state["guess"]))
+        sums = [np.array([state[key][k] for k in kinds], dtype=np.int64) for key in ("guess", "correct", "gold")]
+
+        def scores(average):  # seqeval's own arithmetic, fed with the counts: identical to its report
+            return _precision_recall_fscore_support([["O"]], [["O"]], average=average, zero_division=0,
+                                                    extract_tp_actual_correct=lambda *_: tuple(sums))
+
+        p, r, f, support = scores(None)
+        per_type = {k: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+                    for i, k in enumerate(kinds)}
+        mp, mr, mf, entities = scores("micro") if kinds else (0.0, 0.0, 0.0, 0)
+        return {"precision": float(mp), "recall": float(mr), "f1": float(mf),
+                "accuracy": state["right"] / state["words"] if state["words"] else 0.0, "entities": int(entities),
                 "per_type": per_type}
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         rows = [(kind, m["precision"], m["recall"], m["f1"], m["support"]) for kind, m in metrics["per_type"].items()]
@@ -234,43 +260,6 @@ class NerTask:
             row = {"text": ex["text"]} if "text" in ex else {"tokens": ex["tokens"], "tags": ex_tags}
             results.append({**row, "entities": found})
         return results
-
-
-def _distinct_tags(rows: Rows) -> set[str]:
-    import pyarrow.compute as pc
-
-    if "tags" not in rows.table.column_names:
-        return set()
-    return set(pc.unique(pc.list_flatten(rows.column("tags"))).to_pylist())
-
-
-def _detect_scheme(rows: Rows) -> str:
-    """ts.detect_scheme over examples on disk, vectorised: BIOES when E-/S- occur; IOB1 when some I-X does
-    not continue an X entity (it follows O, another type, or starts a sentence); else IOB2."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    column = rows.column("tags")
-    names = sorted(_distinct_tags(rows))
-    if {ts.split_tag(t)[0] for t in names} & {"E", "S"}:
-        return "BIOES"
-    kinds = np.array([ts.split_tag(t)[1] for t in names], dtype=object)
-    inside = np.array([ts.split_tag(t)[0] == "I" for t in names])
-    lookup = pa.array(names)
-    for chunk in column.chunks:
-        flat = pc.index_in(pc.list_flatten(chunk), value_set=lookup).to_numpy(zero_copy_only=False)
-        if not len(flat):
-            continue
-        offsets = chunk.offsets.to_numpy()
-        first = offsets[:-1] - offsets[0]  # where each sentence starts in the flattened tags
-        starts = np.zeros(len(flat), dtype=bool)
-        starts[first[first < len(flat)]] = True
-        previous = np.roll(flat, 1)
-        opens = inside[flat] & (starts | (kinds[previous] != kinds[flat]))
-        if opens.any():
-            return "IOB1"
-    return "IOB2"
 
 
 def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
