@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ftune import provenance
 from ftune import run as R
 from ftune.errors import CheckFailed, FtuneError
 
@@ -45,7 +46,7 @@ def run(cfg: DictConfig) -> dict:
     metrics = engine.evaluate(cache.featurize(task, examples, tokenizer, name, trainer_cfg.cache_features, cfg.file or
                                               cache.local_source(task.cfg.data, cfg.split), trainer_cfg.featurize_workers), examples)
     gate = checks.evaluate(metrics, conditions)
-    metrics.update(examples=len(examples), model=str(folder), split=name)
+    metrics.update(examples=len(examples), model=str(folder), split=name, versions=provenance.versions())
     as_json = cfg.output_format == "json"
     R.print_table(task, metrics, f"{name} ({folder})", to_stderr=as_json)
     out_dir = run_dir if run_dir is not None else Path.cwd()
