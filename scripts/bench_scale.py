@@ -78,11 +78,17 @@ def _tree(pid: int) -> list[int]:
 
 
 def _status_kb(pid: int) -> dict[str, int]:
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines) if k in ("RssAnon", "VmRSS")}
+    """RssAnon and VmRSS of a process, and Pss_Anon: a forked worker's RssAnon also counts the pages it
+    still shares with its parent, so the sum over a process tree uses Pss_Anon (shared pages split)."""
+    found = {}
+    for name, keys in (("status", ("RssAnon", "VmRSS")), ("smaps_rollup", ("Pss_Anon",))):
+        try:
+            lines = Path(f"/proc/{pid}/{name}").read_text().splitlines()
+        except OSError:
+            continue
+        found.update({k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines if ":" in line)
+                      if k in keys})
+    return found
 
 
 def run_once(args: list[str], env: dict) -> dict:
@@ -96,7 +102,8 @@ def run_once(args: list[str], env: dict) -> dict:
     def sample():
         while not done.is_set():
             statuses = [_status_kb(p) for p in _tree(proc.pid)]
-            peak["anon"] = max(peak["anon"], sum(s.get("RssAnon", 0) for s in statuses))
+            peak["anon"] = max(peak["anon"], sum(s.get("Pss_Anon", s.get("RssAnon", 0)) for s in statuses))
+            peak["main_anon"] = max(peak.get("main_anon", 0), statuses[0].get("RssAnon", 0) if statuses else 0)
             peak["rss"] = max(peak["rss"], sum(s.get("VmRSS", 0) for s in statuses))
             time.sleep(0.05)
 
@@ -115,12 +122,12 @@ def run_once(args: list[str], env: dict) -> dict:
     if proc.returncode:
         sys.stderr.write("".join(log[-30:]))
         raise SystemExit(f"ftune train failed ({proc.returncode}): {' '.join(args)}")
-    return {"anon_mb": peak["anon"] / 1024, "rss_mb": peak["rss"] / 1024, "first_step_s": first_step,
+    return {"anon_mb": peak["anon"] / 1024, "main_anon_mb": peak.get("main_anon", 0) / 1024, "rss_mb": peak["rss"] / 1024, "first_step_s": first_step,
             "featurize_per_s": tokenised, "wall_s": time.perf_counter() - started}
 
 
 def workloads(folder: Path, scales: list[int], sft: int, steps: int) -> list[tuple[str, str, list[str]]]:
-    common = [f"trainer.max_steps={steps}", "trainer.log_every=1", "trainer.eval_every=0", "trainer.save_every=0",
+    common = [f"trainer.max_steps={steps}", "trainer.log_every=1", "trainer.eval_every=null", "trainer.save_every=null",
               "logger.console=plain", "logger.jsonl=false"]
     runs = []
     for k in scales:
@@ -162,7 +169,7 @@ def main() -> int:
     def cell(value, reference, fmt):
         return "-" if value is None else f"{fmt.format(value)}{ratio(value, reference)}"
 
-    lines = ["| workload | run | peak RssAnon MB | peak RSS MB | featurisation examples/s | first step after s | wall s |",
+    lines = ["| workload | run | peak anonymous MB | peak RSS MB | featurisation examples/s | first step after s | wall s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for label, attempt, r, b in rows:
         lines.append(f"| {label} | {attempt} | {cell(r['anon_mb'], b['anon_mb'], '{:,.0f}')} | "
