@@ -96,26 +96,33 @@ class DpoTask(SftTask):
         self._reference_model = None
 
     # ---- data ---------------------------------------------------------------------------------------
-    def _examples(self, rows: list[dict], source: str, need_reply: bool) -> list[dict]:
-        errors, examples, data = DataErrors(source), [], self.cfg.data
-        for row in rows:
-            try:
-                prompt = C.read_row(row, data, need_reply=False)
-                if "text" in prompt:
-                    raise ValueError(f"a `{data.text_field}` row has no prompt to prefer replies to")
-                messages = prompt["messages"]
-                if messages[-1]["role"] == "assistant":
-                    raise ValueError("the prompt ends with an assistant turn (the replies are `chosen` and `rejected`)")
-                replies = {side: _reply(row, field) for side, field in
-                           (("chosen", data.chosen_field), ("rejected", data.rejected_field))}
-            except ValueError as error:
-                errors.add(row.get("where", "input"), str(error))
-                continue
-            examples.append({"messages": messages, **replies, "where": row.get("where", "")})
-        errors.raise_if_any(fix=f"each line needs a prompt (`{data.prompt_field}`, `{data.messages_field}`, Alpaca "
-                                f"`instruction` or ShareGPT `{data.conversations_field}`) and `{data.chosen_field}` "
-                                f"and `{data.rejected_field}` replies")
-        return examples
+    def _iter_examples(self, rows, source: str, need_reply: bool):
+        """Pairs, streamed like sft's conversations (problems reported with file:line once the part read ends)."""
+        errors, data = DataErrors(source), self.cfg.data
+        fix = (f"each line needs a prompt (`{data.prompt_field}`, `{data.messages_field}`, Alpaca `instruction` or "
+               f"ShareGPT `{data.conversations_field}`) and `{data.chosen_field}` and `{data.rejected_field}` replies")
+        try:
+            for row in rows:
+                try:
+                    yield self._pair(row)
+                except ValueError as error:
+                    errors.add(row.get("where", "input"), str(error))
+        except GeneratorExit:  # closed early (a max_train limit)
+            errors.raise_if_any(fix=fix)
+            raise
+        errors.raise_if_any(fix=fix)
+
+    def _pair(self, row: dict) -> dict:
+        data = self.cfg.data
+        prompt = C.read_row(row, data, need_reply=False)
+        if "text" in prompt:
+            raise ValueError(f"a `{data.text_field}` row has no prompt to prefer replies to")
+        messages = prompt["messages"]
+        if messages[-1]["role"] == "assistant":
+            raise ValueError("the prompt ends with an assistant turn (the replies are `chosen` and `rejected`)")
+        replies = {side: _reply(row, field) for side, field in
+                   (("chosen", data.chosen_field), ("rejected", data.rejected_field))}
+        return {"messages": messages, **replies, "where": row.get("where", "")}
 
     # ---- features -------------------------------------------------------------------------------------
     def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
