@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import freeze, peft
+from ftune import freeze, peft, recipes
 from ftune import run as R
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
@@ -111,6 +111,10 @@ def run(cfg: DictConfig) -> dict:
             if accelerator.is_main_process:
                 R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
                               to_stderr=cfg.output_format == "json")
+    if accelerator.is_main_process:  # inside/outside the range of a matching reference recipe, in results.json too
+        record = recipes.report(cfg, splits, task, results, to_stderr=cfg.output_format == "json")
+        if record is not None:
+            results["recipe"] = record
     results["seconds"] = round(time.perf_counter() - started, 2)
     if accelerator.is_main_process:
         R.write_json(run_dir / "results.json", results)
