@@ -51,6 +51,7 @@ SCALES = {
 LRS = {"minilm": [5e-5, 1e-4, 2e-4], "bert-base-cased": [2e-5, 3e-5, 5e-5], "roberta-base": [1e-5, 2e-5, 3e-5],
        "distilbert-base-cased": [3e-5, 5e-5, 1e-4]}
 TASKS = ("ner", "sst2", "qa")
+POINTS = {"qa": 1}  # metric → points: SQuAD F1 is already 0-100, NER F1 and accuracy are 0-1
 
 
 def squad_by_article(work: Path, train: list[int], validation: list[int]) -> tuple[Path, Path]:
@@ -187,14 +188,16 @@ def tables(data: dict) -> str:
     best: dict = {}  # (model, task) -> (best mean, {setting: mean})
     for (task, model, sizes), by_setting in sorted(groups.items()):
         metric = next(r["metric"] for r in data["runs"].values() if r["task"] == task)
-        lines += [f"\n**{task}, {model}** ({sizes}): validation {metric}, mean ± std over seeds\n",
+        points = POINTS.get(task, 100)
+        lines += [f"\n**{task}, {model}** ({sizes}): validation {metric} in points, mean ± std over seeds\n",
                   "| setting | mean ± std | min – max | seeds |", "| --- | --- | --- | --- |"]
         means = {}
         for setting, values in sorted(by_setting.items()):
             mean, std = mean_std(values)
-            means[setting] = mean
-            lines.append(f"| {setting} | {100 * mean:.2f} ± {100 * std:.2f} | {100 * min(values):.2f} – "
-                         f"{100 * max(values):.2f} | {len(values)} |")
+            means[setting] = points * mean
+            spread = "–" if math.isnan(std) else f"{points * std:.2f}"
+            lines.append(f"| {setting} | {points * mean:.2f} ± {spread} | {points * min(values):.2f} – "
+                         f"{points * max(values):.2f} | {len(values)} |")
         best[(model, task)] = (max(means.values()), means)
     for model in sorted({m for m, _ in best}):
         tasks = sorted(t for m, t in best if m == model)
@@ -206,7 +209,7 @@ def tables(data: dict) -> str:
                   "| --- |" + " --- |" * (len(tasks) + 2)]
         rows = []
         for setting in shared:
-            gaps = [100 * (best[(model, t)][0] - best[(model, t)][1][setting]) for t in tasks]
+            gaps = [best[(model, t)][0] - best[(model, t)][1][setting] for t in tasks]
             rows.append((max(gaps), statistics.fmean(gaps), setting, gaps))
         for worst, mean_gap, setting, gaps in sorted(rows):
             lines.append(f"| {setting} | " + " | ".join(f"{g:.2f}" for g in gaps) + f" | {mean_gap:.2f} | {worst:.2f} |")

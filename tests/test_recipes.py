@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ftune import recipes
-from ftune.sweep import across_seeds, summarize
+from ftune.sweep import across_seeds, print_summary, summarize
 from tests.conftest import SHARED_DATA, run_cli
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiment"
@@ -156,7 +156,7 @@ def _job(job, lr, seed, value, status="ok"):
             "status": status, "metric": "f1", "value": value, "greater_is_better": True, "error": None}
 
 
-def test_sweep_summary_has_mean_and_std_per_setting_across_seeds():
+def test_sweep_summary_has_mean_and_std_per_setting_across_seeds(tmp_path, capsys):
     records = [_job(0, "1e-4", 1, 0.80), _job(1, "1e-4", 2, 0.82), _job(2, "1e-4", 3, 0.84),
                _job(3, "5e-5", 1, 0.70), _job(4, "5e-5", 2, 0.90), _job(5, "5e-5", 3, None, "failed")]
     rows = summarize(records)["settings"]
@@ -167,6 +167,10 @@ def test_sweep_summary_has_mean_and_std_per_setting_across_seeds():
     assert second["n"] == 2 and second["failed"] == 1 and second["std"] == pytest.approx(math.sqrt(0.02))
     assert first["best"] and not second["best"]  # 0.82 beats 0.80 on the mean, not on the best single seed
     assert across_seeds(summarize([_job(0, "1e-4", 1, 0.8), _job(1, "2e-4", 1, 0.7)])) == []  # no seed sweep
+    print_summary(summarize(records), tmp_path)
+    shown = capsys.readouterr().out
+    assert "mean ± std over seeds (val/f1, * = best mean)" in shown
+    assert "0.8200 ± 0.0200 *" in shown and "3 " in shown and "2 (1 failed)" in shown
 
 
 # one experiment per distinct data (the bert-base-cased and roberta-base recipes share theirs)
@@ -182,3 +186,23 @@ def test_shipped_fingerprints_match_the_shared_data(path, compose_config, monkey
         pytest.skip(f"no {SHARED_DATA}")
     monkeypatch.chdir(EXPERIMENTS.parents[1])  # the experiments' paths are relative to the repository root
     assert recipes.data_fingerprints(compose_config("train", [f"experiment={path.stem}"])) == dict(prints)
+
+
+def test_recipe_search_prefers_the_setting_never_far_from_the_best():
+    """The choice rule of scripts/recipe_search.py: the smallest worst gap across tasks, not one task's winner."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recipe_search", EXPERIMENTS.parents[1] / "scripts" / "recipe_search.py")
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    runs = {}
+    for task, metric, values in (("ner", "f1", {"A": [0.80, 0.82], "B": [0.79, 0.80]}),
+                                 ("sst2", "accuracy", {"A": [0.70, 0.72], "B": [0.84, 0.86]})):
+        for setting, seeds in values.items():
+            for seed, value in enumerate(seeds):
+                runs[f"{task}|{setting}|{seed}"] = {"task": task, "model": "m", "sizes": {"train": 10},
+                                                    "setting": setting, "seed": seed, "metric": metric, "value": value}
+    table = search.tables({"runs": runs})
+    assert "| A | 81.00 ± 1.41 | 80.00 – 82.00 | 2 |" in table  # ner: A wins by 1.5 points
+    assert "| B | 1.50 | 0.00 | 0.75 | 1.50 |" in table  # gaps: ner 1.5, sst2 0, mean 0.75, worst 1.5
+    assert "choice for m: `B` (smallest worst gap)" in table  # A loses sst2 by 14 points
