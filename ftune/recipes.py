@@ -101,18 +101,35 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def validate(recipe: DictConfig | None) -> None:
+    """Before training: every expected range is [low, high], so a typo fails now, not after the run."""
+    from ftune.errors import FtuneError
+
+    for split, metrics in ((recipe or {}).get("expected") or {}).items():
+        if split not in ("validation", "test"):
+            raise FtuneError(f"unknown split `{split}`", where=f"recipe.expected.{split}", fix="use validation or test")
+        for metric, bounds in metrics.items():
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise FtuneError(f"expected range {list(bounds)} is not [low, high]",
+                                 where=f"recipe.expected.{split}.{metric}", fix="give two numbers, low first")
+
+
 def check(recipe: dict, matched_by: str, results: dict, differs: dict) -> dict:
     """The record for results.json: each expected metric of each evaluated split, inside/below/above."""
     checks = []
     for split, metrics in recipe.get("expected", {}).items():
         for metric, (low, high) in metrics.items():
-            value = results.get(split, {}).get(metric)
-            if not isinstance(value, int | float):
+            if split not in results:
                 continue  # e.g. a recipe range for test, and this run had no test split
+            value = results[split].get(metric)
+            if not isinstance(value, int | float):  # a misspelt metric name must not pass silently
+                checks.append({"split": split, "metric": metric, "value": None, "low": low, "high": high,
+                               "verdict": "unknown metric"})
+                continue
             verdict = "below" if value < low else "above" if value > high else "inside"
             checks.append({"split": split, "metric": metric, "value": value, "low": low, "high": high,
                            "verdict": verdict})
-    verdicts = {c["verdict"] for c in checks}
+    verdicts = {c["verdict"] for c in checks} - {"unknown metric"}
     overall = "below" if "below" in verdicts else "inside" if verdicts == {"inside"} else (
         "above" if verdicts else "not evaluated")
     return {"name": recipe.get("name"), "matched_by": matched_by, "source": recipe.get("source", ""),
@@ -122,7 +139,8 @@ def check(recipe: dict, matched_by: str, results: dict, differs: dict) -> dict:
 def lines(record: dict, greater_is_better: bool = True) -> tuple[list[str], str | None]:
     """(lines for the final table, the one warning line or None)."""
     shown = [f"recipe {record['name']} (matched by {record['matched_by']}): {c['split']} {c['metric']} "
-             f"{c['value']:.4g} is {c['verdict']} the expected range {c['low']:g}–{c['high']:g}"
+             + (f"{c['value']:.4g} is {c['verdict']} the expected range {c['low']:g}–{c['high']:g}"
+                if c["value"] is not None else "is no metric of this task (check recipe.expected)")
              for c in record["checks"]]
     if not record["checks"]:
         shown = [f"recipe {record['name']}: no split of this run has a metric with an expected range"]

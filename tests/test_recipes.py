@@ -44,6 +44,20 @@ def test_a_split_the_run_did_not_evaluate_is_not_judged():
     assert record["verdict"] == "not evaluated" and recipes.lines(record)[1] is None
 
 
+def test_a_misspelt_metric_is_reported_not_passed():
+    record = recipes.check(_recipe(0.7, 0.8, metric="F1"), "experiment", {"validation": {"f1": 0.75}}, {})
+    assert record["verdict"] == "not evaluated" and record["checks"][0]["verdict"] == "unknown metric"
+    assert "validation F1 is no metric of this task" in recipes.lines(record)[0][0]
+
+
+@pytest.mark.parametrize("bounds,split", [([0.9, 0.8], "validation"), ([0.9], "validation"), ([0.1, 0.2], "dev")])
+def test_a_bad_range_fails_before_training(bounds, split):
+    from ftune.errors import FtuneError
+
+    with pytest.raises(FtuneError, match=f"recipe.expected.{split}"):
+        recipes.validate(OmegaConf.create({"expected": {split: {"f1": bounds}}}))
+
+
 def test_fingerprint_follows_the_examples_not_where_they_came_from():
     examples = [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"], "where": "a.txt:1"}]
     moved = [{**examples[0], "where": "elsewhere/b.txt:7"}]

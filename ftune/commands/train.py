@@ -33,6 +33,7 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     run_dir = R.hydra_output_dir(cfg.run_dir)
     R.validate_train_config(cfg)
+    recipes.validate(cfg.get("recipe"))
     R.check_output_format(cfg.output_format)
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
     cfg, run_dir = share_from_main(accelerator, cfg, run_dir)
