@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -163,6 +164,9 @@ def search(args: argparse.Namespace) -> None:
                              "seconds": round(time.perf_counter() - started, 1), "precision": results["precision"],
                              "command": "ftune train " + " ".join(overrides)}
         save(args.out, data)
+        if not args.keep_models:  # ~350 MB of weights and optimizer state per MiniLM run; the grid needs the figures
+            for folder in ("best", "checkpoints"):
+                shutil.rmtree(run_dir / folder, ignore_errors=True)
         print(f"recipe_search: [{number}/{len(todo)}] {key}: {metric} {results['validation'][metric]:.4f} "
               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     print(tables(data))
@@ -260,6 +264,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "recipes.latest.json")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe_search",
                         help="run directories and derived data (SQuAD by article)")
+    parser.add_argument("--keep-models", action="store_true", help="keep each run's best/ and checkpoints/")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--write-fingerprints", nargs="+", metavar="EXPERIMENT",
                         help="compute the data fingerprints of these configs/experiment/ recipes into their files")
