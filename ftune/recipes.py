@@ -61,13 +61,13 @@ def _model_choice(experiment: DictConfig) -> str | None:
     return None
 
 
-def match(cfg: DictConfig, splits: dict[str, list[dict]], task_name: str) -> tuple[dict, str, DictConfig] | None:
-    """(recipe, how it matched, the experiment file's config) for this run, or None."""
+def match(cfg: DictConfig, prints: dict[str, str]) -> tuple[dict, str, DictConfig] | None:
+    """(recipe, how it matched, the experiment file's config) for a run whose splits have these
+    fingerprints, or None."""
     if cfg.get("recipe") is not None and cfg.recipe.name:
         path = next((p for p in experiment_files() if p.stem == cfg.recipe.name), None)
         experiment = OmegaConf.load(path) if path else OmegaConf.create({})
         return OmegaConf.to_container(cfg.recipe), "experiment", experiment
-    prints = {name: fingerprint(task_name, examples) for name, examples in splits.items() if examples}
     for path in experiment_files():
         experiment = OmegaConf.load(path)
         recipe = experiment.get("recipe")
@@ -78,10 +78,13 @@ def match(cfg: DictConfig, splits: dict[str, list[dict]], task_name: str) -> tup
     return None
 
 
-def differences(cfg: DictConfig, experiment: DictConfig) -> dict[str, list[Any]]:
-    """{key: [this run's value, the recipe's]} for each setting the experiment pins that the run changed."""
+def differences(cfg: DictConfig, experiment: DictConfig, prints: dict[str, str] | None = None) -> dict[str, list[Any]]:
+    """{key: [this run's value, the recipe's]} for each setting the experiment pins that the run changed,
+    and `data.<split>` for each split whose examples are not the recipe's (experiment= with other data)."""
     pinned = _flatten(OmegaConf.to_container(experiment))
-    found = {}
+    recorded = OmegaConf.select(experiment, "recipe.fingerprints", default=None) or {}
+    found = {f"data.{split}": [prints.get(split), value] for split, value in recorded.items()
+             if prints is not None and prints.get(split) != value}
     for key, wanted in pinned.items():
         if key.startswith(SKIP_PREFIXES):
             continue
@@ -149,7 +152,8 @@ def lines(record: dict, greater_is_better: bool = True) -> tuple[list[str], str 
     if not bad:
         return shown, None
     worst = bad[0]
-    differs = ", ".join(f"{k}={v[0]} (recipe {v[1]})" for k, v in record["differs"].items())
+    differs = ", ".join(f"{k} (not the recipe's examples)" if k.startswith("data.") else f"{k}={v[0]} (recipe {v[1]})"
+                        for k, v in record["differs"].items())
     warning = (f"{worst['split']} {worst['metric']} {worst['value']:.4g} is {worst['verdict']} the range {worst['low']:g}–"
                f"{worst['high']:g} that recipe {record['name']} usually reaches; check {', '.join(CAUSES)}"
                + (f"; this run differs from the recipe in {differs}" if differs else ""))
@@ -160,11 +164,12 @@ def report(cfg: DictConfig, splits: dict[str, list[dict]], task, results: dict, 
     """Match, check, print the verdict under the final tables and warn once; returns the results.json record."""
     import sys
 
-    found = match(cfg, splits, task.name)
+    prints = {name: fingerprint(task.name, examples) for name, examples in splits.items() if examples}
+    found = match(cfg, prints)
     if found is None:
         return None
     recipe, matched_by, experiment = found
-    record = check(recipe, matched_by, results, differences(cfg, experiment))
+    record = check(recipe, matched_by, results, differences(cfg, experiment, prints))
     shown, warning = lines(record, getattr(task, "greater_is_better", True))
     for line in shown:
         print(line, file=sys.stderr if to_stderr else sys.stdout)

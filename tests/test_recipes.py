@@ -36,6 +36,8 @@ def test_the_warning_names_the_usual_causes_and_what_differs():
     for cause in ("task.scheme", "task.max_length", "label set", "optimizer.lr"):
         assert cause in warning
     assert "differs from the recipe in optimizer.lr=1e-06 (recipe 0.0001)" in warning
+    record["differs"]["data.train"] = ["0123", "4567"]
+    assert "data.train (not the recipe's examples)" in recipes.lines(record)[1]
     assert "\n" not in warning  # one line
 
 
@@ -74,6 +76,10 @@ def test_differences_name_the_recipe_settings_a_run_changed(compose_config):
     changed = compose_config("train", ["experiment=conll2003_minilm", "optimizer.lr=1e-6", "trainer.epochs=1",
                                        "task.data.max_train=10"])  # data is the fingerprints' business
     assert recipes.differences(changed, experiment) == {"optimizer.lr": [1e-6, 1e-4], "trainer.epochs": [1, 3]}
+    recorded = dict(experiment.recipe.fingerprints)
+    other = {**recorded, "train": "0123456789abcdef"}  # experiment= on other training data
+    assert recipes.differences(same, experiment, other) == {"data.train": ["0123456789abcdef", recorded["train"]]}
+    assert recipes.differences(same, experiment, recorded) == {}
 
 
 def test_report_prints_the_verdict_under_the_tables(compose_config, capsys, monkeypatch):
@@ -85,6 +91,7 @@ def test_report_prints_the_verdict_under_the_tables(compose_config, capsys, monk
     cfg = compose_config("train", ["experiment=conll2003_minilm", "optimizer.lr=1e-6"])
     low = OmegaConf.to_container(cfg.recipe.expected)["validation"]["f1"][0]
     record = recipes.report(cfg, {}, Task(), {"validation": {"f1": low - 0.2}})
+    del record["differs"]["data.train"], record["differs"]["data.validation"]  # no splits given here
     assert record["name"] == "conll2003_minilm" and record["verdict"] == "below"
     assert "recipe conll2003_minilm (matched by experiment): validation f1" in capsys.readouterr().out
     assert len(logged) == 1 and "optimizer.lr=1e-06 (recipe 0.0001)" in logged[0]
@@ -94,7 +101,7 @@ def test_report_prints_the_verdict_under_the_tables(compose_config, capsys, monk
 
 def test_a_run_with_no_recipe_gets_no_record(compose_config):
     cfg = compose_config("train", [])
-    assert recipes.match(cfg, {"train": [{"tokens": ["x"], "tags": ["O"]}]}, "ner") is None
+    assert recipes.match(cfg, {"train": recipes.fingerprint("ner", [{"tokens": ["x"], "tags": ["O"]}])}) is None
 
 
 @pytest.fixture
