@@ -266,6 +266,8 @@ def main() -> None:
                         help="run directories and derived data (SQuAD by article)")
     parser.add_argument("--keep-models", action="store_true", help="keep each run's best/ and checkpoints/")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--prepare-data", action="store_true",
+                        help="only write the SQuAD-by-article files of --scale (configs/experiment/squad_minilm.yaml reads them)")
     parser.add_argument("--write-fingerprints", nargs="+", metavar="EXPERIMENT",
                         help="compute the data fingerprints of these configs/experiment/ recipes into their files")
     parser.add_argument("extra", nargs="*", help="more ftune overrides for every run, e.g. trainer.precision=fp32")
@@ -280,6 +282,10 @@ def main() -> None:
     missing = [name for name in ("conll2003", "sst2", "squad_v1.1") if not (DATA / name).is_dir()]
     if missing:
         sys.exit(f"recipe_search: {DATA} lacks {', '.join(missing)} (see ../shared/data/README.md)")
+    if args.prepare_data:
+        scale = SCALES[args.scale]["qa"]
+        print("\n".join(map(str, squad_by_article(args.work, scale["train_articles"], scale["validation_articles"]))))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     search(args)

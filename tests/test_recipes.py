@@ -227,3 +227,13 @@ def test_recipe_search_prefers_the_setting_never_far_from_the_best():
     assert "| A | 81.00 ± 1.41 | 80.00 – 82.00 | 2 |" in table  # ner: A wins by 1.5 points
     assert "| B | 1.50 | 0.00 | 0.75 | 1.50 |" in table  # gaps: ner 1.5, sst2 0, mean 0.75, worst 1.5
     assert "choice for m: `B` (smallest worst gap)" in table  # A loses sst2 by 14 points
+
+
+def test_a_recipe_never_blocks_a_resume(compose_config):
+    """A run trained before recipes existed (no `recipe:` in its config.yaml), or under another range, resumes."""
+    from ftune import resume
+
+    cfg = compose_config("train", ["experiment=conll2003_minilm"])
+    saved = OmegaConf.create(OmegaConf.to_container(cfg))
+    del saved["recipe"]
+    assert resume.changes(saved, cfg) == {}
