@@ -321,6 +321,19 @@ class LoggerConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """A reference recipe (configs/experiment/<name>.yaml sets it): what the run usually reaches.
+    ftune/recipes.py checks a finished run against it and records the verdict in results.json."""
+    name: str | None = None  # the experiment's name; null: not a reference recipe
+    # split -> metric -> [low, high], in the metric's own scale (NER F1 0-1, SQuAD F1 0-100)
+    expected: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    source: str = ""  # where the range comes from: "measured here (...)" or a paper
+    # split -> data fingerprint (ftune.recipes.fingerprint): a run on the same data and model matches the
+    # recipe even without experiment=; empty for hub data, which is matched by name only
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     task: Any = MISSING
@@ -330,6 +343,7 @@ class TrainConfig:
     freeze: FreezeConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
     # settings a resume may change, e.g. [optimizer.lr,trainer.max_steps]; any other difference is refused
