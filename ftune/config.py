@@ -22,6 +22,7 @@ class ModelConfig:
     # shipped inside an installed package (works offline).
     name_or_path: str = MISSING
     revision: str | None = None
+    hub_id: str | None = None  # the hub id of a model shipped in a package: `base_model` of model cards
     trust_remote_code: bool = False  # run Python code shipped with a hub model: only for models you trust
     allow_pickle: bool = False  # load pickle weights (pytorch_model.bin), which can run code when loaded
 
@@ -300,10 +301,34 @@ class TrainerConfig:
 
 
 @dataclass
+class MlflowLoggerConfig:
+    """MLflow (ftune/loggers/mlflow.py). null values fall back to MLflow's environment variables."""
+
+    tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)
+    experiment: str | None = None  # null: $MLFLOW_EXPERIMENT_NAME, else "ftune"
+    run_name: str | None = None  # null: <task>-<model>-<run folder name>
+
+
+@dataclass
+class WandbLoggerConfig:
+    """Weights & Biases (ftune/loggers/wandb.py). null values fall back to wandb's WANDB_* variables."""
+
+    project: str | None = None  # null: $WANDB_PROJECT, else "ftune"
+    entity: str | None = None  # null: $WANDB_ENTITY, else the account's default
+    mode: str | None = None  # online | offline | disabled; null: $WANDB_MODE, else online
+    tags: list[str] = field(default_factory=list)  # added to task, model and peft
+
+
+@dataclass
 class LoggerConfig:
     console: str = "auto"  # auto (rich bar on a terminal, plain lines otherwise) | rich | plain | none
     jsonl: bool = True
-    tensorboard: bool = False
+    backends: list[str] = field(default_factory=list)  # trackers, several at once: tensorboard, mlflow, wandb
+    report: bool = True  # report.html and plots in the run directory, and the model card in best/, at the end
+    log_best: bool = False  # also upload best/ to the trackers as an artifact (it may be large)
+    max_param_length: int = 500  # longer config values are cut (with a note) in tracker params
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+    wandb: WandbLoggerConfig = field(default_factory=WandbLoggerConfig)
 
 
 @dataclass
