@@ -203,10 +203,14 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
         body += [f"![training loss]({LOSS_PLOT})", ""]
     model_id = repo_id or str(folder.resolve())
     body += ["## How to use", "", "```python", usage(task_name, model_id, adapter), "```", ""]
-    command = "ftune train " + " ".join(shlex.quote(o) for o in overrides) if run_dir else "not recorded"
-    body += ["## Reproduce", "", "```bash", command.strip(), "```", "",
-             "(the resolved configuration is the run's `config.yaml`; data paths are those of the training machine)", "",
-             "## Limitations", "",
+    if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
+        body += ["## Reproduce", "", "```bash", ("ftune train " + " ".join(shlex.quote(o) for o in overrides)).strip(),
+                 "```", "", "(the resolved configuration is the run's `config.yaml`; data paths are those of the "
+                 "training machine)", ""]
+    else:
+        body += ["## Reproduce", "", "Started from Python (`ftune.commands.train.run`), so no command line was "
+                 "recorded; the run's `config.yaml` holds the resolved configuration.", ""]
+    body += ["## Limitations", "",
              f"- Trained and evaluated only on the data above ({train.get('examples', '?')} training examples); "
              "expect lower scores on text from other domains, periods or languages.",
              "- The metrics are those of the selected checkpoint on the named splits, with one seed; "

@@ -399,6 +399,24 @@ class ExportConfig:
     overwrite: bool = False
 
 
+@dataclass
+class ReportConfig:
+    run_dir: str | None = None  # a training run: report.html and report/*.png in it
+    sweep_dir: str | None = None  # or a multirun folder (with summary.json): the trials compared
+    out: str | None = None  # another HTML file to write (default: <run_dir or sweep_dir>/report.html)
+
+
+@dataclass
+class PushConfig:
+    run_dir: str | None = None  # a training run: its best/ folder (with the model card) is uploaded
+    folder: str | None = None  # or an `ftune export` folder
+    repo_id: str = MISSING  # <user or org>/<name> on the Hugging Face hub
+    private: bool = True
+    revision: str | None = None  # a branch; null: main
+    commit_message: str | None = None
+    dry_run: bool = False  # list what would be uploaded; nothing is sent
+
+
 TASK_SCHEMAS: dict[str, type] = {
     "ner": NerTaskConfig,
     "qa": QaTaskConfig,
@@ -440,6 +458,8 @@ def register_configs() -> None:
     cs.store(name="base_data", node=DataCheckConfig)
     cs.store(name="base_export", node=ExportConfig)
     cs.store(name="base_chat", node=ChatConfig)
+    cs.store(name="base_report", node=ReportConfig)
+    cs.store(name="base_push", node=PushConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in TASK_SCHEMAS.items():
@@ -468,7 +488,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
         schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
-           "export": ExportConfig, "chat": ChatConfig}
+           "export": ExportConfig, "chat": ChatConfig, "report": ReportConfig, "push": PushConfig}
     for schema in top.values():
         if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
             break
