@@ -31,6 +31,8 @@ class MlflowLogger(Tracker):
             raise FtuneError("logger.backends has mlflow, but the mlflow package is not installed",
                              where="logger.backends", fix='pip install "ftune[track]" (or mlflow)') from error
         settings = info.settings
+        for name in ("mlflow", "alembic"):  # the store's schema migrations log at INFO on first use
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=settings.get("tracking_uri") or None)
         name = env("MLFLOW_EXPERIMENT_NAME", settings.get("experiment"), "ftune")
         try:
