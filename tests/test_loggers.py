@@ -63,6 +63,24 @@ def test_flatten_dots_keys_and_cuts_long_values():
     assert len(flat["s"]) == 100 and "cut: 900 characters" in flat["s"]
 
 
+def test_a_tracker_that_fails_mid_run_warns_once_and_training_goes_on(tmp_path, caplog):
+    from ftune.loggers.base import RunInfo, Tracker
+    from ftune.loggers.mlflow import key
+
+    class Down(Tracker):
+        name = "down"
+
+        def metrics(self, step, values):
+            raise ConnectionError("server went away")
+
+    tracker = Down(RunInfo(tmp_path, {}, {}, {}, "run", resume=False))
+    for step in (1, 2, 3):
+        tracker({"event": "train", "step": step, "loss": 1.0})
+    tracker.close()
+    assert tracker.errors == 3 and caplog.text.count("server went away") == 1
+    assert key("test/per_class/4 (great)/f1") == "test/per_class/4 _great_/f1"  # a name MLflow accepts
+
+
 def test_unknown_backend_fails_at_start_with_one_line(compose_config, tiny_train_overrides, tmp_path):
     cfg = compose_config("train", [*tiny_train_overrides, "logger.backends=[mlfow]"])
     with pytest.raises(FtuneError, match="unknown logger backend `mlfow`.*did you mean `mlflow`"):

@@ -121,8 +121,18 @@ class Tracker:
         # per event kind, the highest step the tracker run already holds (set by a backend that reattaches)
         self.last_step = {"train": -1, "eval": -1}
         self.status = "FAILED"  # until the final results arrive or the engine reports a signal
+        self.errors = 0
 
     def __call__(self, event: dict) -> None:
+        try:
+            self._dispatch(event)
+        except Exception as error:  # a tracker outage or refusal must not end a long training run
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("%s: %s: %s (training goes on; later %s errors are not shown)", self.name,
+                            type(error).__name__, str(error).splitlines()[0][:300] if str(error) else "", self.name)
+
+    def _dispatch(self, event: dict) -> None:
         kind = event["event"]
         if kind in ("train", "eval"):
             if event["step"] > self.last_step[kind]:
@@ -136,7 +146,10 @@ class Tracker:
             self.status = "KILLED"
 
     def close(self) -> None:
-        self.stop(self.status)
+        try:
+            self.stop(self.status)
+        except Exception as error:
+            log.warning("%s: could not close its run: %s", self.name, str(error).splitlines()[0][:300] if str(error) else error)
 
     # backends implement these
     def metrics(self, step: int, values: dict[str, float]) -> None: ...

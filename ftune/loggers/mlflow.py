@@ -9,6 +9,7 @@ refuses to change a param, so a value changed on resume is recorded as a `resume
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from ftune.loggers.base import RunInfo, Tracker, env, final_metrics
 
 log = logging.getLogger("ftune")
 BATCH = 100  # MLflow's log_batch accepts at most 100 params and 1000 metrics per call
+_NOT_ALLOWED = re.compile(r"[^\w.\- /:]")  # MLflow's key rule: word characters, . - space / :
+
+
+def key(name: str) -> str:
+    """A param or metric name MLflow accepts (a class label such as `4 (great)` may not be)."""
+    return _NOT_ALLOWED.sub("_", name)[:250]
 
 
 class MlflowLogger(Tracker):
@@ -42,7 +49,7 @@ class MlflowLogger(Tracker):
             raise FtuneError(f"cannot reach the MLflow store {self.client.tracking_uri}: {error}".splitlines()[0],
                              where="logger.mlflow.tracking_uri", fix="check the URI / MLFLOW_TRACKING_URI, "
                              "or drop mlflow from logger.backends") from error
-        params = {k: "null" if v is None else str(v) for k, v in info.params.items()}
+        params = {key(k): "null" if v is None else str(v) for k, v in info.params.items()}
         saved = info.saved_id(self.name)
         run = self._reattach(saved) if saved else None
         if run is None:
@@ -82,7 +89,7 @@ class MlflowLogger(Tracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(key(k), v, now, step) for k, v in values.items()])
 
     def finish(self, results: dict, files: list[Path]) -> None:
         from mlflow.entities import Metric
@@ -91,7 +98,7 @@ class MlflowLogger(Tracker):
         final = final_metrics(results)
         if results.get("best_step") is not None:
             final["best_step"] = float(results["best_step"])
-        items = [Metric(k, v, now, step) for k, v in final.items()]
+        items = [Metric(key(k), v, now, step) for k, v in final.items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
         for path in files:
