@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -87,9 +88,14 @@ def run(cfg: DictConfig) -> dict:
                          where="HF_TOKEN", fix="check the network and the token (`hf auth whoami`)") from error
     from ftune.card import write_card
 
-    if run_dir is not None or not (folder / "README.md").is_file():  # the card's snippet names the repo
+    readme = folder / "README.md"
+    if run_dir is not None or not readme.is_file():  # the card's snippet names the repo
         write_card(folder, run_dir=run_dir, repo_id=cfg.repo_id)
         files = select_files(folder)
+    else:  # an export folder's card (written by `ftune export`): only its snippet's model_id changes
+        text = re.sub(r"^model_id = .*$", f"model_id = {cfg.repo_id!r}  # this folder, or its hub repo id",
+                      readme.read_text(encoding="utf-8"), flags=re.M)
+        readme.write_text(text, encoding="utf-8")
     url = api.create_repo(cfg.repo_id, private=cfg.private, exist_ok=True, repo_type="model")
     commit = api.upload_folder(repo_id=cfg.repo_id, folder_path=str(folder), allow_patterns=files,
                                revision=cfg.revision, commit_message=cfg.commit_message or
