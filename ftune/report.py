@@ -363,10 +363,10 @@ def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
                          fix="pass the folder of a finished `ftune train -m` sweep (multirun/<time>)")
     summary = json.loads(summary_file.read_text())
     jobs, metric = summary["jobs"], summary.get("metric") or "metric"
-    folder = sweep_dir / PNG_FOLDER
-    plots = [(f"val/{metric} against {p}", plot_param(jobs, p, metric, folder / f"param_{i}.png"))
+    # files, not a folder: a sweep folder's sub-folders are its jobs (tools and tests list them)
+    plots = [(f"val/{metric} against {p}", plot_param(jobs, p, metric, sweep_dir / f"report_param_{i}.png"))
              for i, p in enumerate(summary["swept"])]
-    plots.append(("Validation curves", plot_sweep_curves(jobs, metric, folder / "curves.png")))
+    plots.append(("Validation curves", plot_sweep_curves(jobs, metric, sweep_dir / "report_curves.png")))
     plots = [(t, p) for t, p in plots if p is not None]
     rows = [[j["job"], *j["params"].values(), j.get("value"), j["status"] if j["status"] == "ok" else
              f"failed: {j.get('error')}", j.get("run_dir")] for j in jobs]

@@ -102,8 +102,9 @@ def test_sweep_report_compares_the_trials(tmp_path):
     run_cli("report", f"sweep_dir={sweep}")
     page = (sweep / "report.html").read_text()
     _check_self_contained(page)
-    assert {p.stem for p in (sweep / "report").glob("*.png")} == {"param_0", "param_1", "curves"}
-    for path in (sweep / "report").glob("*.png"):
+    assert {p.stem for p in sweep.glob("*.png")} == {"report_param_0", "report_param_1", "report_curves"}
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]  # only the jobs' folders
+    for path in sweep.glob("*.png"):
         _check_png(path)
     assert 'class="best"' in page and "failed: FtuneError: bad" in page and "optimizer.lr" in page
 
