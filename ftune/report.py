@@ -226,7 +226,7 @@ def table(header: list[str], rows: list[list[Any]], classes: list[str] | None = 
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(f'<tr class="{(classes or [""] * len(rows))[i]}">' + "".join(f"<td>{_cell(v)}</td>" for v in row)
                    + "</tr>" for i, row in enumerate(rows))
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if any(header) else ''}{body}</table>"
 
 
 def page(title: str, sections: list[str]) -> str:
@@ -243,6 +243,11 @@ def _scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def _median(values: list) -> float | None:
+    numbers = sorted(v for v in values if isinstance(v, int | float))
+    return numbers[len(numbers) // 2] if numbers else None
+
+
 def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
     results, config = run["results"], run["config"]
     train = results.get("train") or {}
@@ -250,7 +255,9 @@ def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
                 ["model", (config.get("model") or {}).get("name_or_path")],
                 ["peft / freeze", f"{results.get('peft', '')} / {results.get('freeze', '')}"],
                 [f"best step (val/{run['main']})", results.get("best_step")], ["steps", results.get("steps")],
-                ["precision", results.get("precision")], ["train samples/s", train.get("samples_per_s")],
+                ["precision", results.get("precision")],
+                ["train samples/s (this process)", train.get("samples_per_s")],
+                ["train samples/s (median of the log)", _median([r.get("samples_per_s") for r in run["train"]])],
                 ["train seconds", train.get("seconds")], ["run directory", results.get("run_dir")]]
     if not results:
         overview.append(["status", "no results.json: the run did not finish (curves so far)"])

@@ -44,7 +44,9 @@ class MlflowLogger(Tracker):
         name = env("MLFLOW_EXPERIMENT_NAME", settings.get("experiment"), "ftune")
         try:
             experiment = self.client.get_experiment_by_name(name)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+            # a new experiment is marked as model training (MLflow 3's experiment kinds: that or GenAI development)
+            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
+                name, tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception as error:  # an unreachable server or a bad URI: say so before training starts
             raise FtuneError(f"cannot reach the MLflow store {self.client.tracking_uri}: {error}".splitlines()[0],
                              where="logger.mlflow.tracking_uri", fix="check the URI / MLFLOW_TRACKING_URI, "
