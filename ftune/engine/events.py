@@ -7,6 +7,7 @@ The engine emits plain dicts and knows nothing about where they go (only rank 0 
     {"event": "eval", "step", "epoch", "val/f1", ..., "is_best"}
     {"event": "save", "kind": "best" | "checkpoint", "step", "path"}
     {"event": "end", "step", "reason"}
+    {"event": "resume", "step", "checkpoint", "changed": [{"key", "old", "new"}]}   (ftune.resume)
 `ftune train` adds, once results.json, the report and the model card are written:
     {"event": "result", "results": {...results.json...}, "files": [config.yaml, results.json, report.html]}
 Subscribers are callables with a close(); the backends live in ftune/loggers/ (one module each).

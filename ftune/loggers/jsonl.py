@@ -1,11 +1,11 @@
-"""metrics.jsonl: one JSON object per start, log, eval, save and end event, appended and flushed at once."""
+"""metrics.jsonl: one JSON object per start, log, eval, save, resume and end event, appended and flushed at once."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-WRITTEN = ("train", "eval", "start", "end", "save")
+WRITTEN = ("train", "eval", "start", "end", "save", "resume")
 
 
 class JsonlWriter:
