@@ -60,9 +60,11 @@ def _labels(folder: Path) -> list[str]:
 
 def _datasets(task: dict) -> tuple[list[str] | None, str]:
     data = task.get("data") or {}
-    if data.get("hub"):
+    local = any(data.get(split) for split in ("train", "validation", "test"))  # local files win over the hub
+    if data.get("hub") and not local:
         return [data["hub"]], f"`{data['hub']}`" + (f" ({data['hub_config']})" if data.get("hub_config") else "")
-    files = [f"{split}: `{Path(data[split]).name}`" for split in ("train", "validation", "test") if data.get(split)]
+    files = [f"{split}: `{Path(data[split]).name}`" + (f" (first {data[f'max_{split}']})" if data.get(f"max_{split}") else "")
+             for split in ("train", "validation", "test") if data.get(split)]
     return None, ", ".join(files) or "not recorded"
 
 
@@ -82,8 +84,9 @@ def usage(task_name: str, model_id: str, adapter: bool) -> str:
     """Python that loads the model and predicts once: the card's `How to use` (tested as it is written)."""
     tag, auto, auto_peft, pipe = TASKS.get(task_name, TASKS["classification"])
     text = EXAMPLES.get(task_name, "This is a short example text .")
-    lines = ["import json, os", "", f"model_id = {model_id!r}  # this folder, or its hub repo id"]
+    lines = [f"model_id = {model_id!r}  # this folder, or its hub repo id"]
     if adapter:
+        lines = ["import json", "import os", "", *lines]
         lines += ["from huggingface_hub import hf_hub_download", "from peft import " + auto_peft,
                   "from transformers import AutoTokenizer", "",
                   "# the adapter's base model lacks this task's labels: base_config.json has them",
