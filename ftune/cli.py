@@ -30,7 +30,7 @@ COMMANDS = {
     "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
     "export": "write a run's model as a standalone folder (out=...); merge=true folds a PEFT adapter in",
     "chat": "talk to a task=sft run (run_dir=...): one message per stdin line, streamed replies",
-    "data": "`data check task=...`: read and validate a task's data (no model, nothing written)",
+    "data": "`data check task=...`: validate a task's data (no model); `data show`: what trains, highlighted",
     "report": "draw a run's (run_dir=...) or a sweep's (sweep_dir=...) curves into a self-contained report.html",
     "push": "upload a run's best/ (run_dir=...) or an export folder (folder=...) with its card to the hub (repo_id=...)",
 }
@@ -53,6 +53,7 @@ examples:
   ftune export run_dir=runs/ner/minilm/<time> merge=true out=exported   # PEFT adapter → plain model
   printf "hi\\n" | ftune chat run_dir=runs/sft/smollm2-135m/<time>    # streamed replies; EOF ends
   ftune data check task=ner task.data.train=train.txt   # validate data only
+  ftune data show task=sft model=smollm2-135m task.data.train=chat.jsonl   # trained tokens highlighted
   ftune train logger.backends=[tensorboard,mlflow]      # trackers (also wandb); docs/tracking.md
   ftune report sweep_dir=multirun/<time>        # a sweep's trials compared in report.html
   ftune push run_dir=runs/ner/minilm/<time> repo_id=me/ner-minilm   # best/ + model card, private
@@ -80,9 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(report(FtuneError(f"unknown command `{command}`", fix=hint)))
 
     if command == "data":
-        if not rest or rest[0] != "check":
-            sys.exit(report(FtuneError("`ftune data` needs a subcommand", fix="use: ftune data check task=...")))
-        rest = rest[1:]
+        if not rest or rest[0] not in ("check", "show"):
+            sys.exit(report(FtuneError("`ftune data` needs a subcommand",
+                                       fix="use: ftune data check task=..., or ftune data show task=sft model=...")))
+        rest = [f"action={rest[0]}", *rest[1:]]
     from ftune.config import register_configs
 
     register_configs()

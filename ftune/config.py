@@ -193,12 +193,16 @@ class Seq2seqTaskConfig:
 
 @dataclass
 class SftDataConfig(DataSourceConfig):
-    """JSONL: {"messages": [{"role", "content"}, ...]} or {"prompt", "response"} per line."""
+    """JSONL, one example per line, in any of the formats of ftune/tasks/chat_data.py."""
 
+    format: str = choice("auto", "messages", "alpaca", "sharegpt", "prompt_response", "text")  # auto: per row, by its keys
     messages_field: str = "messages"
+    conversations_field: str = "conversations"  # ShareGPT
+    role_map: dict[str, str] = field(default_factory=dict)  # ShareGPT `from` names → roles, over the usual ones
     prompt_field: str = "prompt"
     response_field: str = "response"
-    system_prompt: str | None = None  # added as a system message to prompt/response examples
+    text_field: str = "text"  # format text: continued pre-training, every token trains
+    system_prompt: str | None = None  # added as a system message to prompt/response and Alpaca examples
 
 
 @dataclass
@@ -209,6 +213,33 @@ class SftTaskConfig:
     chat_template: str | None = None  # Jinja template used when the tokenizer has none (null: a ChatML-like one)
     packing: bool = False  # pack a batch's conversations into rows of max_length (attention kept per conversation)
     eval_generate: bool = False  # also generate the last assistant turn at evaluation: exact_match, token_f1, rougeL
+    train_on: str = choice("all_turns", "last_turn")  # last_turn: for templates that do not render turn by turn
+    neftune_alpha: float | None = bounded(None, gt=0)  # NEFTune: noise on the input embeddings in training (the paper: 5)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class DpoDataConfig(SftDataConfig):
+    """JSONL: a prompt in any chat format of sft (`prompt`, `messages`, Alpaca, ShareGPT) + `chosen` and
+    `rejected` replies (strings, or lists holding one assistant message)."""
+
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+
+
+@dataclass
+class DpoTaskConfig:
+    name: str = "dpo"
+    data: DpoDataConfig = field(default_factory=DpoDataConfig)
+    loss: str = choice("sigmoid", "ipo", "orpo", "simpo")  # sigmoid = DPO; orpo and simpo need no reference model
+    beta: float | None = bounded(None, gt=0)  # null: the method's usual value (sigmoid, ipo, orpo: 0.1; simpo: 2.0)
+    label_smoothing: float = bounded(0.0, ge=0, lt=0.5)  # sigmoid: conservative DPO (probability of flipped labels)
+    simpo_gamma: float = 0.5  # simpo: the target reward margin γ
+    select: str = choice("loss", "reward_accuracy")  # what selects best/ (validation preference loss by default)
+    reference_model: str | None = None  # full fine-tuning: the reference (the YAML default: ${model.name_or_path})
+    max_length: int = bounded(1024, ge=8)  # tokens per prompt + reply; longer ones are cut at the end (and counted)
+    chat_template: str | None = None
+    neftune_alpha: float | None = bounded(None, gt=0)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
@@ -218,6 +249,8 @@ class OptimizerConfig:
     lr: float = bounded(5e-5, gt=0)
     weight_decay: float = bounded(0.0, ge=0)
     args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the optimizer class
+    # LoRA+ (Hayou et al., 2024): the LoRA B matrices train at lr × this ratio (the paper: 16); null: off
+    loraplus_lr_ratio: float | None = bounded(None, gt=0)
 
 
 @dataclass
@@ -231,7 +264,7 @@ class SchedulerConfig:
 class PeftConfig:
     """Parameter-efficient fine-tuning through the peft library (ftune/peft.py). The task head always trains."""
 
-    name: str = "none"  # none | lora | adalora | ia3 | prefix_tuning | prompt_tuning
+    name: str = "none"  # none | lora | dora | rslora | adalora | ia3 | prefix_tuning | prompt_tuning
     args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the peft config class
 
 
@@ -243,6 +276,8 @@ class LoraConfig(PeftConfig):
     bias: str = choice("none", "none", "all", "lora_only")
     # null: peft's default for the architecture (BERT: query, value); a list of module names; or all-linear
     target_modules: Any = None
+    use_dora: bool = False  # DoRA (Liu et al., 2024): LoRA on the direction, a trained magnitude per output
+    use_rslora: bool = False  # rsLoRA (Kalajdzievski, 2023): scale alpha/sqrt(r), stable at high ranks
 
 
 @dataclass
@@ -405,6 +440,10 @@ class ChatConfig:
 @dataclass
 class DataCheckConfig:
     task: Any = MISSING
+    action: str = choice("check", "show")  # set by `ftune data check|show`
+    model: Any = None  # show: the tokenizer (and chat template) of this model preset, e.g. model=smollm2-135m
+    split: str = choice("train", "validation", "test")  # show: the split to render
+    n: int = bounded(3, ge=0)  # show: examples printed (the token counts cover the whole split)
 
 
 @dataclass
@@ -451,6 +490,8 @@ class PushConfig:
 PEFT_SCHEMAS: dict[str, type] = {
     "none": PeftConfig,
     "lora": LoraConfig,
+    "dora": LoraConfig,
+    "rslora": LoraConfig,
     "adalora": AdaLoraConfig,
     "ia3": IA3Config,
     "prefix_tuning": PrefixTuningConfig,

@@ -33,13 +33,24 @@ def optimizer_args(cfg: Any) -> tuple[type, dict]:
 
 
 def build_optimizer(cfg: Any, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
-    """No weight decay on biases and normalisation weights (the usual BERT recipe)."""
+    """No weight decay on biases and normalisation weights (the usual BERT recipe). With LoRA+
+    (`loraplus_lr_ratio`), LoRA's B matrices form their own groups at lr × ratio (as peft's
+    create_loraplus_optimizer); the schedulers scale every group's rate by the same factor."""
     cls, args = optimizer_args(cfg)
-    decay, no_decay = [], []
+    ratio = cfg.get("loraplus_lr_ratio")
+    if ratio is not None and ratio <= 0:
+        raise FtuneError(f"must be > 0, got {ratio}", where="optimizer.loraplus_lr_ratio", fix="the paper uses 16")
+    groups: dict[tuple[bool, bool], list] = {(d, b): [] for d in (True, False) for b in (False, True)}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            fast = bool(ratio) and ("lora_B" in name or "lora_embedding_B" in name)
+            groups[(not (param.ndim < 2 or "norm" in name.lower()), fast)].append(param)
+    if ratio and not any(groups[(d, True)] for d in (True, False)):
+        raise FtuneError("LoRA+ needs LoRA weights to train, and this model has none", where="optimizer.loraplus_lr_ratio",
+                         fix="use it with peft=lora, dora or rslora, or set it to null")
+    groups = [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+               **({"lr": cfg.lr * ratio} if fast else {})}
+              for (decay, fast), params in groups.items() if params or not fast]
     if fused and cls is torch.optim.AdamW:
         args.setdefault("fused", True)
     return cls(groups, lr=cfg.lr, **args)

@@ -24,6 +24,7 @@ log = logging.getLogger("ftune")
 BASE_CONFIG = "base_config.json"
 ADAPTER_CONFIG = "adapter_config.json"
 PROMPT_METHODS = ("prefix_tuning", "prompt_tuning")
+LORA_FAMILY = ("lora", "dora", "rslora")  # one peft LoraConfig: DoRA and rsLoRA are its use_dora / use_rslora
 
 # peft's task types, from the class of the model a task builds (so no task is named here)
 _TASK_TYPES = (("ForTokenClassification", "TOKEN_CLS"), ("ForSequenceClassification", "SEQ_CLS"),
@@ -68,13 +69,15 @@ def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_i
     if head:
         args["modules_to_save"] = head
     method = cfg.name
-    if new_token_ids and method != "lora":
+    if new_token_ids and method not in LORA_FAMILY:
         raise FtuneError(f"this task adds {len(new_token_ids)} token(s) to the vocabulary (e.g. entity markers) "
                          f"whose embeddings must train; peft `{method}` cannot train them",
                          where="peft", fix="use peft=lora (it trains the new tokens) or peft=none")
-    if method in ("lora", "adalora"):
+    if method in (*LORA_FAMILY, "adalora"):
         args.update(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias=cfg.bias,
                     target_modules=_list(cfg.target_modules))
+        if method in LORA_FAMILY:  # DoRA: weight = magnitude · direction; rsLoRA: scale alpha/sqrt(r), not alpha/r
+            args.update(use_dora=bool(cfg.get("use_dora")), use_rslora=bool(cfg.get("use_rslora")))
         if new_token_ids:
             args["trainable_token_indices"] = list(new_token_ids)
         if method == "adalora":
@@ -110,7 +113,7 @@ def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_i
         config_class = peft.PromptTuningConfig
     else:
         raise FtuneError(f"unknown peft method `{method}`", where="peft",
-                         fix="choose from: none, lora, adalora, ia3, prefix_tuning, prompt_tuning")
+                         fix="choose from: none, lora, dora, rslora, adalora, ia3, prefix_tuning, prompt_tuning")
     extra = OmegaConf.to_container(cfg.args, resolve=True) if OmegaConf.is_config(cfg.args) else dict(cfg.args)
     fields = set(config_class.__dataclass_fields__)
     for key in extra:

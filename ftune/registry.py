@@ -35,6 +35,7 @@ TASKS: dict[str, Plugin] = {
     "relation": Plugin("ftune.tasks.relation:RelationTask", C.RelationTaskConfig),
     "seq2seq": Plugin("ftune.tasks.seq2seq:Seq2seqTask", C.Seq2seqTaskConfig),
     "sft": Plugin("ftune.tasks.sft:SftTask", C.SftTaskConfig),
+    "dpo": Plugin("ftune.tasks.dpo:DpoTask", C.DpoTaskConfig),
 }
 
 SCHEDULERS: dict[str, str] = {  # transformers.get_scheduler names

@@ -62,6 +62,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     if peft.is_active(cfg.peft) and freeze.is_active(cfg.freeze):
         raise FtuneError(f"peft={cfg.peft.name} already freezes the pretrained weights; freeze={cfg.freeze.name} "
                          "is for full fine-tuning", where="freeze", fix="use freeze=none with a peft method")
+    if cfg.optimizer.get("loraplus_lr_ratio") and cfg.peft.name not in peft.LORA_FAMILY:
+        raise FtuneError(f"LoRA+ sets the learning rate of LoRA's B matrices; peft={cfg.peft.name} has none",
+                         where="optimizer.loraplus_lr_ratio", fix="use peft=lora, dora or rslora, or leave it null")
     if cfg.trainer.epochs < 1 and not cfg.trainer.max_steps:
         raise FtuneError("train for at least one epoch or set max_steps", where="trainer.epochs")
     if cfg.peft.name == "adalora" and cfg.peft.init_r < cfg.peft.target_r:

@@ -69,6 +69,9 @@ def run(cfg: DictConfig) -> dict:
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
     model, extras = _build_model(cfg, task, model_path, resume_from, steps)
     extras.insert(0, tokenizer)
+    if hasattr(task, "prepare"):  # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step
+        task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path,
+                     accelerator)
     parameters = parameter_counts(model)
     log.info("trainable parameters: %s of %s (%.2f%%)%s", f"{parameters['trainable']:,}", f"{parameters['total']:,}",
              parameters["percent"], f", peft={cfg.peft.name}" if peft.is_active(cfg.peft) else

@@ -262,8 +262,7 @@ class Engine:
             last = i == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
             with sync:
-                outputs = self.model(**batch["inputs"])
-                loss_sum, targets = self.task.loss(outputs, batch)
+                _, loss_sum, targets = self._forward(self.model, batch)
                 self.accelerator.backward(loss_sum)
             step_loss += loss_sum.detach().float()
             step_targets += targets
@@ -294,6 +293,13 @@ class Engine:
         window["loss"] += step_loss
         window["targets"] += step_targets
         return True
+
+    def _forward(self, model, batch: dict) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(outputs, loss sum, targets); a task's own `forward(model, batch)` runs the passes it needs (dpo)."""
+        if hasattr(self.task, "forward"):
+            return None, *self.task.forward(model, batch)
+        outputs = model(**batch["inputs"])
+        return outputs, *self.task.loss(outputs, batch)
 
     def _log_train(self, state: TrainState, total: int, per_epoch: int, window: dict) -> None:
         # .item() is a host-device sync: done only here, at the log cadence
@@ -367,15 +373,14 @@ class Engine:
         mine: list[tuple[int, Any]] = []
         loss_sum = torch.zeros((), device=self.device)
         targets = torch.zeros((), device=self.device)
-        # Generative tasks define generate(model, batch): its result goes to decode as batch["generated"];
-        # without targets (predict) the forward pass is skipped, as only the loss needs it.
+        # generate(model, batch) → batch["generated"] for decode; without targets (predict) no forward pass
         generate = getattr(self.task, "generate", None)
         batches = eval_batches(feature_lengths(features), batch_size)[rank::processes]
         for batch in self._loader(features, batches):
             batch = self._to_device(batch)
-            outputs = model(**batch["inputs"]) if batch["targets"] or generate is None else None
+            outputs = None if batch["targets"] or generate is not None else model(**batch["inputs"])
             if batch["targets"]:
-                batch_loss, batch_targets = self.task.loss(outputs, batch)
+                outputs, batch_loss, batch_targets = self._forward(model, batch)
                 loss_sum += batch_loss.float()
                 targets += batch_targets
             if generate is not None:

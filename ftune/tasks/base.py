@@ -11,6 +11,16 @@ Optional hook for generative tasks: `generate(model, batch) -> list` (one item p
 defines it, `Engine.infer` calls it on every evaluation/prediction batch (unwrapped model, inference mode)
 and stores the result in batch["generated"] before calling `decode`; on batches without targets (predict)
 the forward pass is skipped and `decode` receives outputs=None.
+
+Optional hook for tasks that need more than one forward pass: `forward(model, batch) -> (loss sum,
+targets)`. When a task defines it, the engine calls it instead of `model(**batch["inputs"])` + `loss` in
+training (the prepared model: DDP-wrapped under several processes, autocast as configured; gradients flow
+from the returned sum) and on evaluation batches with targets (inference mode); `decode` then receives
+outputs=None, so the hook leaves what decode needs in the batch. task=dpo runs chosen and rejected replies in
+one pass and a reference model (the PEFT base with its adapter disabled, or precomputed log-probabilities).
+
+Optional set-up hook: `prepare(model, features, base_path, accelerator)`, called by `train` once the model
+is built and before the first step (dpo computes the reference log-probabilities of full fine-tuning there).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""Supervised fine-tuning of causal LMs on conversations (instruction and dialogue tuning).
+"""Supervised fine-tuning of causal LMs on conversations (instruction and dialogue tuning), or on plain text.
 
-An example is {"messages": [{"role", "content"}, ...], ["answers"], "where"}. A conversation is rendered
-with the tokenizer's chat template and the loss covers only what the assistant says: the characters each
-assistant turn adds to the rendering (content plus the template's end-of-turn marker, so the model learns to
-stop). Those spans are found by rendering the conversation prefix by prefix, which works for any template
-that renders a conversation as the concatenation of its turns; a template that does not is refused.
+An example is {"messages": [{"role", "content"}, ...], ["answers"], "where"}, or {"text", "where"} for
+continued pre-training. Data formats, chat rendering and the loss mask live in `chat_data` (shared with
+dpo): the loss covers only what the assistant says, its end-of-turn marker included; plain text trains
+every token.
 
 With `packing`, a batch's conversations are packed into rows of up to `max_length` tokens. Position ids
 restart at 0 for every conversation and no attention mask is passed: transformers then builds a
@@ -25,17 +24,12 @@ from ftune.data import sources
 from ftune.data.batching import pad
 from ftune.data.readers import DataErrors, iter_jsonl, json_object
 from ftune.errors import FtuneError
+from ftune.tasks import chat_data as C
 from ftune.tasks import generation as G
+from ftune.tasks.chat_data import DEFAULT_TEMPLATE  # noqa: F401 (re-exported: tests and users import it here)
 
 log = logging.getLogger("ftune")
-ROLES = ("system", "user", "assistant")
-# Used when the tokenizer has no chat template and task.chat_template is unset: ChatML-like tags, and the
-# EOS token after each assistant turn so that generation stops there.
-DEFAULT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] }}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-)
+TRAIN_ON = ("all_turns", "last_turn")
 
 
 class SftTask:
@@ -48,6 +42,11 @@ class SftTask:
     def __init__(self, cfg: Any):
         self.cfg, self.labels = cfg, []
         self.tokenizer, self.pad_id = None, 0
+        if cfg.data.format not in C.FORMATS:
+            raise FtuneError(f"unknown format `{cfg.data.format}`", where="task.data.format",
+                             fix=f"choose from: {', '.join(C.FORMATS)}")
+        if cfg.get("train_on", "all_turns") not in TRAIN_ON:
+            raise FtuneError(f"unknown value `{cfg.train_on}`", where="task.train_on", fix="choose from: all_turns, last_turn")
 
     # ---- data ---------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
@@ -68,13 +67,11 @@ class SftTask:
         return list(self._iter_examples(rows, source, need_reply))
 
     def _iter_examples(self, rows, source: str, need_reply: bool):
-        errors, data = DataErrors(source), self.cfg.data
-        fix = (f"each line needs `{data.messages_field}` (a list of {{role, content}}) or "
-               f"`{data.prompt_field}` and `{data.response_field}` strings")
+        errors, fix = DataErrors(source), self._format_fix()
         try:
             for row in rows:
                 try:
-                    example = {"messages": self.conversation(row, need_reply), "where": row.get("where", "")}
+                    example = {**C.read_row(row, self.cfg.data, need_reply), "where": row.get("where", "")}
                 except ValueError as error:
                     errors.add(row.get("where", "input"), str(error))
                     continue
@@ -87,32 +84,18 @@ class SftTask:
             raise
         errors.raise_if_any(fix=fix)
 
+    def _format_fix(self) -> str:
+        d = self.cfg.data
+        return (f"each line needs `{d.messages_field}` (a list of {{role, content}}), `{d.conversations_field}` "
+                f"(ShareGPT), `instruction` + `output` (Alpaca), `{d.prompt_field}` + `{d.response_field}` or "
+                f"`{d.text_field}` (task.data.format={d.format})")
+
     def conversation(self, row: dict, need_reply: bool) -> list[dict]:
-        """The checked message list of a data row; ValueError says what is wrong with it."""
-        data = self.cfg.data
-        if data.messages_field in row:
-            messages = row[data.messages_field]
-            if not isinstance(messages, list) or not messages:
-                raise ValueError(f"`{data.messages_field}` must be a non-empty list")
-            for i, m in enumerate(messages):
-                if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                    raise ValueError(f"message {i} needs a role ({', '.join(ROLES)}) and a string content")
-            messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        elif isinstance(row.get(data.prompt_field), str):
-            messages = [{"role": "user", "content": row[data.prompt_field]}]
-            if data.system_prompt:
-                messages.insert(0, {"role": "system", "content": data.system_prompt})
-            if need_reply or data.response_field in row:
-                if not isinstance(row.get(data.response_field), str):
-                    raise ValueError(f"`{data.response_field}` must be a string")
-                messages.append({"role": "assistant", "content": row[data.response_field]})
-        else:
-            raise ValueError(f"no `{data.messages_field}` list and no `{data.prompt_field}` string")
-        if need_reply and not any(m["role"] == "assistant" for m in messages):
-            raise ValueError("no assistant message to learn from")
-        if messages[0]["role"] == "assistant":
-            raise ValueError("the conversation starts with the assistant: it needs a prompt first")
-        return messages
+        """The checked message list of a data row in any chat format; ValueError says what is wrong with it."""
+        fmt = C.detect(row, self.cfg.data)
+        if fmt == "text":
+            raise ValueError(f"a `{self.cfg.data.text_field}` row is no conversation")
+        return C.read_row(row, self.cfg.data, need_reply, fmt)["messages"]
 
     def read_inputs(self, lines: list[str]) -> list[dict]:
         """`predict` lines: plain text (one user turn) or JSON with `prompt` or `messages` (the reply to the
@@ -143,7 +126,8 @@ class SftTask:
         from ftune.models import load_pretrained
 
         model = load_pretrained(AutoModelForCausalLM, name_or_path, **kwargs)
-        if self.cfg.packing:
+        add_neftune(model, self.cfg.get("neftune_alpha"))
+        if self.cfg.get("packing"):
             # A KV cache (created by default, even in training) disables transformers' packed-sequence mask.
             model.config.use_cache = False
             G.check_packing(model)
@@ -151,74 +135,49 @@ class SftTask:
 
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """Chat template and pad token; both are saved with the tokenizer into best/ (predict, chat)."""
-        if self.cfg.chat_template:
-            tokenizer.chat_template = self.cfg.chat_template
-        elif not tokenizer.chat_template:
-            log.info("the tokenizer has no chat template: using ftune's default (set task.chat_template to choose)")
-            tokenizer.chat_template = DEFAULT_TEMPLATE
-        if tokenizer.pad_token_id is None:  # causal LMs rarely have one; padding is masked anyway
-            if tokenizer.eos_token is None:
-                raise FtuneError("the tokenizer has neither a pad nor an EOS token", where="model.name_or_path")
-            tokenizer.pad_token = tokenizer.eos_token
+        C.bind_template(tokenizer, self.cfg.chat_template)
         self.tokenizer, self.pad_id = tokenizer, tokenizer.pad_token_id
 
     def render(self, messages: list[dict], generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-    def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        """The rendered conversation and the character spans that its assistant turns add to it."""
-        text, spans = self.render(messages), []
-        for i, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            before, after = self.render(messages[:i], generation_prompt=True), self.render(messages[:i + 1])
-            if not (after.startswith(before) and text.startswith(after)):
-                raise FtuneError("the chat template does not render a conversation turn by turn, so the "
-                                 "assistant tokens cannot be told apart", where="task.chat_template",
-                                 fix="set task.chat_template to a template that renders each message in order")
-            spans.append((len(before), len(after)))
-        return text, spans
+        return C.render(self.tokenizer, messages, generation_prompt)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of the conversation up to its last user turn, ending with the assistant header."""
-        last = max(i for i, m in enumerate(messages) if m["role"] != "assistant")
-        text = self.render(messages[:last + 1], generation_prompt=True)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[-self.cfg.max_length:]  # keep the most recent context
+        return C.prompt_ids(self.tokenizer, messages, self.cfg.max_length)
 
     # ---- features -------------------------------------------------------------------------------------
     def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
         self.bind_tokenizer(tokenizer)
-        features, cut, empty = [], 0, 0
+        features, encoded, last_turn = [], [], self.cfg.get("train_on") == "last_turn"
         for i, example in enumerate(examples):
-            messages = example["messages"]
-            if messages[-1]["role"] != "assistant":  # predict: a prompt to answer, nothing to score
-                ids = self.prompt_ids(messages)
+            if "text" in example and self.cfg.eval_generate:
+                raise FtuneError(f"{example.get('where') or 'a text row'}: plain text has no reply to generate",
+                                 where="task.eval_generate", fix="set task.eval_generate=false for plain text data")
+            if "text" in example:  # continued pre-training: windows of max_length, every token trained
+                parts = C.encode_text(tokenizer, example["text"], self.cfg.max_length)
+            elif example["messages"][-1]["role"] != "assistant":  # predict: a prompt to answer, nothing to score
+                ids = self.prompt_ids(example["messages"])
                 features.append({"input_ids": ids, "prompt_ids": ids, "example": i, "length": len(ids)})
                 continue
-            text, spans = self.assistant_spans(messages)
-            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids = encoded["input_ids"]
-            labels = [t if any(s <= start < e for s, e in spans) else -100
-                      for t, (start, _) in zip(ids, encoded["offset_mapping"], strict=True)]
-            if len(ids) > self.cfg.max_length:
-                cut += 1
-                ids, labels = ids[:self.cfg.max_length], labels[:self.cfg.max_length]
-            empty += all(label == -100 for label in labels)
-            feature = {"input_ids": ids, "labels": labels, "example": i, "length": len(ids)}
-            if self.cfg.eval_generate:
-                feature["prompt_ids"] = self.prompt_ids(messages)
-            features.append(feature)
+            else:
+                parts = [C.encode_chat(tokenizer, example["messages"], self.cfg.max_length, last_turn)]
+            encoded += parts
+            for part in parts:
+                feature = {"input_ids": part["input_ids"], "labels": part["labels"], "example": i,
+                           "length": len(part["input_ids"])}
+                if self.cfg.eval_generate and "messages" in example:
+                    feature["prompt_ids"] = self.prompt_ids(example["messages"])
+                features.append(feature)
+        cut = sum(e["cut"] for e in encoded)
         if cut:
             log.warning("%d of %d conversation(s) are longer than task.max_length=%d tokens and were cut at the end",
                         cut, len(examples), self.cfg.max_length)
-        if empty:
-            log.warning("%d conversation(s) have no assistant token left within task.max_length", empty)
+        C.check_trained(encoded, len(examples), tokenizer)
         return features
 
     def collate(self, features: list[dict]) -> dict:
         labelled = all("labels" in f for f in features)
-        if self.cfg.packing and labelled and "prompt_ids" not in features[0]:
+        if self.cfg.get("packing") and labelled and "prompt_ids" not in features[0]:
             return self._packed(features)
         mask = torch.tensor(pad([[1] * f["length"] for f in features], 0))
         inputs = {"input_ids": torch.tensor(pad([f["input_ids"] for f in features], self.pad_id)),
@@ -288,10 +247,11 @@ class SftTask:
         tokens = sum(p.get("tokens", 0) for p in predictions)
         loss = nll / max(tokens, 1)
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "target_tokens": tokens}
-        if self.cfg.eval_generate:
-            texts = [p["text"] or "" for p in predictions]
-            golds = [examples[f["example"]].get("answers") or [examples[f["example"]]["messages"][-1]["content"]]
-                     for f in features]
+        chats = [i for i, f in enumerate(features) if "messages" in examples[f["example"]]]  # not plain text
+        if self.cfg.eval_generate and chats:
+            texts = [predictions[i]["text"] or "" for i in chats]
+            golds = [examples[features[i]["example"]].get("answers")
+                     or [examples[features[i]["example"]]["messages"][-1]["content"]] for i in chats]
             metrics.update(G.exact_match_f1(texts, golds))
             metrics["rougeL"] = G.rouge(texts, [g[0] for g in golds])["rougeL"]
         return metrics
@@ -303,3 +263,17 @@ class SftTask:
     def metrics_table(self, metrics: dict) -> list[tuple]:
         return G.table_rows(metrics)
 
+
+
+def add_neftune(model: Any, alpha: float | None) -> None:
+    """NEFTune (Jain et al., 2023): uniform noise of scale alpha/sqrt(length·hidden) on the input embeddings,
+    in training mode only (transformers' hook checks module.training), so eval, predict and chat see none."""
+    if not alpha:
+        return
+    if alpha < 0:
+        raise FtuneError(f"must be > 0, got {alpha}", where="task.neftune_alpha", fix="try 5 (the paper's value)")
+    from transformers.integrations.neftune import neftune_post_forward_hook
+
+    embeddings = model.get_input_embeddings()
+    embeddings.neftune_noise_alpha = alpha
+    embeddings.register_forward_hook(neftune_post_forward_hook)
