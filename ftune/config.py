@@ -330,7 +330,8 @@ class EvalConfig:
     split: str = "validation"  # validation | test | train
     file: str | None = None  # evaluate this data file instead of a configured split
     checkpoint: str = "best"  # best | last | <path to a checkpoint or model folder>
-    batch_size: int = 64
+    batch_size: int | None = None  # default: the run's trainer.eval_batch_size (64 for a model folder)
+    precision: str | None = None  # auto | fp32 | bf16 | fp16; default: the run's trainer.precision
     device: str = "auto"
     check: Any = None  # metric gate for CI, e.g. 'f1>=0.85' or 'f1>=0.85,loss<=0.5': exit 1 when missed
     output_format: str = "table"  # table | json (metrics as one JSON document on stdout, the table on stderr)
@@ -345,6 +346,7 @@ class ChatConfig:
     system_prompt: str | None = None
     max_new_tokens: int | None = None  # default: the run's task.generation.max_new_tokens
     device: str = "auto"
+    precision: str | None = None  # unused: replies are generated in fp32 (streaming); kept for one loader
 
 
 @dataclass
@@ -360,8 +362,31 @@ class PredictConfig:
     checkpoint: str = "best"
     input: str = "-"  # file of text lines or JSONL, or - for stdin
     output: str = "-"  # JSONL file, or - for stdout
-    batch_size: int = 64
+    batch_size: int | None = None  # default: the run's trainer.eval_batch_size (64 for a model folder)
+    precision: str | None = None  # default: the run's trainer.precision
     device: str = "auto"
+    runtime: str = "torch"  # torch | onnx (model=<folder written by export format=onnx>)
+
+
+@dataclass
+class ServeConfig:
+    run_dir: str | None = None  # a training run, or:
+    model_dir: str | None = None  # a model folder (an export; CLI: model=), with task= unless it has ftune.json
+    task: Any = None
+    checkpoint: str = "best"
+    host: str = "127.0.0.1"  # loopback only unless told otherwise (host=0.0.0.0 listens on every interface)
+    port: int = 8000
+    api_key: str | None = None  # or $FTUNE_API_KEY; requests then need `Authorization: Bearer <key>`
+    runtime: str = "torch"  # torch | onnx
+    device: str = "auto"
+    precision: str | None = None  # default: the run's trainer.precision
+    batch_size: int | None = None  # most inputs per model pass; default: the run's trainer.eval_batch_size
+    batch_window_ms: float = 5.0  # how long a batch waits for concurrent requests to join; 0: no batching
+    max_body_bytes: int = 1_000_000  # larger request bodies get 413
+    max_inputs: int = 256  # inputs per request; more get 413
+    max_input_chars: int = 100_000  # characters per input; longer inputs get 413
+    max_new_tokens: int = 512  # generative runs: the most a request may ask for
+    log_requests: bool = False  # uvicorn's access log
 
 
 @dataclass
@@ -372,6 +397,11 @@ class ExportConfig:
     merge: bool = False  # PEFT runs: fold the adapter into the base weights (a plain transformers model)
     check: bool = True  # compare the exported model's outputs with the run's on validation examples
     overwrite: bool = False
+    format: str = "hf"  # hf (a transformers folder) | onnx (encoder tasks) | gguf (Llama-family causal LMs)
+    task: Any = None  # task.<key>=... changes a saved task setting (e.g. the examples checked), with a warning
+    tolerance: float | None = None  # max |output difference| accepted by the check; default per format
+    opset: int = 18  # ONNX opset
+    gguf_dtype: str = "f32"  # f32 | f16 | bf16: tensor type in the GGUF file
 
 
 TASK_SCHEMAS: dict[str, type] = {
@@ -415,6 +445,7 @@ def register_configs() -> None:
     cs.store(name="base_data", node=DataCheckConfig)
     cs.store(name="base_export", node=ExportConfig)
     cs.store(name="base_chat", node=ChatConfig)
+    cs.store(name="base_serve", node=ServeConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in TASK_SCHEMAS.items():
@@ -443,7 +474,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
         schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
-           "export": ExportConfig, "chat": ChatConfig}
+           "export": ExportConfig, "chat": ChatConfig, "serve": ServeConfig}
     for schema in top.values():
         if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
             break
