@@ -104,6 +104,10 @@ class Inference:
             self._engine = Engine(self.model, self.task, trainer, accelerator)
         return self._engine
 
+    def generator(self):
+        """The bare model on the engine's device, for `model.generate` outside the engine (serve)."""
+        return self.engine.accelerator.unwrap_model(self.engine.model).eval()
+
     # ---- predicting -----------------------------------------------------------------------------------
     def predict_batch(self, examples: list[dict], batch_size: int | None = None) -> list[dict]:
         """One JSON-ready dict per example (examples as `task.read_inputs` makes them)."""
