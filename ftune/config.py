@@ -401,7 +401,7 @@ class ExportConfig:
     task: Any = None  # task.<key>=... changes a saved task setting (e.g. the examples checked), with a warning
     tolerance: float | None = None  # max |output difference| accepted by the check; default per format
     opset: int = 18  # ONNX opset
-    gguf_dtype: str = "f32"  # f32 | f16 | bf16: tensor type in the GGUF file
+    gguf_dtype: str = "f32"  # f32 | f16: type of the GGUF file's matrices (norms stay f32)
 
 
 TASK_SCHEMAS: dict[str, type] = {
