@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import peft
+from ftune import peft, provenance
 from ftune.errors import FtuneError
 from ftune.registry import build_task
 
@@ -76,7 +76,7 @@ class Inference:
         for line in warnings:
             log.warning("%s", line)
         if settings is not None:
-            _warn_on_versions(run_dir)
+            provenance.warn_if_trained_elsewhere(run_dir)
         folder = model_source(run_dir, model_dir, cfg.get("checkpoint") or "best")
         task = build_task(task_cfg)
         if runtime == "onnx":
@@ -142,7 +142,7 @@ class Inference:
                 "base_model": base, "model": str(self.folder), "run_dir": str(self.run_dir) if self.run_dir else None,
                 "max_length": task_cfg.get("max_length"), "runtime": self.runtime, "precision": self.precision,
                 "metrics": {k: v for k, v in results.items() if k in ("validation", "test", "best_step")},
-                "versions": results.get("versions") or _versions()}
+                "versions": results.get("versions") or provenance.versions()}
 
     @property
     def generative(self) -> bool:
@@ -196,9 +196,10 @@ def resolve_task(saved: DictConfig, given: DictConfig | None, keys: tuple[str | 
     if group is not None:
         warnings.append(f"task={group} ignored: this run's saved task settings are used, not {group}.yaml's "
                         "defaults (change single settings with task.<key>=<value>)")
-    from ftune.config import TASK_SCHEMAS
+    from ftune.registry import TASKS
 
-    schema = OmegaConf.merge(OmegaConf.structured(TASK_SCHEMAS[saved.name]), saved) if saved.name in TASK_SCHEMAS else None
+    plugin = TASKS.get(saved.name)
+    schema = OmegaConf.merge(OmegaConf.structured(plugin.schema), saved) if plugin is not None else None
     overrides = OmegaConf.create({})
     for key in sorted(explicit):
         if schema is not None and OmegaConf.select(schema, key, default="\0missing") == "\0missing":
@@ -216,7 +217,11 @@ def resolve_task(saved: DictConfig, given: DictConfig | None, keys: tuple[str | 
         if key != "name" and value != old:
             warnings.append(f"task.{key}={value} differs from training ({old})")
         OmegaConf.update(overrides, key, value, force_add=True)
-    return OmegaConf.merge(saved, overrides), warnings
+    resolved = OmegaConf.merge(saved, overrides)
+    from ftune.config import check_values
+
+    check_values(OmegaConf.create({"task": resolved}))  # a given value out of range: one line, before loading
+    return resolved, warnings
 
 
 def _leaves(node: DictConfig, prefix: str = "") -> list[str]:
@@ -227,36 +232,6 @@ def _leaves(node: DictConfig, prefix: str = "") -> list[str]:
         else:
             keys.append(f"{prefix}{key}")
     return keys
-
-
-def _versions() -> dict:
-    try:
-        from ftune import provenance  # added on main by another issue; absent on older checkouts
-    except ImportError:
-        import platform
-
-        import torch
-        import transformers
-
-        from ftune import __version__
-
-        return {"ftune": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                "transformers": transformers.__version__}
-    return provenance.versions()
-
-
-def _warn_on_versions(run_dir: Path) -> None:
-    """One line when the run was trained under other library versions (ftune.provenance, when present)."""
-    results = run_dir / "results.json"
-    try:
-        from ftune import provenance
-    except ImportError:
-        return
-    if results.is_file():
-        saved = json.loads(results.read_text()).get("versions")
-        differences = provenance.compare(saved) if saved else []
-        if differences:
-            log.warning("trained under other versions: %s", "; ".join(differences))
 
 
 # ---- the model ------------------------------------------------------------------------------------------

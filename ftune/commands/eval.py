@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ftune import provenance
 from ftune import run as R
 from ftune.errors import CheckFailed, FtuneError
 from ftune.inference import Inference
@@ -37,7 +38,8 @@ def run(cfg: DictConfig) -> dict:
     task.check_examples(examples, name)
     metrics = inference.evaluate(examples)
     gate = checks.evaluate(metrics, conditions)
-    metrics.update(examples=len(examples), model=str(folder), split=name, max_length=task.cfg.get("max_length"))
+    metrics.update(examples=len(examples), model=str(folder), split=name, max_length=task.cfg.get("max_length"),
+                   versions=provenance.versions())
     if inference.warnings:
         metrics["differs_from_training"] = inference.warnings
     as_json = cfg.output_format == "json"

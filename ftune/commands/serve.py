@@ -26,13 +26,6 @@ def run(cfg: DictConfig) -> dict:
     except ImportError as error:
         raise FtuneError(f"{error.name} is not installed", where="ftune serve",
                          fix="pip install 'ftune[serve]' (fastapi, uvicorn)") from error
-    for key in ("max_body_bytes", "max_inputs", "max_input_chars", "max_new_tokens"):
-        if cfg[key] < 1:
-            raise FtuneError(f"must be ≥ 1, got {cfg[key]}", where=key)
-    if cfg.batch_window_ms < 0:
-        raise FtuneError(f"must be ≥ 0, got {cfg.batch_window_ms}", where="batch_window_ms", fix="0 turns batching off")
-    if not 0 < cfg.port < 65536:
-        raise FtuneError(f"not a port: {cfg.port}", where="port", fix="choose 1-65535 (8000 by default)")
     _check_port(cfg.host, cfg.port)  # before the slow model load
     api_key = cfg.api_key or os.environ.get("FTUNE_API_KEY") or None
     inference = Inference.load(cfg)
