@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 from fastapi import Request
@@ -109,7 +110,7 @@ def add_routes(app, inference: Any, cfg: Any, batcher, model_id: str, read_json,
         job = asyncio.ensure_future(batcher.call(generate, inference, prompt, settings, min_tokens,
                                                  TokenStream(loop, queue)))
         kind = "chat.completion.chunk" if chat else "text_completion"
-        ident = f"{'chatcmpl' if chat else 'cmpl'}-stream"
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
 
         def chunk(delta: str | None = None, finish: str | None = None, role: bool = False) -> str:
             if chat:

@@ -100,10 +100,10 @@ def main() -> None:
     ftune = str(Path(sys.executable).parent / "ftune")
     run = work / "run"
     if not (run / "best").is_dir():
-        train = head(CONLL / "train.txt", work / "train.txt", 800)
+        train = head(CONLL / "train.txt", work / "train.txt", 200)
         validation = head(CONLL / "validation.txt", work / "validation.txt", 200)
         subprocess.run([ftune, "train", "task=ner", "model=minilm", f"task.data.train={train}",
-                        f"task.data.validation={validation}", "trainer.max_steps=50", "trainer.batch_size=16",
+                        f"task.data.validation={validation}", "trainer.max_steps=5", "trainer.batch_size=16",
                         "logger.console=plain", f"run_dir={run}", "overwrite=true"], check=True)
     onnx = work / "onnx"
     if not (onnx / "model.onnx").is_file():
