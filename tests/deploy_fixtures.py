@@ -65,5 +65,6 @@ def sft_run(tmp_path_factory, tiny_llama_dir) -> Path:
     folder = tmp_path_factory.mktemp("sft")
     data = write_jsonl(folder / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 4)
     return _train(folder, "task=sft", f"task.data.train={data}", f"task.data.validation={data}",
-                  "task.generation.max_new_tokens=6", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny",
+                  "task.generation.max_new_tokens=6", "task.max_length=256", f"model.name_or_path={tiny_llama_dir}",
+                  "model.name=tiny",
                   "optimizer.lr=1e-3")
