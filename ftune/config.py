@@ -305,6 +305,7 @@ class TrainerConfig:
     seed: int = 42
     group_by_length: bool = True
     cache_features: bool = True  # keep tokenised features on disk ($FTUNE_CACHE_DIR) for the next run
+    featurize_workers: int = bounded(0, ge=0)  # processes that tokenise (0: one per available core); features do not depend on it
     nonfinite: str = choice("stop", "stop", "skip", "ignore")  # NaN/inf loss or gradients: skip the update (counted), or no check
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)
@@ -320,6 +321,19 @@ class LoggerConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """A reference recipe (configs/experiment/<name>.yaml sets it): what the run usually reaches.
+    ftune/recipes.py checks a finished run against it and records the verdict in results.json."""
+    name: str | None = None  # the experiment's name; null: not a reference recipe
+    # split -> metric -> [low, high], in the metric's own scale (NER F1 0-1, SQuAD F1 0-100)
+    expected: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    source: str = ""  # where the range comes from: "measured here (...)" or a paper
+    # split -> data fingerprint (ftune.recipes.fingerprint): a run on the same data and model matches the
+    # recipe even without experiment=; empty for hub data, which is matched by name only
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     task: Any = MISSING
@@ -329,6 +343,7 @@ class TrainConfig:
     freeze: FreezeConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
     # settings a resume may change, e.g. [optimizer.lr,trainer.max_steps]; any other difference is refused

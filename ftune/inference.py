@@ -125,8 +125,14 @@ class Inference:
         """JSON values in (a string: a text line; an object: a JSON line, as `ftune predict` reads them)."""
         return self.predict_lines([as_line(item) for item in items], batch_size)
 
-    def evaluate(self, examples: list[dict]) -> dict:
-        return self.engine.evaluate(self.task.featurize(examples, self.tokenizer), examples)
+    def evaluate(self, examples: Any, name: str = "eval", source: str | None = None) -> dict:
+        """Metrics of a split; its features go through the on-disk feature cache (memory-mapped)."""
+        from ftune.data import cache
+
+        trainer = self.engine.cfg
+        features = cache.featurize(self.task, examples, self.tokenizer, name, trainer.cache_features, source,
+                                   trainer.featurize_workers)
+        return self.engine.evaluate(features, examples)
 
     # ---- describing -----------------------------------------------------------------------------------
     def info(self) -> dict:

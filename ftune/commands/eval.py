@@ -17,6 +17,7 @@ log = logging.getLogger("ftune")
 
 def run(cfg: DictConfig) -> dict:
     from ftune import checks
+    from ftune.data import cache
 
     R.check_output_format(cfg.output_format)
     conditions = checks.parse(cfg.check) if cfg.check else []  # a malformed gate fails before any loading
@@ -36,7 +37,7 @@ def run(cfg: DictConfig) -> dict:
         raise FtuneError(f"no examples to evaluate in split `{cfg.split}`", where="split",
                          fix="pick a configured split, or pass file=<data file>")
     task.check_examples(examples, name)
-    metrics = inference.evaluate(examples)
+    metrics = inference.evaluate(examples, name, cfg.file or cache.local_source(task.cfg.data, cfg.split))
     gate = checks.evaluate(metrics, conditions)
     metrics.update(examples=len(examples), model=str(folder), split=name, max_length=task.cfg.get("max_length"),
                    versions=provenance.versions())

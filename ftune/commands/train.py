@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import freeze, peft, provenance, resume
+from ftune import freeze, peft, provenance, recipes, resume
 from ftune import run as R
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
@@ -33,6 +33,7 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     run_dir = R.hydra_output_dir(cfg.run_dir)
     R.validate_train_config(cfg)
+    recipes.validate(cfg.get("recipe"))
     R.check_output_format(cfg.output_format)
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
     cfg, run_dir = share_from_main(accelerator, cfg, run_dir)
@@ -58,7 +59,8 @@ def run(cfg: DictConfig) -> dict:
 
     set_seed(cfg.trainer.seed)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
-    features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features)
+    features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features,
+                                      cache.local_source(cfg.task.data, name), cfg.trainer.featurize_workers)
                 for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
@@ -115,6 +117,10 @@ def run(cfg: DictConfig) -> dict:
             if accelerator.is_main_process:
                 R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
                               to_stderr=cfg.output_format == "json")
+    if accelerator.is_main_process:  # inside/outside the range of a matching reference recipe, in results.json too
+        record = recipes.report(cfg, splits, task, results, to_stderr=cfg.output_format == "json")
+        if record is not None:
+            results["recipe"] = record
     results["seconds"] = round(time.perf_counter() - started, 2)
     results["versions"] = provenance.versions()
     if accelerator.is_main_process:
