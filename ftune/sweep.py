@@ -80,6 +80,18 @@ class SweepSummary(Callback):
         (sweep_dir / "summary.csv").write_text(to_csv(summary))
         failed.extend(r["job"] for r in summary["jobs"] if r["status"] != "ok")
         print_summary(summary, sweep_dir)
+        if (config.get("logger") or {}).get("report", True):
+            _write_report(sweep_dir)
+
+
+def _write_report(sweep_dir: Path) -> None:
+    """report.html of the sweep (ftune.report); a plotting problem never fails a finished sweep."""
+    try:
+        from ftune.report import write_sweep_report
+
+        print(f"report: {write_sweep_report(sweep_dir)}", file=sys.stderr)
+    except Exception as error:  # the summary files are written; the report can be redrawn with `ftune report`
+        log.warning("sweep report not written: %s (redraw: ftune report sweep_dir=%s)", error, sweep_dir)
 
 
 def summarize(records: list[dict]) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import __version__, peft
+from ftune import __version__, card, peft
 from ftune.errors import FtuneError
 from ftune.export import check_batches, torch_outputs
 from ftune.inference import Inference
@@ -69,6 +69,8 @@ def run(cfg: DictConfig) -> dict:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
+    if cfg.format == "hf":  # README.md: metrics, data, how to load (the card speaks of transformers folders)
+        card.write_card(out, run_dir=inference.run_dir, merged=result["merged"])
     kind = {"onnx": "ONNX model", "gguf": "GGUF model"}.get(cfg.format) or (
         "merged model" if result["merged"] else ("PEFT adapter (load with peft)" if adapter else "model"))
     log.info("exported %s to %s", kind, out)

@@ -194,6 +194,7 @@ class Engine:
             reason = self._loop(train, evaluation, state, total, per_epoch, processes, rank, stop) or reason
         if evaluation is None and self.run_dir is not None:  # nothing to select on: the last model is best
             ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
+            self.emit({"event": "save", "kind": "best", "step": state.step, "path": str(self.run_dir / "best")})
         self.emit({"event": "end", "step": state.step, "reason": reason})
         return state
 
@@ -324,6 +325,7 @@ class Engine:
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
             if self.run_dir is not None and self.accelerator.is_main_process:
                 ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
+                self.emit({"event": "save", "kind": "best", "step": state.step, "path": str(self.run_dir / "best")})
         else:
             state.bad_evals += 1
         flat = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
@@ -334,8 +336,9 @@ class Engine:
     def save_checkpoint(self, state: TrainState) -> None:
         started = time.perf_counter()
         if self.run_dir is not None and self.accelerator.is_main_process:
-            ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), self.optimizer,
-                      self.scheduler, state, self.cfg.keep_last, self.extras)
+            path = ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), self.optimizer,
+                             self.scheduler, state, self.cfg.keep_last, self.extras)
+            self.emit({"event": "save", "kind": "checkpoint", "step": state.step, "path": str(path)})
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = state.step
         self.seconds["checkpoint"] += time.perf_counter() - started
