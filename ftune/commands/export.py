@@ -30,6 +30,8 @@ FORMATS = ("hf", "onnx", "gguf")
 
 
 def run(cfg: DictConfig) -> dict:
+    # a Python caller may pass only the keys of format=hf (run_dir, out, checkpoint, merge, check, overwrite)
+    cfg = OmegaConf.merge({"format": "hf", "tolerance": None, "opset": 18, "gguf_dtype": "f32", "task": None}, cfg)
     out = Path(cfg.out)
     if cfg.format not in FORMATS:
         raise FtuneError(f"unknown format `{cfg.format}`", where="format", fix=f"choose from: {', '.join(FORMATS)}")
