@@ -28,8 +28,9 @@ COMMANDS = {
     "train": "fine-tune a model; writes a run directory (config, logs, metrics, checkpoints, best/)",
     "eval": "evaluate a run (run_dir=...) or a model folder (model=... task=...) on a split or file",
     "predict": "predict on text lines or JSONL from a file or stdin; writes JSONL",
-    "export": "write a run's model as a standalone folder (out=...); merge=true folds a PEFT adapter in",
+    "export": "a run's model as a standalone folder (out=...): format=hf (merge=true folds PEFT in), onnx, gguf",
     "chat": "talk to a task=sft run (run_dir=...): one message per stdin line, streamed replies",
+    "serve": "an HTTP server for a run or an exported model: /predict, OpenAI-style /v1/* for sft/seq2seq",
     "data": "`data check task=...`: validate a task's data (no model); `data show`: what trains, highlighted",
     "report": "draw a run's (run_dir=...) or a sweep's (sweep_dir=...) curves into a self-contained report.html",
     "push": "upload a run's best/ (run_dir=...) or an export folder (folder=...) with its card to the hub (repo_id=...)",
@@ -52,6 +53,7 @@ examples:
   cat texts.txt | ftune predict run_dir=runs/ner/minilm/<time>
   ftune export run_dir=runs/ner/minilm/<time> merge=true out=exported   # PEFT adapter → plain model
   printf "hi\\n" | ftune chat run_dir=runs/sft/smollm2-135m/<time>    # streamed replies; EOF ends
+  ftune serve run_dir=runs/ner/minilm/<time> port=8000   # then: curl -d @request.json localhost:8000/predict
   ftune data check task=ner task.data.train=train.txt   # validate data only
   ftune data show task=sft model=smollm2-135m task.data.train=chat.jsonl   # trained tokens highlighted
   ftune train logger.backends=[tensorboard,mlflow]      # trackers (also wandb); docs/tracking.md
@@ -88,9 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     from ftune.config import register_configs
 
     register_configs()
-    if command in ("eval", "predict", "chat"):
+    if command in ("eval", "predict", "chat", "serve"):
         # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
         rest = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in rest]
+    if command in ("eval", "predict", "chat", "serve", "export"):
+        # a run's saved task settings are the base; `task.<key>=v` changes one key of them (ftune/inference.py)
+        rest = [f"++{arg}" if arg.startswith("task.") else arg for arg in rest]
+    if command in ("eval", "predict", "chat"):
         # check='f1>=0.85' reaches us as check=f1>=0.85, which Hydra's grammar cannot read: quote it
         rest = [_quoted(arg) if arg.startswith("check=") and arg[6:7] not in ("'", '"', "[") else arg for arg in rest]
     try:

@@ -420,7 +420,8 @@ class EvalConfig:
     split: str = choice("validation", "validation", "test", "train")
     file: str | None = None  # evaluate this data file instead of a configured split
     checkpoint: str = "best"  # best | last | <path to a checkpoint or model folder>
-    batch_size: int = bounded(64, ge=1)
+    batch_size: int | None = bounded(None, ge=1)  # default: the run's trainer.eval_batch_size (64 for a model folder)
+    precision: str | None = choice(None, "auto", "fp32", "bf16", "fp16")  # default: the run's trainer.precision
     device: str = choice("auto", "auto", "cpu", "cuda")
     check: Any = None  # metric gate for CI, e.g. 'f1>=0.85' or 'f1>=0.85,loss<=0.5': exit 1 when missed
     output_format: str = choice("table", "table", "json")  # json: metrics as one JSON document on stdout, the table on stderr
@@ -435,6 +436,7 @@ class ChatConfig:
     system_prompt: str | None = None
     max_new_tokens: int | None = bounded(None, ge=1)  # default: the run's task.generation.max_new_tokens
     device: str = choice("auto", "auto", "cpu", "cuda")
+    precision: str | None = choice(None, "auto", "fp32", "bf16", "fp16")  # unused: replies are generated in fp32 (streaming); kept for one loader
 
 
 @dataclass
@@ -454,8 +456,31 @@ class PredictConfig:
     checkpoint: str = "best"
     input: str = "-"  # file of text lines or JSONL, or - for stdin
     output: str = "-"  # JSONL file, or - for stdout
-    batch_size: int = bounded(64, ge=1)
+    batch_size: int | None = bounded(None, ge=1)  # default: the run's trainer.eval_batch_size (64 for a model folder)
+    precision: str | None = choice(None, "auto", "fp32", "bf16", "fp16")  # default: the run's trainer.precision
     device: str = choice("auto", "auto", "cpu", "cuda")
+    runtime: str = choice("torch", "torch", "onnx")  # onnx: model=<folder written by export format=onnx>
+
+
+@dataclass
+class ServeConfig:
+    run_dir: str | None = None  # a training run, or:
+    model_dir: str | None = None  # a model folder (an export; CLI: model=), with task= unless it has ftune.json
+    task: Any = None
+    checkpoint: str = "best"
+    host: str = "127.0.0.1"  # loopback only unless told otherwise (host=0.0.0.0 listens on every interface)
+    port: int = bounded(8000, ge=1, le=65535)
+    api_key: str | None = None  # or $FTUNE_API_KEY; requests then need `Authorization: Bearer <key>`
+    runtime: str = choice("torch", "torch", "onnx")
+    device: str = choice("auto", "auto", "cpu", "cuda")
+    precision: str | None = choice(None, "auto", "fp32", "bf16", "fp16")  # default: the run's trainer.precision
+    batch_size: int | None = bounded(None, ge=1)  # most inputs per model pass; default: the run's trainer.eval_batch_size
+    batch_window_ms: float = bounded(5.0, ge=0)  # how long a batch waits for concurrent requests to join; 0: no batching
+    max_body_bytes: int = bounded(1_000_000, ge=1)  # larger request bodies get 413
+    max_inputs: int = bounded(256, ge=1)  # inputs per request; more get 413
+    max_input_chars: int = bounded(100_000, ge=1)  # characters per input; longer inputs get 413
+    max_new_tokens: int = bounded(512, ge=1)  # generative runs: the most a request may ask for
+    log_requests: bool = False  # uvicorn's access log
 
 
 @dataclass
@@ -466,6 +491,11 @@ class ExportConfig:
     merge: bool = False  # PEFT runs: fold the adapter into the base weights (a plain transformers model)
     check: bool = True  # compare the exported model's outputs with the run's on validation examples
     overwrite: bool = False
+    format: str = choice("hf", "hf", "onnx", "gguf")  # hf: a transformers folder; onnx: encoder tasks; gguf: Llama-family LMs
+    task: Any = None  # task.<key>=... changes a saved task setting (e.g. the examples checked), with a warning
+    tolerance: float | None = bounded(None, gt=0)  # max |output difference| accepted by the check; default per format
+    opset: int = bounded(18, ge=14)  # ONNX opset
+    gguf_dtype: str = choice("f32", "f32", "f16")  # type of the GGUF file's matrices (norms stay f32)
 
 
 @dataclass
@@ -518,6 +548,7 @@ def register_configs() -> None:
     cs.store(name="base_data", node=DataCheckConfig)
     cs.store(name="base_export", node=ExportConfig)
     cs.store(name="base_chat", node=ChatConfig)
+    cs.store(name="base_serve", node=ServeConfig)
     cs.store(name="base_report", node=ReportConfig)
     cs.store(name="base_push", node=PushConfig)
     for group, schema in GROUP_SCHEMAS.items():
@@ -551,7 +582,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
         schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
-           "export": ExportConfig, "chat": ChatConfig, "report": ReportConfig, "push": PushConfig}
+           "export": ExportConfig, "chat": ChatConfig, "serve": ServeConfig, "report": ReportConfig, "push": PushConfig}
     for schema in top.values():
         if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
             break
@@ -571,7 +602,7 @@ def check_values(cfg: DictConfig) -> None:
 
 def _schema_nodes(cfg: DictConfig):
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
-           "export": ExportConfig, "chat": ChatConfig}
+           "export": ExportConfig, "chat": ChatConfig, "serve": ServeConfig}
     keys = set(cfg.keys())
     yield "", cfg, next((s for s in top.values() if keys <= set(OmegaConf.structured(s).keys())), TrainConfig)
     for group, schema in GROUP_SCHEMAS.items():

