@@ -24,6 +24,7 @@ class ModelConfig:
     revision: str | None = None
     trust_remote_code: bool = False  # run Python code shipped with a hub model: only for models you trust
     allow_pickle: bool = False  # load pickle weights (pytorch_model.bin), which can run code when loaded
+    quantization: str | None = None  # null | nf4 | int8: frozen base in 4/8 bits (bitsandbytes) for QLoRA
 
 
 @dataclass
@@ -297,6 +298,7 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    strategy: str = "ddp"  # several processes: ddp (whole model on each) | fsdp (FSDP2, sharded; ftune/engine/strategy.py)
 
 
 @dataclass

@@ -72,6 +72,9 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise FtuneError(f"unknown value `{trainer.nonfinite}`", where="trainer.nonfinite", fix="choose from: stop, skip, ignore")
     if trainer.device not in ("auto", "cpu", "cuda"):
         raise FtuneError(f"unknown device `{trainer.device}`", where="trainer.device", fix="choose from: auto, cpu, cuda")
+    from ftune.engine import strategy
+
+    strategy.check(trainer, cfg.model, cfg.peft)
 
 
 def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:

@@ -26,6 +26,7 @@ def run(cfg: DictConfig) -> dict:
     from ftune.engine import checkpoint as ckpt
     from ftune.engine.events import build_subscribers
     from ftune.engine.loop import Engine, make_accelerator, total_steps
+    from ftune.engine.strategy import shard
     from ftune.models import load_tokenizer, locate
     from ftune.optim import build_optimizer, build_scheduler
     from ftune.registry import build_task
@@ -73,6 +74,7 @@ def run(cfg: DictConfig) -> dict:
         OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
         R.save_hydra_record(run_dir)
 
+    model = shard(model, cfg.trainer, accelerator)  # FSDP2 (trainer.strategy=fsdp): after PEFT, before the optimizer
     # fused AdamW: one kernel for all parameters; on CPU it is ~10x faster than the per-tensor loop too
     optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type in ("cuda", "cpu"))
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
@@ -81,7 +83,8 @@ def run(cfg: DictConfig) -> dict:
                     step_hook=peft.step_hook(model, cfg.peft))
     state = None
     if resume_from is not None:
-        state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler)
+        state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler,
+                                         lambda saved: engine.strategy.load_optimizer(engine.model, engine.optimizer, saved))
         log.info("resuming from %s (step %d)", resume_from, state.step)
 
     evaluation = (features["validation"], splits["validation"]) if splits["validation"] else None
@@ -97,11 +100,12 @@ def run(cfg: DictConfig) -> dict:
     if cfg.peft.name == "adalora":  # rebuilt, not loaded in place: AdaLoRA's ranks may differ between saves
         engine.model = accelerator.prepare(peft.load_trained(task.build_model(model_path), run_dir / "best"))
     else:
-        ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
+        engine.load_weights(run_dir / "best")  # a sharded model loads through its strategy
     results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
                "greater_is_better": task.greater_is_better,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
                "peft": cfg.peft.name, "freeze": cfg.freeze.name, "parameters": parameters,
+               "strategy": engine.strategy.describe(engine.model),
                "best_mb": round(sum(f.stat().st_size for f in (run_dir / "best").glob("*.safetensors")) / 2**20, 2),
                "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
                                     len(features["train"]))}

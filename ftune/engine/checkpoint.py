@@ -40,16 +40,21 @@ class TrainState:
     skipped: int = 0  # steps whose update was skipped: loss or gradients not finite (trainer.nonfinite=skip)
 
 
-def save(folder: Path, model, optimizer, scheduler, state: TrainState, keep_last: int, extras: list) -> Path:
-    """Each checkpoint is also a complete Hugging Face model folder (config, weights, tokenizer)."""
+def save(folder: Path, model, optimizer_state: dict, scheduler, state: TrainState, keep_last: int, extras: list,
+         weights: dict | None = None) -> Path:
+    """Each checkpoint is also a complete Hugging Face model folder (config, weights, tokenizer).
+
+    `weights` is the full state dict when the model is sharded (gathered by every rank beforehand, see
+    ftune.engine.strategy); None saves the model's own parameters. Only one process calls this.
+    """
     final = folder / f"step-{state.step}"
     tmp = folder / f".tmp-step-{state.step}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    _save_pretrained(model, tmp, weights)
     for extra in extras:
         extra.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
     (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
@@ -103,18 +108,20 @@ def verify(folder: Path) -> str | None:
     return None
 
 
-def load_training_state(path: Path, optimizer, scheduler) -> TrainState:
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+def load_training_state(path: Path, optimizer, scheduler, load_optimizer=None) -> TrainState:
+    """Optimizer, scheduler, RNG and trainer state; `load_optimizer(state)` for a sharded optimizer."""
+    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
+    (load_optimizer or optimizer.load_state_dict)(optimizer_state)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return TrainState(**json.loads((path / STATE_FILE).read_text()))
 
 
-def save_model_folder(target: Path, model, extras: list) -> None:
+def save_model_folder(target: Path, model, extras: list, weights: dict | None = None) -> None:
     """Write a Hugging Face model folder (weights, config, tokenizer) atomically: best/ is never half-written."""
     tmp = target.with_name(f".tmp-{target.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    _save_pretrained(model, tmp, weights)
     for extra in extras:
         extra.save_pretrained(tmp)
     _fsync_tree(tmp)
@@ -146,6 +153,13 @@ def load_weights(model, folder: Path) -> None:
                          f"unexpected {list(unexpected)[:3]})", where="checkpoint")
     if missing:
         model.tie_weights()
+
+
+def _save_pretrained(model, folder: Path, weights: dict | None) -> None:
+    if weights is None:
+        model.save_pretrained(folder)
+    else:  # the gathered full state dict of a sharded model (peft picks the adapter's entries from it)
+        model.save_pretrained(folder, state_dict=weights)
 
 
 def _checksums(folder: Path) -> dict[str, str]:

@@ -7,12 +7,9 @@ early stopping, checkpoints and resume. It knows nothing about NER or any other 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,9 @@ from torch.utils.data import DataLoader
 
 from ftune.data.batching import eval_batches, train_batches
 from ftune.engine import checkpoint as ckpt
+from ftune.engine import strategy as strategies
 from ftune.engine.checkpoint import TrainState
+from ftune.engine.signals import StopOnSignal
 from ftune.errors import FtuneError, Interrupted
 
 log = logging.getLogger("ftune")
@@ -59,10 +58,10 @@ def make_accelerator(precision: str, device: str):
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=mixed, cpu=not on_gpu)
     if accelerator.distributed_type.name == "FSDP":
-        # the step's gradient norm and the rank-0-only saves assume whole parameters on every rank:
-        # under FSDP they would be wrong, or hang; refuse rather than do either (README, "Data parallel")
-        raise FtuneError("FSDP is not supported by the ftune engine yet", where="accelerate launch --use_fsdp",
-                         fix="use data parallel (torchrun, or accelerate launch --multi_gpu)")
+        # ftune shards the model itself (FSDP2, ftune/engine/strategy.py); accelerate's FSDP would wrap it a
+        # second time, with its own saves and clipping
+        raise FtuneError("accelerate's FSDP is not used by ftune", where="accelerate launch --use_fsdp",
+                         fix="launch without --use_fsdp and add trainer.strategy=fsdp (README, \"Scaling out\")")
     return accelerator, precision
 
 
@@ -104,31 +103,6 @@ class _Indexed(torch.utils.data.Dataset):
         return index, self.features[index]
 
 
-class _StopOnSignal:
-    """SIGINT/SIGTERM ask the loop to finish its step, save a checkpoint and stop; a second signal
-    stops at once. Handlers are only installed in the main thread and restored on exit."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum, self.previous = 0, {}
-
-    def _handle(self, signum, frame):
-        if self.signum:  # second signal: the user insists
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning("signal %d: finishing the current step, then saving a checkpoint (again to stop now)", signum)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
 class Engine:
     def __init__(self, model, task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
                  run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None,
@@ -138,10 +112,8 @@ class Engine:
         self.step_hook = step_hook
         self.run_dir, self.subscribers, self.extras = run_dir, subscribers or [], extras or []
         self.scheduler = scheduler
-        if optimizer is not None:
-            self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        else:
-            self.model, self.optimizer = accelerator.prepare(model), None
+        self.strategy = strategies.for_model(model, accelerator)  # ddp, or fsdp for a model ftune sharded
+        self.model, self.optimizer = self.strategy.prepare(model, optimizer)
         self.device = accelerator.device
         if trainer_cfg.get("compile"):
             # dynamic shapes: length-grouped batches change the sequence length from step to step
@@ -194,10 +166,10 @@ class Engine:
                    "initial_step": state.step})
         reason = "max steps reached"
         self.model.train()
-        with _StopOnSignal() as stop:
-            reason = self._loop(train, evaluation, state, total, per_epoch, processes, rank, stop) or reason
+        with StopOnSignal() as self.stop:
+            reason = self._loop(train, evaluation, state, total, per_epoch, processes, rank, self.stop) or reason
         if evaluation is None and self.run_dir is not None:  # nothing to select on: the last model is best
-            ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
+            self._save_best()
         self.emit({"event": "end", "step": state.step, "reason": reason})
         return state
 
@@ -237,12 +209,12 @@ class Engine:
                 early = False
                 if evaluation and ((cfg.eval_every and state.step % cfg.eval_every == 0) or epoch_end or last):
                     early = self._evaluate_and_select(state, *evaluation)
-                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last or early or stop.signum:
+                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last or early or stop.agreed:
                     self.save_checkpoint(state)
                 window["time"] += time.perf_counter() - paused
-                if stop.signum:
-                    self.emit({"event": "end", "step": state.step, "reason": f"signal {stop.signum}"})
-                    raise Interrupted(stop.signum, f"stopped by signal {stop.signum} after step {state.step}; "
+                if stop.agreed:
+                    self.emit({"event": "end", "step": state.step, "reason": f"signal {stop.agreed}"})
+                    raise Interrupted(stop.agreed, f"stopped by signal {stop.agreed} after step {state.step}; "
                                       f"checkpoint saved: continue with resume=true run_dir={self.run_dir}")
                 if early:
                     return f"early stopping: no improvement in {cfg.patience} evaluations"
@@ -263,8 +235,7 @@ class Engine:
         for i, batch in enumerate(micro_batches):
             batch = self._to_device(batch)
             last = i == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-            with sync:
+            with self.strategy.no_sync(self.model, last):
                 outputs = self.model(**batch["inputs"])
                 loss_sum, targets = self.task.loss(outputs, batch)
                 self.accelerator.backward(loss_sum)
@@ -274,18 +245,24 @@ class Engine:
             window["tokens"] += batch["tokens"]
             window["padded"] += batch["inputs"]["input_ids"].numel()
         self.accelerator.unscale_gradients()  # fp16: undo the loss scale before dividing and clipping
-        global_targets = self.accelerator.reduce(step_targets, "sum")
-        # DDP averages gradients over processes, so multiply back by their number.
+        # One collective for what all ranks must agree on: the step's targets, its loss (a NaN on any rank
+        # makes the sum NaN, so every rank skips or stops at the same step) and whether a rank got a signal.
+        shared = self.accelerator.reduce(torch.stack([step_targets, step_loss, *self.stop.flags(self.device)]), "sum")
+        global_targets, global_loss = shared[0], shared[1]
+        # DDP and FSDP average gradients over processes, so multiply back by their number.
         scale = self.accelerator.num_processes / global_targets.clamp(min=1)
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, scale.to(grads[0].dtype))
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        norm = self.strategy.grad_norm(grads)  # of the whole gradient, also when it is sharded
         # fp16's loss scaler expects (and handles) overflowing gradients: the check is for the other precisions
-        if self.cfg.nonfinite != "ignore" and self.accelerator.mixed_precision != "fp16":
-            if not bool(torch.isfinite(norm) & torch.isfinite(step_loss)):  # a host sync: once per step
-                self.optimizer.zero_grad(set_to_none=True)
-                return False
+        check = self.cfg.nonfinite != "ignore" and self.accelerator.mixed_precision != "fp16"
+        # a host sync, once per step, when checking or when several ranks must agree on a signal
+        finite = self.stop.agree(torch.isfinite(norm) & torch.isfinite(global_loss), shared[2:], check,
+                                 self.accelerator.num_processes)
+        if check and not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, norm)
         self.optimizer.step()
@@ -294,8 +271,9 @@ class Engine:
         if self.step_hook is not None:
             self.step_hook(step)
         self.optimizer.zero_grad(set_to_none=True)
-        window["loss"] += step_loss
-        window["targets"] += step_targets
+        window["loss"] += global_loss  # logged: the loss over every rank's targets, as one process would
+        window["targets"] += global_targets
+        window["norm"] = norm  # of the last step, before clipping
         return True
 
     def _log_train(self, state: TrainState, total: int, per_epoch: int, window: dict) -> None:
@@ -309,6 +287,7 @@ class Engine:
                    "samples_per_s": window["samples"] * self.accelerator.num_processes / seconds,
                    "tokens_per_s": window["tokens"] * self.accelerator.num_processes / seconds,
                    "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1),
+                   "grad_norm": float(window["norm"]) if "norm" in window else None,
                    "skipped_steps": state.skipped})
         window.update(loss=torch.zeros((), device=self.device), targets=torch.zeros((), device=self.device),
                       samples=0, tokens=0, padded=0, time=time.perf_counter())
@@ -326,8 +305,8 @@ class Engine:
             value > state.best_metric if self.task.greater_is_better else value < state.best_metric)
         if better:
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
-            if self.run_dir is not None and self.accelerator.is_main_process:
-                ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
+            if self.run_dir is not None:
+                self._save_best()
         else:
             state.bad_evals += 1
         flat = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
@@ -335,18 +314,29 @@ class Engine:
                    "eval_seconds": time.perf_counter() - started})
         return bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience
 
+    def _save_best(self) -> None:
+        weights = self.strategy.model_state(self.model)  # every rank: under FSDP a gather
+        if self.accelerator.is_main_process:
+            ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras, weights)
+
     def save_checkpoint(self, state: TrainState) -> None:
         started = time.perf_counter()
-        if self.run_dir is not None and self.accelerator.is_main_process:
-            ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), self.optimizer,
-                      self.scheduler, state, self.cfg.keep_last, self.extras)
+        if self.run_dir is not None:
+            weights = self.strategy.model_state(self.model)  # gathers are collectives: every rank calls them
+            optimizer = self.strategy.optimizer_state(self.model, self.optimizer)
+            if self.accelerator.is_main_process:
+                ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), optimizer,
+                          self.scheduler, state, self.cfg.keep_last, self.extras, weights)
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = state.step
         self.seconds["checkpoint"] += time.perf_counter() - started
 
     # ---- evaluation and prediction ----------------------------------------------------------------------
-    @torch.inference_mode()
     def infer(self, features: list[dict], batch_size: int) -> tuple[list[Any], float | None]:
+        with self.strategy.inference():  # inference mode, or no_grad for a sharded model
+            return self._infer(features, batch_size)
+
+    def _infer(self, features: list[dict], batch_size: int) -> tuple[list[Any], float | None]:
         """Per-feature predictions (in feature order) and the mean loss over targets, if any.
 
         Predictions are decoded batch by batch into small host objects: a split's logits are never held.
@@ -366,10 +356,15 @@ class Engine:
         # Generative tasks define generate(model, batch): its result goes to decode as batch["generated"];
         # without targets (predict) the forward pass is skipped, as only the loss needs it.
         generate = getattr(self.task, "generate", None)
-        batches = eval_batches([f["length"] for f in features], batch_size)[rank::processes]
-        for batch in self._loader(features, batches):
+        every = eval_batches([f["length"] for f in features], batch_size)
+        batches = every[rank::processes]
+        for n, batch in enumerate(self._loader(features, batches + self.strategy.eval_padding(batches, every))):
             batch = self._to_device(batch)
             outputs = model(**batch["inputs"]) if batch["targets"] or generate is None else None
+            if n >= len(batches):  # padding: the forward pass (and generation) only so every rank runs as many
+                if generate is not None:
+                    generate(self.accelerator.unwrap_model(self.model), batch)
+                continue
             if batch["targets"]:
                 batch_loss, batch_targets = self.task.loss(outputs, batch)
                 loss_sum += batch_loss.float()
@@ -387,6 +382,9 @@ class Engine:
             predictions[index] = prediction
         count = targets.item()
         return predictions, (loss_sum.item() / count if count else None)
+
+    def load_weights(self, folder: Path) -> None:
+        self.strategy.load_weights(self.model, folder)
 
     def evaluate(self, features: list[dict], examples: list[dict]) -> dict:
         predictions, loss = self.infer(features, self.cfg.eval_batch_size)
