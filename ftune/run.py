@@ -75,6 +75,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     from ftune.engine import strategy
 
     strategy.check(trainer, cfg.model, cfg.peft)
+    from ftune.models import check_quantization
+
+    check_quantization(cfg.model, cfg.peft.name)
 
 
 def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:
@@ -131,8 +134,13 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
     tokenizer = load_tokenizer(str(folder))
     task.bind_tokenizer(tokenizer)
     if adapter:  # a PEFT run: its base model, from the run's config when there is one, with the adapter on top
+        from ftune.models import plain_cpu_kernels, quantization_kwargs
+
         base = run_cfg.model.name_or_path if run_cfg is not None else peft.base_model_path(folder)
-        model = peft.load_trained(task.build_model(locate(base)), folder)
+        # a QLoRA run's adapter on its base quantised as in training, so eval and predict see that model
+        model = task.build_model(locate(base), **quantization_kwargs(run_cfg.model if run_cfg else None))
+        plain_cpu_kernels(model)
+        model = peft.load_trained(model, folder)
     else:
         model = task.build_model(str(folder))
     return task, tokenizer, model, (run_cfg.trainer if run_cfg is not None else None), run_dir, folder

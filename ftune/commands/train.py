@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> dict:
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
-    model, extras = _build_model(cfg, task, model_path, resume_from, steps)
+    model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
     extras.insert(0, tokenizer)
     parameters = parameter_counts(model)
     log.info("trainable parameters: %s of %s (%.2f%%)%s", f"{parameters['trainable']:,}", f"{parameters['total']:,}",
@@ -125,7 +125,7 @@ def run(cfg: DictConfig) -> dict:
     return {"optimized_metric": main, **results}
 
 
-def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int):
+def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int, precision: str):
     """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
     and the extra objects every saved model folder needs."""
     from ftune.engine.checkpoint import load_weights
@@ -137,7 +137,10 @@ def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | Non
         _gradient_checkpointing(model, cfg)
         freeze.apply(model, cfg.freeze)
         return model, []
-    model = task.build_model(model_path, **load)
+    from ftune.models import plain_cpu_kernels, quantization_kwargs
+
+    model = task.build_model(model_path, **load, **quantization_kwargs(cfg.model, precision))  # QLoRA: 4/8-bit base
+    plain_cpu_kernels(model)
     _gradient_checkpointing(model, cfg)
     model = peft.wrap(model, cfg.peft, steps, peft.added_token_ids(model, model_path))
     if resume_from is not None:

@@ -18,7 +18,13 @@ class StopOnSignal:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.signum, self.agreed, self.previous = 0, 0, {}  # agreed: the signal all ranks act on
+        self.signum, self.previous = 0, {}
+        self.shared: int | None = None  # with several ranks: the signal all of them act on, from the last step
+
+    @property
+    def agreed(self) -> int:
+        """The signal to act on now: this process's own when it runs alone."""
+        return self.signum if self.shared is None else self.shared
 
     def flags(self, device) -> torch.Tensor:
         """[SIGINT here, SIGTERM here], summed over the ranks with the step's other numbers."""
@@ -28,10 +34,9 @@ class StopOnSignal:
         """Whether the step was finite (True when not checked), and the agreed signal, from the summed flags.
         A signal that arrives after the step's collective is acted on one step later, by every rank."""
         if processes == 1:  # nothing to agree on: no host sync unless checking
-            self.agreed = self.signum
             return bool(finite) if check else True
         ok, sigint, sigterm = torch.cat([finite.reshape(1).float(), flags]).tolist()
-        self.agreed = signal.SIGTERM if sigterm else (signal.SIGINT if sigint else 0)
+        self.shared = signal.SIGTERM if sigterm else (signal.SIGINT if sigint else 0)
         return bool(ok)
 
     def _handle(self, signum, frame):
