@@ -159,9 +159,12 @@ def test_best_loads_with_from_pretrained_and_the_adapter_is_whole(runs):
 def test_parameters_per_rank_are_about_half_under_fsdp(runs):
     root, _ = runs
     for name in ("bert_full", "llama_full"):
-        one = json.loads((root / f"one_{name}" / "results.json").read_text())["strategy"]["parameter_mb_per_rank"]
-        two = json.loads((root / f"fsdp_{name}" / "results.json").read_text())["strategy"]["parameter_mb_per_rank"]
-        assert 0.45 < two / one < 0.6, (name, one, two)  # shards are padded to equal sizes: a bit over half
+        one, two = (json.loads((root / f"{kind}_{name}" / "results.json").read_text())["strategy"]
+                    for kind in ("one", "fsdp"))
+        for held in ("parameter_mb_per_rank", "optimizer_state_mb_per_rank"):
+            assert 0.45 < two[held] / one[held] < 0.6, (name, held, one, two)  # shards are padded: a bit over half
+    shards = sorted(p.name for p in (root / "killed" / "checkpoints").glob("step-*/optimizer*"))
+    assert shards and all(n.startswith("optimizer-rank") for n in shards)  # each rank saved its own, none gathered
 
 
 def test_strategy_errors_are_one_line(compose_config, tiny_train_overrides):

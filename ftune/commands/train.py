@@ -84,7 +84,7 @@ def run(cfg: DictConfig) -> dict:
     state = None
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler,
-                                         lambda saved: engine.strategy.load_optimizer(engine.model, engine.optimizer, saved))
+                                         lambda path: engine.strategy.load_optimizer(engine.model, engine.optimizer, path))
         log.info("resuming from %s (step %d)", resume_from, state.step)
 
     evaluation = (features["validation"], splits["validation"]) if splits["validation"] else None
@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict:
                "greater_is_better": task.greater_is_better,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
                "peft": cfg.peft.name, "freeze": cfg.freeze.name, "parameters": parameters,
-               "strategy": engine.strategy.describe(engine.model),
+               "strategy": engine.strategy.describe(engine.model, engine.optimizer),
                "best_mb": round(sum(f.stat().st_size for f in (run_dir / "best").glob("*.safetensors")) / 2**20, 2),
                "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
                                     len(features["train"]))}

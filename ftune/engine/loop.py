@@ -322,11 +322,17 @@ class Engine:
     def save_checkpoint(self, state: TrainState) -> None:
         started = time.perf_counter()
         if self.run_dir is not None:
+            folder, main = self.run_dir / "checkpoints", self.accelerator.is_main_process
             weights = self.strategy.model_state(self.model)  # gathers are collectives: every rank calls them
-            optimizer = self.strategy.optimizer_state(self.model, self.optimizer)
-            if self.accelerator.is_main_process:
-                ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), optimizer,
-                          self.scheduler, state, self.cfg.keep_last, self.extras, weights)
+            if main:
+                ckpt.start(folder, state.step)
+            self.accelerator.wait_for_everyone()
+            # FSDP: each rank writes its optimizer shard into the staging folder; DDP: rank 0 gets the state
+            optimizer = self.strategy.save_optimizer(self.model, self.optimizer, ckpt.staging(folder, state.step))
+            self.accelerator.wait_for_everyone()
+            if main:
+                ckpt.save(folder, self.accelerator.unwrap_model(self.model), optimizer, self.scheduler, state,
+                          self.cfg.keep_last, self.extras, weights)
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = state.step
         self.seconds["checkpoint"] += time.perf_counter() - started

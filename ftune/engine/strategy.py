@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -130,20 +131,29 @@ class DataParallel:
         """The full state dict to save, or None: every rank holds the whole model, saved as it is."""
         return None
 
-    def optimizer_state(self, model, optimizer) -> dict:
+    def save_optimizer(self, model, optimizer, folder: Path) -> dict | None:
+        """The optimizer state for rank 0 to save as optimizer.pt (every rank holds all of it)."""
         return optimizer.state_dict()
 
-    def load_optimizer(self, model, optimizer, state: dict) -> None:
-        optimizer.load_state_dict(state)
+    def load_optimizer(self, model, optimizer, checkpoint: Path) -> None:
+        if not (checkpoint / "optimizer.pt").is_file() and any(checkpoint.glob("optimizer-rank*")):
+            raise FtuneError(f"{checkpoint} holds a sharded (FSDP) optimizer state", where="resume",
+                             fix="resume with trainer.strategy=fsdp and as many processes as the run was saved with")
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
 
     def load_weights(self, model, folder: Path) -> None:
         from ftune.engine.checkpoint import load_weights
 
         load_weights(self.accelerator.unwrap_model(model), folder)
 
-    def describe(self, model) -> dict:
-        local, full = _parameter_bytes(self.accelerator.unwrap_model(model))
-        return {"name": self.name, "parameter_mb_per_rank": round(local / 2**20, 3)}
+    def describe(self, model, optimizer=None) -> dict:
+        """What each rank holds, measured on the tensors themselves (shards under FSDP)."""
+        local, _ = _parameter_bytes(self.accelerator.unwrap_model(model))
+        states = [t for s in (_inner(optimizer).state.values() if optimizer is not None else []) for t in s.values()
+                  if torch.is_tensor(t)]
+        held = sum(_local(t).numel() * t.element_size() for t in states)
+        return {"name": self.name, "processes": self.accelerator.num_processes,
+                "parameter_mb_per_rank": round(local / 2**20, 3), "optimizer_state_mb_per_rank": round(held / 2**20, 3)}
 
 
 class FullySharded(DataParallel):
@@ -184,18 +194,42 @@ class FullySharded(DataParallel):
         # a collective: every rank gathers, rank 0 gets the full dict on the CPU, the others an empty one
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def optimizer_state(self, model, optimizer) -> dict:
+    def save_optimizer(self, model, optimizer, folder: Path) -> None:
+        """Each rank writes its own shard of the optimizer state (never gathered: for a large model the whole
+        state would not fit one host), as plain tensors keyed by parameter name."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        # gathered like the weights, keyed by parameter name: a checkpoint resumes on any number of ranks
-        return get_optimizer_state_dict(model, _inner(optimizer),
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = get_optimizer_state_dict(model, _inner(optimizer), options=StateDictOptions(cpu_offload=True))
+        state["state"] = {name: {k: _local(v).cpu() if torch.is_tensor(v) else v for k, v in values.items()}
+                          for name, values in state["state"].items()}
+        path = folder / self._shard_name()
+        torch.save(state, path)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        return None
 
-    def load_optimizer(self, model, optimizer, state: dict) -> None:
+    def load_optimizer(self, model, optimizer, checkpoint: Path) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        from torch.distributed.tensor import DTensor
 
-        set_optimizer_state_dict(model, _inner(optimizer), optim_state_dict=state,
-                                 options=StateDictOptions(full_state_dict=True))
+        path = checkpoint / self._shard_name()
+        if not path.is_file():
+            saved = sorted(p.name for p in checkpoint.glob("optimizer*"))
+            raise FtuneError(f"{checkpoint} holds the optimizer state of another number of processes ({saved[:2]}), "
+                             f"not of {self.accelerator.num_processes}", where="resume",
+                             fix="resume with as many processes as the run was saved with")
+        state = torch.load(path, weights_only=True)
+        params = dict(model.named_parameters())
+        for name, values in state["state"].items():  # the shards back into DTensors laid out as the parameters
+            param = params[name]
+            for key, value in values.items():
+                if torch.is_tensor(value) and value.shape == param.to_local().shape and value.dim() > 0:
+                    values[key] = DTensor.from_local(value.to(param.device), param.device_mesh, param.placements,
+                                                     run_check=False, shape=param.shape, stride=param.stride())
+        set_optimizer_state_dict(model, _inner(optimizer), optim_state_dict=state, options=StateDictOptions())
+
+    def _shard_name(self) -> str:
+        return f"optimizer-rank{self.accelerator.process_index}-of-{self.accelerator.num_processes}.pt"
 
     def load_weights(self, model, folder: Path) -> None:
         """A saved folder (full model or adapter) into the sharded model; every rank reads it."""
@@ -227,8 +261,9 @@ class FullySharded(DataParallel):
             raise FtuneError(f"weights in {folder} do not fit the model (unexpected {result.unexpected_keys[:3]})",
                              where="checkpoint")
 
-    def describe(self, model) -> dict:
-        return {**super().describe(model), "processes": self.accelerator.num_processes}
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def _inner(optimizer):
