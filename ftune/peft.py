@@ -136,9 +136,15 @@ def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list
         # inputs that require gradients, so the frozen 4/8-bit layers still pass gradients to the adapters
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(getattr(model, "is_activation_checkpointing", False)))
-    if cfg.name == "prefix_tuning" and not _accepts_past_key_values(model):
-        raise FtuneError(f"prefix tuning needs a model that takes past key values; {type(model).__name__} does not",
-                         where="peft", fix="use peft=lora, ia3 or prompt_tuning with this model")
+    if cfg.name == "prefix_tuning" and not _prefix_tuning_fits(model):
+        import peft as peft_library
+        import transformers
+
+        raise FtuneError(f"prefix tuning cannot drive {type(model).__name__} with transformers "
+                         f"{transformers.__version__} and peft {peft_library.__version__} (peft looks for a "
+                         "`past_key_values` argument, which transformers 5.24 renamed to `cache`)", where="peft",
+                         fix="use peft=lora, ia3 or prompt_tuning with this model; prefix tuning works on causal "
+                         "LMs and seq2seq models (task=sft, seq2seq)")
     try:
         wrapped = get_peft_model(model, config)
     except ValueError as error:
@@ -163,11 +169,20 @@ def added_token_ids(model: torch.nn.Module, pretrained: str) -> list[int]:
     return list(range(before, now)) if before and now > before else []
 
 
-def _accepts_past_key_values(model: torch.nn.Module) -> bool:
+def _prefix_tuning_fits(model: torch.nn.Module) -> bool:
+    """Whether peft can feed this model its prefix as past key values with the installed libraries.
+
+    peft passes the prefix as the keyword `past_key_values`. Generative models get it straight in their forward,
+    where transformers ≥ 5.24 maps the old name to `cache` (a deprecation shim until 5.40); for classification and
+    QA models peft first checks the backbone's signature for `past_key_values` and refuses when it is `cache`.
+    """
     import inspect
 
     body = getattr(model, model.base_model_prefix, model)
-    return "past_key_values" in inspect.signature(body.forward).parameters
+    parameters = inspect.signature(body.forward).parameters
+    if "past_key_values" in parameters:
+        return True
+    return task_type(model) in _GENERATIVE and "cache" in parameters
 
 
 def _drop_virtual_positions(model: torch.nn.Module, count: int) -> None:

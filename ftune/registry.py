@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
+from ftune import config as C
 from ftune.errors import FtuneError, did_you_mean
 
-# Tasks are imported lazily: `ftune --help` must not pay for torch.
-TASKS: dict[str, str] = {
-    "ner": "ftune.tasks.ner:NerTask",
-    "classification": "ftune.tasks.classification:ClassificationTask",
-    "pair_classification": "ftune.tasks.classification:PairClassificationTask",
-    "regression": "ftune.tasks.classification:RegressionTask",
-    "multilabel": "ftune.tasks.classification:MultilabelTask",
-    "qa": "ftune.tasks.qa:QaTask",
-    "relation": "ftune.tasks.relation:RelationTask",
-    "seq2seq": "ftune.tasks.seq2seq:Seq2seqTask",
-    "sft": "ftune.tasks.sft:SftTask",
+
+@dataclass(frozen=True)
+class Plugin:
+    """One registration: the implementation ("module:Class", imported only when built, so `ftune --help` does not
+    pay for torch) and the dataclass schema of its config group option (ftune/config.py)."""
+
+    target: str
+    schema: type
+
+    def load(self) -> type:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+# A task is one module, one entry here and one configs/task/<name>.yaml (`defaults: [base_<name>]`).
+TASKS: dict[str, Plugin] = {
+    "ner": Plugin("ftune.tasks.ner:NerTask", C.NerTaskConfig),
+    "classification": Plugin("ftune.tasks.classification:ClassificationTask", C.ClassificationTaskConfig),
+    "pair_classification": Plugin("ftune.tasks.classification:PairClassificationTask",
+                                  C.PairClassificationTaskConfig),
+    "regression": Plugin("ftune.tasks.classification:RegressionTask", C.RegressionTaskConfig),
+    "multilabel": Plugin("ftune.tasks.classification:MultilabelTask", C.MultilabelTaskConfig),
+    "qa": Plugin("ftune.tasks.qa:QaTask", C.QaTaskConfig),
+    "relation": Plugin("ftune.tasks.relation:RelationTask", C.RelationTaskConfig),
+    "seq2seq": Plugin("ftune.tasks.seq2seq:Seq2seqTask", C.Seq2seqTaskConfig),
+    "sft": Plugin("ftune.tasks.sft:SftTask", C.SftTaskConfig),
 }
 
 SCHEDULERS: dict[str, str] = {  # transformers.get_scheduler names
@@ -35,6 +52,9 @@ def lookup(table: dict[str, Any], name: str, what: str, key: str) -> Any:
     return table[name]
 
 
+def task_class(name: str) -> type:
+    return lookup(TASKS, name, "task", "task.name").load()
+
+
 def build_task(task_cfg: Any):
-    module, _, cls = lookup(TASKS, task_cfg.name, "task", "task.name").partition(":")
-    return getattr(importlib.import_module(module), cls)(task_cfg)
+    return task_class(task_cfg.name)(task_cfg)

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import peft
+from ftune import peft, provenance
 from ftune.errors import FtuneError
 from ftune.registry import build_task
 
@@ -49,7 +49,10 @@ def load_splits(task, names=SPLITS) -> dict[str, list[dict]]:
 
 def validate_train_config(cfg: DictConfig) -> None:
     """Checks that need no data or weights: fail here, before anything slow happens."""
+    from ftune.config import check_values
     from ftune.optim import optimizer_args
+
+    check_values(cfg)  # ranges and choices (the CLI checked them at composition; calls from Python too)
     from ftune.registry import SCHEDULERS, lookup
 
     optimizer_args(cfg.optimizer)
@@ -59,25 +62,40 @@ def validate_train_config(cfg: DictConfig) -> None:
     if peft.is_active(cfg.peft) and freeze.is_active(cfg.freeze):
         raise FtuneError(f"peft={cfg.peft.name} already freezes the pretrained weights; freeze={cfg.freeze.name} "
                          "is for full fine-tuning", where="freeze", fix="use freeze=none with a peft method")
-    trainer = cfg.trainer
-    for key in ("batch_size", "eval_batch_size", "grad_accum", "log_every", "keep_last"):
-        if trainer[key] < 1:
-            raise FtuneError(f"must be ≥ 1, got {trainer[key]}", where=f"trainer.{key}")
-    if trainer.epochs < 1 and not trainer.max_steps:
+    if cfg.trainer.epochs < 1 and not cfg.trainer.max_steps:
         raise FtuneError("train for at least one epoch or set max_steps", where="trainer.epochs")
-    if trainer.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise FtuneError(f"unknown precision `{trainer.precision}`", where="trainer.precision",
-                         fix="choose from: auto, fp32, bf16, fp16")
-    if trainer.nonfinite not in ("stop", "skip", "ignore"):
-        raise FtuneError(f"unknown value `{trainer.nonfinite}`", where="trainer.nonfinite", fix="choose from: stop, skip, ignore")
-    if trainer.device not in ("auto", "cpu", "cuda"):
-        raise FtuneError(f"unknown device `{trainer.device}`", where="trainer.device", fix="choose from: auto, cpu, cuda")
     from ftune.engine import strategy
-
-    strategy.check(trainer, cfg.model, cfg.peft)
     from ftune.models import check_quantization
 
+    strategy.check(cfg.trainer, cfg.model, cfg.peft)
     check_quantization(cfg.model, cfg.peft.name)
+    if cfg.peft.name == "adalora" and cfg.peft.init_r < cfg.peft.target_r:
+        raise FtuneError(f"AdaLoRA shrinks ranks from init_r to target_r; init_r={cfg.peft.init_r} < "
+                         f"target_r={cfg.peft.target_r}", where="peft.init_r", fix="set peft.init_r ≥ peft.target_r")
+    if "doc_stride" in cfg.task and cfg.task.doc_stride >= cfg.task.max_length // 2:
+        raise FtuneError(f"windows of {cfg.task.max_length} tokens cannot share {cfg.task.doc_stride}",
+                         where="task.doc_stride", fix=f"set task.doc_stride below {cfg.task.max_length // 2}")
+
+
+def check_model_limits(task_cfg: DictConfig, model_path: str, key: str = "task") -> None:
+    """Lengths beyond the model's position embeddings, read from its config.json alone (no weights):
+    the model would fail with an index error deep in its forward, or read garbage positions."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except Exception:  # hub id without the network, GGUF...: the model loader reports those itself
+        return
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):  # T5's relative positions have no such limit
+        return
+    if "roberta" in config.model_type or config.model_type == "camembert":  # positions start after the pad id
+        limit -= (config.pad_token_id or 0) + 1
+    for name in ("max_length", "max_source_length"):
+        value = task_cfg.get(name)
+        if isinstance(value, int) and value > limit:
+            raise FtuneError(f"{value} tokens exceed the {limit} positions of {config.model_type} ({model_path})",
+                             where=f"{key}.{name}", fix=f"set {key}.{name}={limit} or less")
 
 
 def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:
@@ -118,6 +136,7 @@ def load_inference(cfg: DictConfig) -> tuple[Any, Any, Any, DictConfig | None, P
             raise FtuneError(f"{run_dir} is not an ftune run (no config.yaml)", where="run_dir",
                              fix="pass the folder that `ftune train` created")
         run_cfg = OmegaConf.load(run_dir / "config.yaml")
+        provenance.warn_if_trained_elsewhere(run_dir)
         task_cfg = run_cfg.task
         if cfg.task is not None:
             task_cfg = OmegaConf.merge(task_cfg, cfg.task)

@@ -126,3 +126,21 @@ def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, 
     assert len(_rows_out(target)) == 1
     run_cli("export", f"run_dir={run_dir}", "merge=true", f"out={tmp_path / 'merged'}")
     assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+def test_prefix_tuning_on_a_causal_lm_trains_only_the_prefix(tmp_path, tiny_llama_dir):
+    """With the locked transformers/peft, prefix tuning drives causal LMs (encoders are refused: tests/test_peft.py)."""
+    from safetensors.torch import load_file
+
+    data = _write(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
+    run_dir = tmp_path / "run"
+    run_cli("train", "task=sft", "peft=prefix_tuning", "peft.num_virtual_tokens=4", f"task.data.train={data}",
+           f"task.data.validation={data}", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny",
+           "trainer.max_steps=2", "trainer.batch_size=4", "optimizer.lr=1e-2", "logger.console=none",
+           f"run_dir={run_dir}")
+    saved = load_file(run_dir / "best" / "adapter_model.safetensors")
+    assert list(saved) == ["prompt_embeddings"] and saved["prompt_embeddings"].shape[0] == 4
+    run_cli("eval", f"run_dir={run_dir}")
+    evaluated = json.loads((run_dir / "eval_validation.json").read_text())
+    assert evaluated["loss"] == pytest.approx(json.loads((run_dir / "results.json").read_text())["validation"]["loss"],
+                                              rel=1e-4)

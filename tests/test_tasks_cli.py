@@ -43,6 +43,8 @@ def test_train_eval_predict(task, tmp_path, tiny_model_dir, tiny_ner_data):
         data = [f"task.data.train={path}", f"task.data.validation={path}"]
         if task == "pair_classification":
             data.append("task.data.text_pair_column=text_pair")
+        if task == "qa":  # windows within the tiny model's 128 positions (longer is refused at start-up)
+            data += ["task.max_length=128", "task.doc_stride=32"]
         second = "great film\tawful film" if task == "pair_classification" else "not json at all"
         inputs = [json.dumps({k: v for k, v in rows[0].items() if k not in ("label", "labels", "answers")}), second]
     run_cli("train", f"task={task}", *data, f"model.name_or_path={tiny_model_dir}", "model.name=tiny",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ftune import provenance
 from ftune import run as R
 from ftune.errors import CheckFailed, FtuneError
 
@@ -43,7 +44,7 @@ def run(cfg: DictConfig) -> dict:
     engine = Engine(model, task, trainer_cfg, accelerator)
     metrics = engine.evaluate(task.featurize(examples, tokenizer), examples)
     gate = checks.evaluate(metrics, conditions)
-    metrics.update(examples=len(examples), model=str(folder), split=name)
+    metrics.update(examples=len(examples), model=str(folder), split=name, versions=provenance.versions())
     as_json = cfg.output_format == "json"
     R.print_table(task, metrics, f"{name} ({folder})", to_stderr=as_json)
     out_dir = run_dir if run_dir is not None else Path.cwd()

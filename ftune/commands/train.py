@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import freeze, peft
+from ftune import freeze, peft, provenance, resume
 from ftune import run as R
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
@@ -39,14 +39,16 @@ def run(cfg: DictConfig) -> dict:
     cfg, run_dir = share_from_main(accelerator, cfg, run_dir)
     R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     resume_from = ckpt.find(run_dir, cfg.resume)
+    accepted: dict = {}
     if resume_from is not None:
-        _check_same_run(run_dir, cfg)
+        accepted = resume.check(run_dir, cfg)  # nothing is written before this passes
         if cfg.peft.name == "adalora":  # its rank allocator's running scores are not part of what peft saves
             raise FtuneError("AdaLoRA runs cannot be resumed exactly (peft does not save the rank allocator)",
                              where="resume", fix="start a new run, or use peft=lora, whose runs resume exactly")
 
     # offline hub ids fail here, before data is read
     model_path = locate(cfg.model.name_or_path, allow_pickle=cfg.model.allow_pickle)
+    R.check_model_limits(cfg.task, model_path)
     task = build_task(cfg.task)
     splits = R.load_splits(task)
     task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
@@ -85,6 +87,8 @@ def run(cfg: DictConfig) -> dict:
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler,
                                          lambda path: engine.strategy.load_optimizer(engine.model, engine.optimizer, path))
+        resume.apply(accepted, engine.optimizer, scheduler)
+        engine.emit(resume.event(accepted, state.step, resume_from))
         log.info("resuming from %s (step %d)", resume_from, state.step)
 
     evaluation = (features["validation"], splits["validation"]) if splits["validation"] else None
@@ -116,6 +120,7 @@ def run(cfg: DictConfig) -> dict:
                 R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
                               to_stderr=cfg.output_format == "json")
     results["seconds"] = round(time.perf_counter() - started, 2)
+    results["versions"] = provenance.versions()
     if accelerator.is_main_process:
         R.write_json(run_dir / "results.json", results)
         if cfg.output_format == "json":
@@ -165,19 +170,6 @@ def _throughput(samples: int, engine, seconds: float, examples: int, features: i
     return {"examples": examples, "features": features, "processes": processes, "seconds": round(seconds, 2),
             "eval_seconds": round(engine.seconds["eval"], 2), "checkpoint_seconds": round(engine.seconds["checkpoint"], 2),
             "samples_per_s": round(samples * processes / stepping, 2)}
-
-
-def _check_same_run(run_dir: Path, cfg: DictConfig) -> None:
-    """Resuming with another model or task would silently mix two runs: refuse, naming the key."""
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
-        return
-    saved = OmegaConf.load(saved_file)
-    for key in ("model.name_or_path", "task.name", "optimizer.name"):
-        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
-        if before != now:
-            raise FtuneError(f"the run was trained with {key}={before}, this resume asks for {now}", where=key,
-                             fix=f"resume with {key}={before}, or start a new run_dir")
 
 
 def _check_resumable(checkpoint_dir: Path, labels: list[str]) -> None:

@@ -6,6 +6,7 @@ The engine emits plain dicts and knows nothing about where they go:
     {"event": "train", "step", "epoch", "loss", "lr", "samples_per_s", "tokens_per_s", "padding_ratio"}
     {"event": "eval", "step", "epoch", "val/f1", ..., "is_best"}
     {"event": "end", "step", "reason"}
+    {"event": "resume", "step", "checkpoint", "changed": [{"key", "old", "new"}]}   (ftune.resume)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class JsonlWriter:
         self.handle = open(path, "a", encoding="utf-8")
 
     def __call__(self, event: dict) -> None:
-        if event["event"] in ("train", "eval", "start", "end"):
+        if event["event"] in ("train", "eval", "start", "end", "resume"):
             self.handle.write(json.dumps({k: v for k, v in event.items() if not isinstance(v, dict)}) + "\n")
             self.handle.flush()
 

@@ -54,6 +54,7 @@ def _cases(tmp: Path, model: Path) -> list[tuple[list[str], str]]:
                 *([f"task.data.validation={validation}"] if validation else []), *extra]
 
     sst = ["task.data.text_column=sentence"]
+    qa = ["task.max_length=128", "task.doc_stride=32"]  # within the tiny model's 128 positions
     return [
         (["train", "trainer.epochz=3"], "unknown config key `trainer.epochz` (did you mean `trainer.epochs`?"),
         (["train", "trainer.epochs=abc"], "trainer.epochs: Value 'abc' of type 'str' could not be converted"),
@@ -64,7 +65,13 @@ def _cases(tmp: Path, model: Path) -> list[tuple[list[str], str]]:
         (["train", "+trainer.foo=1"], "unknown config key `trainer.foo`"),
         (["train", "+optimizer.args.betaz=1"], "`AdamW` takes no argument `betaz` (did you mean `betas`?"),
         (["train", "optimizer=sgd", "+optimizer.args.momentom=0.5"], "did you mean `momentum`"),
-        (["train", "trainer.precision=fp8"], "trainer.precision: unknown precision `fp8`"),
+        (["train", "trainer.precision=fp8"], "trainer.precision: unknown value `fp8` (choose from: auto, fp32"),
+        (["train", "optimizer.lr=-1"], "optimizer.lr: must be > 0, got -1.0"),
+        (["train", "scheduler.warmup_ratio=1.5"], "scheduler.warmup_ratio: must be ≥ 0 and < 1, got 1.5"),
+        (["train", "peft=lora", "peft.dropout=1.0"], "peft.dropout: must be ≥ 0 and < 1"),
+        (["train", *ner, "task.max_length=1000", f"task.data.train={f['good.conll']}"],
+         "task.max_length: 1000 tokens exceed the 128 positions of bert"),
+        (["eval", "run_dir=x", "batch_size=0"], "batch_size: must be ≥ 1, got 0"),
         (["train", "trainer.batch_size=0"], "trainer.batch_size: must be ≥ 1"),
         (["train", "trainer.nonfinite=maybe"], "trainer.nonfinite: unknown value `maybe`"),
         (["train", *ner, "trainer.device=cuda", f"task.data.train={f['good.conll']}"], "no CUDA GPU"),
@@ -85,14 +92,14 @@ def _cases(tmp: Path, model: Path) -> list[tuple[list[str], str]]:
         (["train", *data(f["cls_one.tsv"], None, "classification", *sst)], "a single label `pos`"),
         (["train", *data(f["reg.tsv"], None, "regression", *sst)], "reg.tsv:2: `label`: not a number"),
         (["train", *data(f["ml.jsonl"], None, "multilabel")], "ml.jsonl:1: `labels`: invalid JSON list"),
-        (["train", *data(f["qa_dup.json"], None, "qa")], "duplicate question id `1`"),
-        (["train", *data(f["qa_dup.json"], None, "qa")], "answer 'big' is not found at 1 in its context"),
-        (["train", *data(f["qa_bad.json"], None, "qa")], "not SQuAD JSON"),
+        (["train", *data(f["qa_dup.json"], None, "qa", *qa)], "duplicate question id `1`"),
+        (["train", *data(f["qa_dup.json"], None, "qa", *qa)], "answer 'big' is not found at 1 in its context"),
+        (["train", *data(f["qa_bad.json"], None, "qa", *qa)], "not SQuAD JSON"),
         (["train", *data(f["rel.jsonl"], None, "relation")], "rel.jsonl:1: head and tail overlap"),
         (["train", *data(f["good.conll"]), "resume=true"], "no complete checkpoint to resume from"),
         (["train", *data(f["good.conll"], f["empty.conll"])], "task.data.validation: the validation split is empty"),
         (["eval", f"run_dir={tmp / 'not_a_run'}"], "is not an ftune run (no config.yaml)"),
-        (["eval", "run_dir=x", "split=dev"], "split: unknown split `dev`"),
+        (["eval", "run_dir=x", "split=dev"], "split: unknown value `dev` (choose from: validation, test, train)"),
         (["eval", f"model={model}"], "a model folder needs its task"),
         (["predict", f"model={model}", "task=ner", f"input={tmp / 'nope.txt'}"], "input file not found"),
         (["data", "check", "task=ner", f"task.data.train={f['bad_tag.conll']}"], "tag `X-FOO`"),
@@ -115,7 +122,7 @@ def test_at_least_thirty_cases(tmp_path, tiny_model_dir):
     assert len(_cases(tmp_path, tiny_model_dir)) >= 30
 
 
-@pytest.mark.parametrize("index", range(42))
+@pytest.mark.parametrize("index", range(47))
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(index, tmp_path, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, expected = _cases(tmp_path, tiny_model_dir)[index]
@@ -149,13 +156,17 @@ def test_a_refused_resume_leaves_the_run_untouched(tmp_path, tiny_model_dir, cap
                 for p in run_dir.rglob("*") if p.is_file() and p.name != "train.log"}
 
     before = digests()
-    other_labels = tmp_path / "other.conll"
-    other_labels.write_text("Acme B-ORG\nrose O\n")
-    assert _run(["train", *common, f"task.data.train={other_labels}", "resume=true"]) == 2
+    f["good.conll"].write_text("Acme B-ORG\nrose O\n")  # the same file, other labels
+    assert _run(["train", *common, f"task.data.train={f['good.conll']}", "resume=true"]) == 2
     assert "the checkpoint was trained with labels" in capsys.readouterr().err
+    f["good.conll"].write_text(CONLL)
     other_model = tmp_path / "other_model"
     shutil.copytree(tiny_model_dir, other_model)
     assert _run(["train", *[c for c in common if not c.startswith("model.")], f"model.name_or_path={other_model}",
                  f"task.data.train={f['good.conll']}", "resume=true"]) == 2
-    assert "model.name_or_path: the run was trained with model.name_or_path=" in capsys.readouterr().err
+    assert f"resume would change 1 setting(s) of the run: model.name_or_path: {tiny_model_dir} → {other_model}" in (
+        capsys.readouterr().err)
+    assert _run(["train", *common, f"task.data.train={f['good.conll']}", "resume=true", "optimizer.lr=0.5"]) == 2
+    assert "optimizer.lr: 0.0001 → 0.5 (resume with the saved values, accept with resume_allow=[optimizer.lr]" in (
+        capsys.readouterr().err)
     assert digests() == before
