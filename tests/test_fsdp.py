@@ -37,7 +37,7 @@ def _jobs(models, data, root: Path) -> dict[str, list[str]]:
            "optimizer.lr=1e-3", "trainer.precision=fp32", "logger.console=none", "trainer.log_every=1",
            "trainer.max_grad_norm=0.05",  # tight: every step is clipped
            "trainer.batch_size=8", "trainer.eval_batch_size=5"]  # 7 test batches: 4 on rank 0, 3 (+1 padding pass) on rank 1
-    sft = ["task=sft", f"task.data.train={data['chat']}", f"task.data.validation={data['chat']}",
+    sft = ["task=sft", "task.max_length=128", f"task.data.train={data['chat']}", f"task.data.validation={data['chat']}",
            f"model.name_or_path={models['llama']}", "model.name=tiny", "trainer.max_steps=4", "trainer.log_every=1",
            "trainer.precision=fp32", "logger.console=none", "optimizer.lr=1e-3", "trainer.batch_size=4",
            "trainer.eval_batch_size=3"]

@@ -15,7 +15,7 @@ def _overrides(tiny_llama_dir, data, run_dir, quantization="nf4"):
     return ["task=sft", f"task.data.train={data}", f"task.data.validation={data}", f"model.name_or_path={tiny_llama_dir}",
             "model.name=tiny", f"model.quantization={quantization}", "peft=lora", "optimizer.lr=1e-2",
             "trainer.max_steps=3", "trainer.batch_size=4", "trainer.precision=fp32", "logger.console=none",
-            "task.generation.max_new_tokens=4",
+            "task.generation.max_new_tokens=4", "task.max_length=128",  # the tiny Llama has 256 positions
             f"run_dir={run_dir}"]
 
 
@@ -103,7 +103,7 @@ def test_int8_base_trains_an_adapter(tiny_llama_dir, chat_file, tmp_path, compos
 
 @pytest.mark.parametrize(("override", "message"), [
     (["peft=none"], "trains only through LoRA adapters"),
-    (["model.quantization=fp8"], "unknown quantization"),
+    (["model.quantization=fp8"], "unknown value `fp8`"),
     (["trainer.strategy=fsdp"], "cannot be sharded by FSDP2"),
 ])
 def test_quantization_errors_are_one_line(override, message, tiny_llama_dir, chat_file, tmp_path, compose_config):
