@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--max-context", type=int, default=600, help="skip longer paragraphs (characters)")
     parser.add_argument("--quantization", default=None, help="nf4 or int8: QLoRA (a quantised base under the adapter)")
     parser.add_argument("--precision", default="auto", help="trainer.precision (auto: bf16 where the CPU has it)")
+    parser.add_argument("--no-eval", action="store_true", help="training figures only (no EM/F1): loaded machines")
     parser.add_argument("--work", default="runs/sft_squad_check")
     args = parser.parse_args()
 
@@ -95,9 +96,11 @@ def main() -> None:
     os.chdir(before_dir)  # eval of a model folder writes eval_<file>.json into the current directory
     before_file = before_dir / "eval_eval.json"
     before_s = 0.0
-    if not before_file.is_file() or before_file.stat().st_mtime < evaluation.stat().st_mtime:
+    if args.no_eval:
+        before_file = None
+    elif not before_file.is_file() or before_file.stat().st_mtime < evaluation.stat().st_mtime:
         before_s = ftune("eval", f"model={base}", "task=sft", f"file={evaluation}", *[g.lstrip("+") for g in generation])
-    before = json.loads(before_file.read_text())
+    before = json.loads(before_file.read_text()) if before_file else {}
 
     run_dir = work / f"run_{args.peft}{'_' + args.quantization if args.quantization else ''}"
     peak = work / f"{run_dir.name}.peak_mb"
@@ -107,8 +110,10 @@ def main() -> None:
                     "task.max_length=384", "trainer.log_every=10", "logger.console=plain", f"run_dir={run_dir}",
                     f"model.quantization={args.quantization or 'null'}", f"trainer.precision={args.precision}",
                     "overwrite=true", peak=peak)
-    after_s = ftune("eval", f"run_dir={run_dir}", f"file={evaluation}", *generation)
-    after = json.loads((run_dir / "eval_eval.json").read_text())
+    after_s, after = 0.0, {}
+    if not args.no_eval:
+        after_s = ftune("eval", f"run_dir={run_dir}", f"file={evaluation}", *generation)
+        after = json.loads((run_dir / "eval_eval.json").read_text())
     results = json.loads((run_dir / "results.json").read_text())
     summary = {"peft": args.peft, "quantization": args.quantization, "precision": results["precision"],
                "train_peak_rss_mb": round(float(peak.read_text())), "steps": results["steps"],
@@ -116,10 +121,16 @@ def main() -> None:
                "train_examples": len(train_rows), "eval_questions": len(eval_rows),
                "train_seconds": results["train"]["seconds"], "train_command_seconds": round(train_s, 1),
                "eval_seconds": {"before": round(before_s, 1), "after": round(after_s, 1)},
-               "before": {k: round(before[k], 2) for k in ("exact_match", "token_f1", "loss")},
-               "after": {k: round(after[k], 2) for k in ("exact_match", "token_f1", "loss")}}
+               "train_loss": [round(e["loss"], 4) for e in _train_events(run_dir)],
+               "before": {k: round(before[k], 2) for k in ("exact_match", "token_f1", "loss") if k in before},
+               "after": {k: round(after[k], 2) for k in ("exact_match", "token_f1", "loss") if k in after}}
     (work / f"summary_{run_dir.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+
+
+def _train_events(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("event") == "train" or ("loss" in r and "lr" in r)]
 
 
 if __name__ == "__main__":
