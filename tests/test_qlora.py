@@ -52,8 +52,9 @@ def qlora_run(tmp_path_factory, tiny_llama_dir, chat_file, compose_config):
     return run_dir, results, seen
 
 
-def test_only_the_adapter_trains_and_the_4bit_base_stays_bit_identical(qlora_run):
+def test_only_the_adapter_trains_and_the_4bit_base_stays_bit_identical(qlora_run, tiny_llama_dir):
     import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM
 
     run_dir, results, seen = qlora_run
     model = seen["model"]
@@ -66,6 +67,9 @@ def test_only_the_adapter_trains_and_the_4bit_base_stays_bit_identical(qlora_run
     best = sorted(p.name for p in (run_dir / "best").iterdir())
     assert "adapter_model.safetensors" in best and "model.safetensors" not in best
     assert results["peft"] == "lora" and results["steps"] == 3
+    base = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_llama_dir).parameters())
+    counts = results["parameters"]  # packed 4-bit weights counted as the weights they stand for
+    assert counts["total"] == base + counts["trainable"]
 
 
 def test_eval_predict_and_export_of_a_qlora_run(qlora_run, tmp_path):
