@@ -130,7 +130,8 @@ def run(cfg: DictConfig) -> dict:
     return {"optimized_metric": main, **results}
 
 
-def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int, precision: str):
+def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int,
+                 precision: str = "fp32"):
     """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
     and the extra objects every saved model folder needs."""
     from ftune.engine.checkpoint import load_weights
