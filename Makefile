@@ -35,6 +35,7 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_scale.py  # data at scale: 1x/10x/100x CoNLL + 200k sft, memory and start-up
 
 lint: $(STAMP)
 	$(BIN)/ruff check ftune tests scripts

@@ -306,6 +306,7 @@ class TrainerConfig:
     seed: int = 42
     group_by_length: bool = True
     cache_features: bool = True  # keep tokenised features on disk ($FTUNE_CACHE_DIR) for the next run
+    featurize_workers: int = bounded(0, ge=0)  # processes that tokenise (0: one per available core); features do not depend on it
     nonfinite: str = choice("stop", "stop", "skip", "ignore")  # NaN/inf loss or gradients: skip the update (counted), or no check
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)

@@ -33,6 +33,7 @@ def sft_run(tmp_path_factory, tiny_llama_dir) -> Path:
     folder = tmp_path_factory.mktemp("sft")
     data = _write(folder / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 4)
     run_cli("train", "task=sft", f"task.data.train={data}", f"task.data.validation={data}", "task.packing=true",
+           "task.max_length=256",  # the tiny Llama's positions
            "task.eval_generate=true", "task.generation.max_new_tokens=4", f"model.name_or_path={tiny_llama_dir}",
            "model.name=tiny", "trainer.max_steps=2", "trainer.batch_size=4", "trainer.gradient_checkpointing=true",
            "logger.console=none", f"run_dir={folder / 'run'}")
@@ -104,12 +105,12 @@ def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, 
 
     if task == "sft":
         data = _write(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
-        model = tiny_llama_dir
+        model, length = tiny_llama_dir, ["task.max_length=256"]
     else:
         data = _write(tmp_path / "data.jsonl", [{"document": a, "summary": b} for a, b in PAIRS * 3])
-        model = tiny_t5_dir
+        model, length = tiny_t5_dir, []
     run_dir = tmp_path / "run"
-    run_cli("train", f"task={task}", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
+    run_cli("train", f"task={task}", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}", *length,
            f"model.name_or_path={model}", "model.name=tiny", "task.generation.max_new_tokens=4",
            "trainer.max_steps=2", "trainer.batch_size=4", "optimizer.lr=1e-2", "logger.console=none",
            f"run_dir={run_dir}")
@@ -135,6 +136,7 @@ def test_prefix_tuning_on_a_causal_lm_trains_only_the_prefix(tmp_path, tiny_llam
     data = _write(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
     run_dir = tmp_path / "run"
     run_cli("train", "task=sft", "peft=prefix_tuning", "peft.num_virtual_tokens=4", f"task.data.train={data}",
+           "task.max_length=128",
            f"task.data.validation={data}", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny",
            "trainer.max_steps=2", "trainer.batch_size=4", "optimizer.lr=1e-2", "logger.console=none",
            f"run_dir={run_dir}")

@@ -19,6 +19,7 @@ def run(cfg: DictConfig) -> dict:
 
     from ftune import checks
     from ftune.config import TrainerConfig
+    from ftune.data import cache
     from ftune.engine.loop import Engine, make_accelerator
 
     R.check_output_format(cfg.output_format)
@@ -42,7 +43,8 @@ def run(cfg: DictConfig) -> dict:
                                   {"eval_batch_size": cfg.batch_size, "num_workers": 0})
     accelerator, _ = make_accelerator("auto", cfg.device)
     engine = Engine(model, task, trainer_cfg, accelerator)
-    metrics = engine.evaluate(task.featurize(examples, tokenizer), examples)
+    metrics = engine.evaluate(cache.featurize(task, examples, tokenizer, name, trainer_cfg.cache_features, cfg.file or
+                                              cache.local_source(task.cfg.data, cfg.split), trainer_cfg.featurize_workers), examples)
     gate = checks.evaluate(metrics, conditions)
     metrics.update(examples=len(examples), model=str(folder), split=name, versions=provenance.versions())
     as_json = cfg.output_format == "json"

@@ -59,7 +59,8 @@ def run(cfg: DictConfig) -> dict:
 
     set_seed(cfg.trainer.seed)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
-    features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features)
+    features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features,
+                                      cache.local_source(cfg.task.data, name), cfg.trainer.featurize_workers)
                 for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")

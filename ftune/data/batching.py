@@ -1,40 +1,119 @@
 """Batch orders: length-grouped (random, but similar lengths together) and sorted (for evaluation).
 
 Orders are pure functions of (lengths, batch size, seed, epoch), so a resumed run replays exactly the
-batches an uninterrupted run would have seen, and can skip the ones already trained on.
+batches an uninterrupted run would have seen, and can skip the ones already trained on. Lengths are a
+numpy column (one int32 per feature, read from the Arrow `length` column) and batches are numpy index
+arrays: a million features cost a few MB here, not a Python list of a million ints per epoch.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
+
+import numpy as np
+import torch
+
+EVAL_CHUNK = 20_000  # examples per evaluation chunk (Engine.evaluate): bounds what metrics hold
 
 
-def train_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
-                  megabatch_factor: int = 50) -> list[list[int]]:
+def feature_column(features: Any, name: str) -> np.ndarray:
+    """One int field of every feature as an int64 array: the Arrow column of a dataset, read without
+    materialising rows, or the field of each dict in a list."""
+    data = getattr(features, "data", None)  # datasets.Dataset: its (memory-mapped) Arrow table
+    if data is not None and hasattr(features, "_indices"):
+        column = features.with_format("numpy")[name] if features._indices is not None else data.column(name)
+        return np.asarray(column, dtype=np.int64)
+    return np.fromiter((f[name] for f in features), dtype=np.int64, count=len(features))
+
+
+def feature_lengths(features: Any) -> np.ndarray:
+    return feature_column(features, "length")
+
+
+def example_chunks(features: Any, num_examples: int, size: int):
+    """(first, last, features of examples[first:last]) for consecutive ranges of `size` examples.
+    Features come in example order (windows of one example are adjacent), so each range is one slice."""
+    if not len(features):
+        yield 0, num_examples, features
+        return
+    owners = feature_column(features, "example")
+    bounds = list(range(0, num_examples, size)) + [num_examples]
+    cuts = np.searchsorted(owners, bounds, side="left").tolist()
+    for first, last, start, end in zip(bounds[:-1], bounds[1:], cuts[:-1], cuts[1:], strict=True):
+        part = features[start:end] if isinstance(features, list) else features.select(range(start, end))
+        yield first, last, part
+
+
+def rows(features: Any, indices: list[int]) -> list[dict]:
+    """features[i] for each index: one gather of the Arrow table for a dataset, plain indexing for a list."""
+    if isinstance(features, list):
+        return [features[i] for i in indices]
+    columns = features[indices]  # datasets.Dataset: a dict of columns, in the order of `indices`
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+class Indexed(torch.utils.data.Dataset):
+    """(index, feature) pairs of a list or a memory-mapped dataset; a whole batch is one Arrow read."""
+
+    def __init__(self, features):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> tuple[int, dict]:
+        return index, self.features[index]
+
+    def __getitems__(self, indices) -> list[tuple[int, dict]]:  # the DataLoader's batched fetch
+        indices = [int(i) for i in indices]
+        return list(zip(indices, rows(self.features, indices), strict=True))
+
+
+def _cut(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _permutation(rng: random.Random, n: int) -> np.ndarray:
+    """The permutation `rng.shuffle(list(range(n)))` gives, drawn from the same generator state.
+
+    random.shuffle consumes the generator the same way for any list of length n, so shuffling the
+    positions and indexing with them equals shuffling the items: the orders of earlier versions (and of
+    the recorded-loss tests) stay exactly as they were.
+    """
+    order = list(range(n))
+    rng.shuffle(order)
+    return np.array(order, dtype=np.int64)
+
+
+def train_batches(lengths, batch_size: int, seed: int, epoch: int, group_by_length: bool,
+                  megabatch_factor: int = 50) -> list[np.ndarray]:
     """Index batches for one epoch.
 
     With `group_by_length`, indices are shuffled, cut into mega-batches of `megabatch_factor` batches, each
-    sorted by length and cut into batches, and the batches are shuffled again: padding drops while every
-    epoch still sees a different random order (as in transformers' LengthGroupedSampler).
+    sorted by length (longest first, stable) and cut into batches, and the batches are shuffled again:
+    padding drops while every epoch still sees a different random order (as in transformers'
+    LengthGroupedSampler).
     """
+    lengths = np.asarray(lengths, dtype=np.int64)
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
+    order = _permutation(rng, len(lengths))
     if not group_by_length:
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return _cut(order, batch_size)
     size = batch_size * megabatch_factor
     batches = []
     for start in range(0, len(order), size):
-        mega = sorted(order[start:start + size], key=lambda i: -lengths[i])
-        batches += [mega[i:i + batch_size] for i in range(0, len(mega), batch_size)]
-    rng.shuffle(batches)
-    return batches
+        mega = order[start:start + size]
+        # stable on -length: ties keep their shuffled order, as Python's sorted(key=-length) did
+        batches += _cut(mega[np.argsort(-lengths[mega], kind="stable")], batch_size)
+    return [batches[i] for i in _permutation(rng, len(batches))]
 
 
-def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def eval_batches(lengths, batch_size: int) -> list[np.ndarray]:
     """Longest first, so the peak memory shows up in the first batch rather than at the end."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return _cut(np.argsort(-lengths, kind="stable"), batch_size)
 
 
 def pad(sequences: list[list[int]], value: int) -> list[list[int]]:

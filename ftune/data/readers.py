@@ -21,16 +21,18 @@ class DataErrors:
     """Collects data problems and raises one FtuneError listing the first few and the total."""
 
     def __init__(self, what: str):
-        self.what, self.problems = what, []
+        self.what, self.problems, self.count = what, [], 0  # the first few problems, and how many in all
 
     def add(self, where: str, problem: str) -> None:
-        self.problems.append(f"{where}: {problem}")
+        self.count += 1
+        if len(self.problems) < MAX_REPORTED:
+            self.problems.append(f"{where}: {problem}")
 
     def raise_if_any(self, fix: str) -> None:
-        if self.problems:
-            shown = "; ".join(self.problems[:MAX_REPORTED])
-            more = f" (and {len(self.problems) - MAX_REPORTED} more)" if len(self.problems) > MAX_REPORTED else ""
-            raise FtuneError(f"{len(self.problems)} problem(s) in {self.what}: {shown}{more}", fix=fix)
+        if self.count:
+            shown = "; ".join(self.problems)
+            more = f" (and {self.count - MAX_REPORTED} more)" if self.count > MAX_REPORTED else ""
+            raise FtuneError(f"{self.count} problem(s) in {self.what}: {shown}{more}", fix=fix)
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -54,80 +56,98 @@ def detect_format(path: Path, declared: str) -> str:
 
 def read_conll(path: str, key: str, token_column: int = 0, tag_column: int = -1) -> list[dict]:
     """Sentences from a CoNLL column file: blank lines and -DOCSTART- lines separate sentences."""
+    return list(iter_conll(path, key, token_column, tag_column))
+
+
+def iter_conll(path: str, key: str, token_column: int = 0, tag_column: int = -1) -> Iterator[dict]:
+    """read_conll as a generator: the file is never a whole list. Its data errors are raised when it is
+    exhausted, or when it is closed early (a `max_train` limit): those in the part read are reported."""
     file = existing_file(path, key)
     errors = DataErrors(str(path))
-    sentences, tokens, tags, start = [], [], [], 0
-
-    def flush():
+    tokens, tags, start = [], [], 0
+    fix = "CoNLL files need one token per line with its tag in a column, blank lines between sentences"
+    try:
+        for number, line in read_lines(file):
+            fields = line.split()
+            if not fields or fields[0] == DOCSTART:
+                if tokens:
+                    yield {"tokens": tokens, "tags": tags, "where": f"{path}:{start}"}
+                    tokens, tags = [], []
+                continue
+            try:
+                token, tag = fields[token_column], fields[tag_column]
+            except IndexError:
+                errors.add(f"{path}:{number}", f"{len(fields)} column(s), need columns {token_column} and {tag_column}")
+                continue
+            if len(fields) < 2:
+                errors.add(f"{path}:{number}", "a token with no tag column")
+                continue
+            if not tokens:
+                start = number
+            tokens.append(token)
+            tags.append(tag)
         if tokens:
-            sentences.append({"tokens": list(tokens), "tags": list(tags), "where": f"{path}:{start}"})
-        tokens.clear()
-        tags.clear()
-
-    for number, line in read_lines(file):
-        fields = line.split()
-        if not fields:
-            flush()
-            continue
-        if fields[0] == DOCSTART:
-            flush()
-            continue
-        try:
-            token, tag = fields[token_column], fields[tag_column]
-        except IndexError:
-            errors.add(f"{path}:{number}", f"{len(fields)} column(s), need columns {token_column} and {tag_column}")
-            continue
-        if len(fields) < 2:
-            errors.add(f"{path}:{number}", "a token with no tag column")
-            continue
-        if not tokens:
-            start = number
-        tokens.append(token)
-        tags.append(tag)
-    flush()
-    errors.raise_if_any(fix="CoNLL files need one token per line with its tag in a column, blank lines between sentences")
-    return sentences
+            yield {"tokens": tokens, "tags": tags, "where": f"{path}:{start}"}
+    except GeneratorExit:
+        errors.raise_if_any(fix=fix)
+        raise
+    errors.raise_if_any(fix=fix)
 
 
 def read_jsonl(path: str, key: str) -> list[dict]:
     """One JSON object per non-blank line, each with its `where`."""
+    return list(iter_jsonl(path, key))
+
+
+def iter_jsonl(path: str, key: str) -> Iterator[dict]:
+    """read_jsonl as a generator (errors raised at its end, or when closed early)."""
     file = existing_file(path, key)
     errors = DataErrors(str(path))
-    rows = []
-    for number, line in read_lines(file):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            errors.add(f"{path}:{number}", f"invalid JSON ({error.msg})")
-            continue
-        if not isinstance(row, dict):
-            errors.add(f"{path}:{number}", "expected a JSON object")
-            continue
-        row["where"] = f"{path}:{number}"
-        rows.append(row)
+    try:
+        for number, line in read_lines(file):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                errors.add(f"{path}:{number}", f"invalid JSON ({error.msg})")
+                continue
+            if not isinstance(row, dict):
+                errors.add(f"{path}:{number}", "expected a JSON object")
+                continue
+            row["where"] = f"{path}:{number}"
+            yield row
+    except GeneratorExit:
+        errors.raise_if_any(fix="write one JSON object per line")
+        raise
     errors.raise_if_any(fix="write one JSON object per line")
-    return rows
 
 
 def read_tagged_jsonl(path: str, key: str, tokens_field: str = "tokens", tags_field: str = "tags") -> list[dict]:
     """Sentences from JSONL lines like {"tokens": [...], "tags": [...]}."""
+    return list(iter_tagged_jsonl(path, key, tokens_field, tags_field))
+
+
+def iter_tagged_jsonl(path: str, key: str, tokens_field: str = "tokens", tags_field: str = "tags") -> Iterator[dict]:
     errors = DataErrors(str(path))
-    sentences = []
-    for row in read_jsonl(path, key):
-        tokens, tags = row.get(tokens_field), row.get(tags_field)
-        if not isinstance(tokens, list) or not isinstance(tags, list):
-            errors.add(row["where"], f"needs list fields `{tokens_field}` and `{tags_field}`")
-            continue
-        if len(tokens) != len(tags):
-            errors.add(row["where"], f"{len(tokens)} tokens but {len(tags)} tags")
-            continue
-        if tokens:
-            sentences.append({"tokens": [str(t) for t in tokens], "tags": [str(t) for t in tags],
-                              "where": row["where"]})
-    errors.raise_if_any(fix=f"each line needs `{tokens_field}` and `{tags_field}` lists of equal length")
-    return sentences
+    fix = f"each line needs `{tokens_field}` and `{tags_field}` lists of equal length"
+    rows = iter_jsonl(path, key)
+    try:
+        for row in rows:
+            tokens, tags = row.get(tokens_field), row.get(tags_field)
+            if not isinstance(tokens, list) or not isinstance(tags, list):
+                errors.add(row["where"], f"needs list fields `{tokens_field}` and `{tags_field}`")
+                continue
+            if len(tokens) != len(tags):
+                errors.add(row["where"], f"{len(tokens)} tokens but {len(tags)} tags")
+                continue
+            if tokens:
+                yield {"tokens": [str(t) for t in tokens], "tags": [str(t) for t in tags], "where": row["where"]}
+    except GeneratorExit:
+        rows.close()
+        errors.raise_if_any(fix=fix)
+        raise
+    errors.raise_if_any(fix=fix)
 
 
 def read_table(path: str, key: str, delimiter: str | None = None) -> list[dict]:

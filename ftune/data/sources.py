@@ -6,10 +6,16 @@ the offline behaviour (fail fast, one line, no 25 s of retries) are the same for
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from ftune.data.examples import stored
 from ftune.errors import FtuneError
+from ftune.paths import existing_file
+
+log = logging.getLogger("ftune")
 
 SPLITS = ("train", "validation", "test")
 
@@ -17,17 +23,53 @@ SPLITS = ("train", "validation", "test")
 def load_split(data: Any, split: str, from_file: Callable[[str, str], list[dict]],
                from_hub: Callable[[Any, str], list[dict]], formats: str) -> list[dict]:
     """Examples of `split`: from `task.data.<split>` when local files are configured, else from the hub."""
+    limit = data.get(f"max_{split}")
     if any(data.get(s) for s in SPLITS):
         path = data.get(split)
-        examples = from_file(path, f"task.data.{split}") if path else []
+        if not path:
+            return []
+        key = f"task.data.{split}"
+        existing_file(path, key)
+
+        def read():
+            rows = from_file(path, key)
+            return limited(rows, limit) if limit else rows
+
+        try:
+            return stored(path, {**reader_settings(from_file), "path": path, "limit": limit}, read, split)
+        except OSError as error:  # no writable cache: read into memory, as without one
+            log.debug("examples of %s not stored (%s)", path, error)
+            return list(read())
     elif data.get("hub"):
         dataset = hub_split(data, split, formats)
         examples = from_hub(dataset, split) if dataset is not None else []
     else:
         raise FtuneError("no data configured", where="task.data",
                          fix=f"set task.data.train/validation/test to {formats} files, or task.data.hub")
-    limit = data.get(f"max_{split}")
     return examples[:limit] if limit else examples
+
+
+def limited(rows, limit: int):
+    """The first `limit` rows; a generator is then closed, so it reports the errors in the part it read."""
+    yield from itertools.islice(rows, limit)
+    if hasattr(rows, "close"):
+        rows.close()
+
+
+def reader_settings(from_file: Callable) -> dict:
+    """What decides how a file becomes examples: the reading object's class and its config without the
+    split paths (a sequence task's data reader parses labels with its task's method: that task counts)."""
+    from omegaconf import OmegaConf
+
+    owner = getattr(from_file, "__self__", None)
+    parse = getattr(owner, "parse", None)
+    owner = getattr(parse, "__self__", owner)
+    cfg = getattr(owner, "cfg", None)
+    settings = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else {}
+    data = settings.get("data", settings)
+    for name in SPLITS:
+        data.pop(name, None)
+    return {"reader": f"{type(owner).__qualname__}.{getattr(from_file, '__name__', '')}", "cfg": settings}
 
 
 def hub_split(data: Any, split: str, formats: str):

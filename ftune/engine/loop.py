@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ftune.data.batching import eval_batches, train_batches
+from ftune.data.batching import (
+    EVAL_CHUNK,
+    Indexed,
+    eval_batches,
+    example_chunks,
+    feature_lengths,
+    train_batches,
+)
 from ftune.engine import checkpoint as ckpt
 from ftune.engine import strategy as strategies
 from ftune.engine.checkpoint import TrainState
@@ -58,8 +65,7 @@ def make_accelerator(precision: str, device: str):
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=mixed, cpu=not on_gpu)
     if accelerator.distributed_type.name == "FSDP":
-        # ftune shards the model itself (FSDP2, ftune/engine/strategy.py); accelerate's FSDP would wrap it a
-        # second time, with its own saves and clipping
+        # ftune shards the model itself (ftune/engine/strategy.py); accelerate's FSDP would wrap it again
         raise FtuneError("accelerate's FSDP is not used by ftune", where="accelerate launch --use_fsdp",
                          fix="launch without --use_fsdp and add trainer.strategy=fsdp (README, \"Scaling out\")")
     return accelerator, precision
@@ -92,15 +98,6 @@ def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]
     return padded[rank::processes]
 
 
-class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, features: list[dict]):
-        self.features = features
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, index: int) -> tuple[int, dict]:
-        return index, self.features[index]
 
 
 class Engine:
@@ -132,7 +129,7 @@ class Engine:
             subscriber.close()
 
     # ---- data -----------------------------------------------------------------------------------------
-    def _loader(self, features: list[dict], batches: list[list[int]]) -> DataLoader:
+    def _loader(self, features, batches: list) -> DataLoader:
         collate = self.task.collate
 
         def collate_indexed(items: list[tuple[int, dict]]) -> dict:
@@ -142,7 +139,7 @@ class Engine:
 
         # A private generator: creating an iterator draws a seed from it, and drawing from the global RNG
         # would shift dropout masks whenever a resumed run creates its loader mid-epoch.
-        return DataLoader(_Indexed(features), batch_sampler=batches, collate_fn=collate_indexed,
+        return DataLoader(Indexed(features), batch_sampler=batches, collate_fn=collate_indexed,
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.cfg.seed))
 
@@ -174,7 +171,7 @@ class Engine:
         return state
 
     def _loop(self, train, evaluation, state, total, per_epoch, processes, rank, stop) -> str | None:
-        cfg, lengths = self.cfg, [f["length"] for f in train]
+        cfg, lengths = self.cfg, feature_lengths(train)
         params = [p for p in self.model.parameters() if p.requires_grad]
         window = {"loss": torch.zeros((), device=self.device), "targets": torch.zeros((), device=self.device),
                   "samples": 0, "tokens": 0, "padded": 0, "time": time.perf_counter()}
@@ -338,12 +335,14 @@ class Engine:
         self.seconds["checkpoint"] += time.perf_counter() - started
 
     # ---- evaluation and prediction ----------------------------------------------------------------------
-    def infer(self, features: list[dict], batch_size: int) -> tuple[list[Any], float | None]:
-        with self.strategy.inference():  # inference mode, or no_grad for a sharded model
-            return self._infer(features, batch_size)
+    def infer(self, features, batch_size: int) -> tuple[list[Any], float | None]:
+        """Per-feature predictions (in feature order) and the mean loss over targets, if any."""
+        predictions, loss_sum, count = self._infer(features, batch_size)
+        return predictions, (loss_sum / count if count else None)
 
-    def _infer(self, features: list[dict], batch_size: int) -> tuple[list[Any], float | None]:
-        """Per-feature predictions (in feature order) and the mean loss over targets, if any.
+    @strategies.inference  # inference mode, or no_grad for a sharded model
+    def _infer(self, features, batch_size: int) -> tuple[list[Any], float, float]:
+        """Per-feature predictions (in feature order), the summed loss and the number of targets.
 
         Predictions are decoded batch by batch into small host objects: a split's logits are never held.
         Under several processes each rank runs every N-th batch and the decoded predictions are gathered
@@ -362,7 +361,7 @@ class Engine:
         # Generative tasks define generate(model, batch): its result goes to decode as batch["generated"];
         # without targets (predict) the forward pass is skipped, as only the loss needs it.
         generate = getattr(self.task, "generate", None)
-        every = eval_batches([f["length"] for f in features], batch_size)
+        every = eval_batches(feature_lengths(features), batch_size)
         batches = every[rank::processes]
         for n, batch in enumerate(self._loader(features, batches + self.strategy.eval_padding(batches, every))):
             batch = self._to_device(batch)
@@ -386,15 +385,24 @@ class Engine:
             loss_sum, targets = self.accelerator.reduce(loss_sum, "sum"), self.accelerator.reduce(targets, "sum")
         for index, prediction in mine:
             predictions[index] = prediction
-        count = targets.item()
-        return predictions, (loss_sum.item() / count if count else None)
+        return predictions, loss_sum.item(), targets.item()
 
     def load_weights(self, folder: Path) -> None:
         self.strategy.load_weights(self.model, folder)
 
-    def evaluate(self, features: list[dict], examples: list[dict]) -> dict:
-        predictions, loss = self.infer(features, self.cfg.eval_batch_size)
-        metrics = self.task.compute_metrics(predictions, features, examples)
+    def evaluate(self, features, examples) -> dict:
+        """Metrics of a split. A task that counts (metric_state / update_metrics / final_metrics) is fed
+        EVAL_CHUNK examples at a time, so a large split's predictions are never all held at once."""
+        if not hasattr(self.task, "update_metrics"):
+            predictions, loss = self.infer(features, self.cfg.eval_batch_size)
+            metrics = self.task.compute_metrics(predictions, features, examples)
+        else:
+            state, loss_sum, count = self.task.metric_state(), 0.0, 0.0
+            for first, last, part in example_chunks(features, len(examples), EVAL_CHUNK):
+                predictions, part_loss, part_count = self._infer(part, self.cfg.eval_batch_size)
+                self.task.update_metrics(state, predictions, part, examples[first:last], first)
+                loss_sum, count = loss_sum + part_loss, count + part_count
+            metrics, loss = self.task.final_metrics(state), (loss_sum / count if count else None)
         if loss is not None:
             metrics["loss"] = loss
         return metrics

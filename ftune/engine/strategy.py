@@ -11,6 +11,7 @@ model and picks `FullySharded` for it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from pathlib import Path
@@ -90,6 +91,17 @@ def shard(model: torch.nn.Module, trainer_cfg, accelerator) -> torch.nn.Module:
     log.info("FSDP2: %d layers sharded over %d processes; parameters per rank %.1f MB of %.1f MB",
              len(layers), accelerator.num_processes, local / 2**20, full / 2**20)
     return model
+
+
+def inference(method):
+    """An Engine method run under its strategy's inference context (inference mode, or no_grad)."""
+
+    @functools.wraps(method)
+    def wrapped(engine, *args, **kwargs):
+        with engine.strategy.inference():
+            return method(engine, *args, **kwargs)
+
+    return wrapped
 
 
 def for_model(model: torch.nn.Module, accelerator) -> DataParallel:

@@ -9,15 +9,17 @@ word is owned (trained and predicted) by exactly one window, with up to `stride`
 from __future__ import annotations
 
 import re
-import warnings
+from collections import Counter
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ftune.data import sources
 from ftune.data.batching import pad
-from ftune.data.readers import DataErrors, detect_format, json_object, read_conll, read_tagged_jsonl
+from ftune.data.examples import Rows
+from ftune.data.readers import DataErrors, detect_format, iter_conll, iter_tagged_jsonl, json_object
 from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import tag_schemes as ts
@@ -39,15 +41,17 @@ class NerTask:
 
     # ---- data -------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "CoNLL or JSONL")
+        return sources.load_split(self.cfg.data, split, self.iter_file, self._from_hub, "CoNLL or JSONL")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
+        return list(self.iter_file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
+        """Sentences of a CoNLL or JSONL file, streamed (data errors at the end, with file:line)."""
         data = self.cfg.data
         if detect_format(resolve(path, key), data.format) == "jsonl":
-            examples = read_tagged_jsonl(path, key, data.tokens_field, data.tags_field)
-        else:
-            examples = read_conll(path, key, data.token_column, data.tag_column)
-        return examples
+            return iter_tagged_jsonl(path, key, data.tokens_field, data.tags_field)
+        return iter_conll(path, key, data.token_column, data.tag_column)
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         names = dataset.features["ner_tags"].feature.names  # ClassLabel ids → tag names
@@ -74,9 +78,11 @@ class NerTask:
                              fix="point task.data.train at a non-empty CoNLL or JSONL file")
         self.scheme = self.cfg.scheme
         self._check(train, "train", known=None)  # well-formed tags first: detection needs them
+        on_disk = isinstance(train, Rows)
         if self.scheme == "auto":
-            self.scheme = ts.detect_scheme([ex["tags"] for ex in train])
-        self.labels = ts.sort_labels({tag for ex in train for tag in ex["tags"]})
+            self.scheme = ts.detect_scheme_on_disk(train) if on_disk else ts.detect_scheme([ex["tags"] for ex in train])
+        tags = ts.distinct_tags(train) if on_disk else {tag for ex in train for tag in ex["tags"]}
+        self.labels = ts.sort_labels(tags)
         for split, examples in others.items():
             self._check(examples, split, known=set(self.labels))
 
@@ -85,15 +91,22 @@ class NerTask:
         self._check(examples, split, known=set(self.labels))
 
     def _check(self, examples: list[dict], split: str, known: set[str] | None) -> None:
-        errors = DataErrors(f"the {split} split")
         scheme = self.scheme if self.scheme != "auto" else "BIOES"
+
+        def problem(tag: str) -> str | None:
+            found = ts.scheme_problem(tag, scheme)
+            if found is None and known is not None and tag not in known:
+                found = f"label `{tag}` does not occur in the training data"
+            return found
+
+        # Examples on disk: the distinct tags are found in Arrow; the rows are read only to locate problems.
+        if isinstance(examples, Rows) and not any(problem(tag) for tag in ts.distinct_tags(examples)):
+            return
+        errors = DataErrors(f"the {split} split")
         for ex in examples:
             for tag in ex.get("tags", []):
-                problem = ts.scheme_problem(tag, scheme)
-                if problem is None and known is not None and tag not in known:
-                    problem = f"label `{tag}` does not occur in the training data"
-                if problem:
-                    errors.add(ex["where"], problem)
+                if found := problem(tag):
+                    errors.add(ex["where"], found)
         errors.raise_if_any(fix=f"fix the tags (scheme {scheme}; labels: {', '.join(sorted(known or []))[:200]})")
 
     # ---- model and features -------------------------------------------------------------------------
@@ -117,6 +130,8 @@ class NerTask:
         budget = self.cfg.max_length - sum(len(ids) for ids in self._specials)
         if budget < 4:
             raise FtuneError(f"max_length {self.cfg.max_length} leaves no room for words", where="task.max_length")
+        # config values read once: an OmegaConf attribute costs ~70 µs, per word that was half the time
+        stride, label_all = self.cfg.stride, self.cfg.label_all_tokens
         features = []
         for start in range(0, len(examples), 1000):
             chunk = examples[start:start + 1000]
@@ -127,27 +142,31 @@ class NerTask:
                     if word is not None and len(pieces[word]) < budget:
                         pieces[word].append(token_id)
                 tags = [label2id[t] for t in ex["tags"]] if "tags" in ex else None
-                for window in plan_windows([len(p) for p in pieces], budget, self.cfg.stride):
-                    features.append(self._window(pieces, tags, window, next_id, tokenizer, start + offset))
+                for window in plan_windows([len(p) for p in pieces], budget, stride):
+                    features.append(self._window(pieces, tags, window, next_id, label_all, start + offset))
         return features
 
-    def _window(self, pieces, tags, window, next_id, tokenizer, example: int) -> dict:
+    def _window(self, pieces, tags, window, next_id, label_all: bool, example: int) -> dict:
         left, own_start, own_end, right = window
-        ids, labels, words = [], [], []
-        for w in range(left, right):
-            owned = own_start <= w < own_end
-            for k, token_id in enumerate(pieces[w]):
-                ids.append(token_id)
-                words.append(w if owned and k == 0 else -1)
-                if tags is None or not owned or (k > 0 and not self.cfg.label_all_tokens):
-                    labels.append(-100)
-                else:
-                    labels.append(tags[w] if k == 0 else next_id[tags[w]])
         prefix, suffix = self._specials
-        full = prefix + ids + suffix
-        labels = [-100] * len(prefix) + labels + [-100] * len(suffix)
-        words = [-1] * len(prefix) + words + [-1] * len(suffix)
-        return {"input_ids": full, "labels": labels, "words": words, "example": example, "length": len(full)}
+        ids, labels, words = list(prefix), [-100] * len(prefix), [-1] * len(prefix)
+        for w in range(left, right):
+            piece = pieces[w]
+            if not piece:
+                continue
+            owned = own_start <= w < own_end
+            ids += piece
+            words.append(w if owned else -1)
+            words += [-1] * (len(piece) - 1)
+            if tags is None or not owned:
+                labels += [-100] * len(piece)
+            else:
+                labels.append(tags[w])
+                labels += [next_id[tags[w]] if label_all else -100] * (len(piece) - 1)
+        ids += suffix
+        labels += [-100] * len(suffix)
+        words += [-1] * len(suffix)
+        return {"input_ids": ids, "labels": labels, "words": words, "example": example, "length": len(ids)}
 
     def collate(self, features: list[dict]) -> dict:
         ids = torch.tensor(pad([f["input_ids"] for f in features], self.pad_id))
@@ -168,32 +187,57 @@ class NerTask:
         return [[(w, predicted[b][t], confidence[b][t]) for t, w in enumerate(words) if w >= 0]
                 for b, words in enumerate(batch["words"])]
 
-    def _word_predictions(self, predictions, features, examples):
+    def _word_predictions(self, predictions, features, examples, first: int = 0):
+        """Per-word tags and confidences of examples[first:first + len(examples)]."""
         tags = [["O"] * len(ex["tokens"]) for ex in examples]
         scores = [[0.0] * len(ex["tokens"]) for ex in examples]
         for feature, predicted in zip(features, predictions, strict=True):
             for word, label, confidence in predicted:
-                tags[feature["example"]][word] = self.labels[label]
-                scores[feature["example"]][word] = confidence
+                tags[feature["example"] - first][word] = self.labels[label]
+                scores[feature["example"] - first][word] = confidence
         return tags, scores
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        from seqeval.metrics import classification_report
+    # Metrics are counts (entities per type: gold, predicted, correct; words: all, correct), accumulated
+    # chunk by chunk (Engine.evaluate), so a large split never holds all predictions and examples at once.
+    def metric_state(self) -> dict:
+        return {"gold": Counter(), "guess": Counter(), "correct": Counter(), "words": 0, "right": 0}
 
-        predicted, _ = self._word_predictions(predictions, features, examples)
-        gold = [ts.to_iob2(ex["tags"]) for ex in examples]
-        guess = [ts.to_iob2(tags) for tags in predicted]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # seqeval warns about types with no prediction: reported as 0
-            report = classification_report(gold, guess, output_dict=True, zero_division=0)
-        words = sum(len(g) for g in gold)
-        micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
-        per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
-                        "support": int(v["support"])} for k, v in report.items() if not k.endswith(" avg")}
-        correct = sum(a == b for g, p in zip(gold, guess, strict=True) for a, b in zip(g, p, strict=True))
-        return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
-                "accuracy": correct / words if words else 0.0, "entities": int(micro["support"]),
+    def update_metrics(self, state: dict, predictions: list, features, examples, first: int = 0) -> None:
+        """Add the counts of examples[first:first + len(examples)] (the features of exactly those examples)."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        predicted, _ = self._word_predictions(predictions, features, examples, first)
+        for ex, tags in zip(examples, predicted, strict=True):
+            gold, guess = ts.to_iob2(ex["tags"]), ts.to_iob2(tags)
+            state["words"] += len(gold)
+            state["right"] += sum(a == b for a, b in zip(gold, guess, strict=True))
+            true, found = set(get_entities(gold)), set(get_entities(guess))
+            state["gold"].update(kind for kind, _, _ in true)
+            state["guess"].update(kind for kind, _, _ in found)
+            state["correct"].update(kind for kind, _, _ in true & found)
+
+    def final_metrics(self, state: dict) -> dict:
+        from seqeval.metrics.v1 import _precision_recall_fscore_support
+
+        kinds = sorted(set(state["gold"]) | set(state["guess"]))
+        sums = [np.array([state[key][k] for k in kinds], dtype=np.int64) for key in ("guess", "correct", "gold")]
+
+        def scores(average):  # seqeval's own arithmetic, fed with the counts: identical to its report
+            return _precision_recall_fscore_support([["O"]], [["O"]], average=average, zero_division=0,
+                                                    extract_tp_actual_correct=lambda *_: tuple(sums))
+
+        p, r, f, support = scores(None)
+        per_type = {k: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+                    for i, k in enumerate(kinds)}
+        mp, mr, mf, entities = scores("micro") if kinds else (0.0, 0.0, 0.0, 0)
+        return {"precision": float(mp), "recall": float(mr), "f1": float(mf),
+                "accuracy": state["right"] / state["words"] if state["words"] else 0.0, "entities": int(entities),
                 "per_type": per_type}
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         rows = [(kind, m["precision"], m["recall"], m["f1"], m["support"]) for kind, m in metrics["per_type"].items()]

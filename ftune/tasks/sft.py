@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ftune.data import sources
 from ftune.data.batching import pad
-from ftune.data.readers import DataErrors, json_object, read_jsonl
+from ftune.data.readers import DataErrors, iter_jsonl, json_object
 from ftune.errors import FtuneError
 from ftune.tasks import generation as G
 
@@ -51,31 +51,41 @@ class SftTask:
 
     # ---- data ---------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "JSONL")
+        return sources.load_split(self.cfg.data, split, self.iter_file, self._from_hub, "JSONL")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
-        return self._examples(read_jsonl(path, key), str(path), need_reply=True)
+        return list(self.iter_file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
+        """The file's conversations, streamed: a large file is never a whole list (errors at the end)."""
+        return self._iter_examples(iter_jsonl(path, key), str(path), need_reply=True)
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         source = f"{self.cfg.data.hub}/{split}"
         return self._examples([{**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)], source, True)
 
     def _examples(self, rows: list[dict], source: str, need_reply: bool) -> list[dict]:
-        errors, examples = DataErrors(source), []
-        for row in rows:
-            try:
-                example = {"messages": self.conversation(row, need_reply), "where": row.get("where", "")}
-            except ValueError as error:
-                errors.add(row.get("where", "input"), str(error))
-                continue
-            answers = row.get("answers")
-            if isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers):
-                example["answers"] = answers  # several acceptable replies, for exact match / token F1
-            examples.append(example)
-        data = self.cfg.data
-        errors.raise_if_any(fix=f"each line needs `{data.messages_field}` (a list of {{role, content}}) or "
-                                f"`{data.prompt_field}` and `{data.response_field}` strings")
-        return examples
+        return list(self._iter_examples(rows, source, need_reply))
+
+    def _iter_examples(self, rows, source: str, need_reply: bool):
+        errors, data = DataErrors(source), self.cfg.data
+        fix = (f"each line needs `{data.messages_field}` (a list of {{role, content}}) or "
+               f"`{data.prompt_field}` and `{data.response_field}` strings")
+        try:
+            for row in rows:
+                try:
+                    example = {"messages": self.conversation(row, need_reply), "where": row.get("where", "")}
+                except ValueError as error:
+                    errors.add(row.get("where", "input"), str(error))
+                    continue
+                answers = row.get("answers")
+                if isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers):
+                    example["answers"] = answers  # several acceptable replies, for exact match / token F1
+                yield example
+        except GeneratorExit:  # closed early (a max_train limit): report the problems in the part read
+            errors.raise_if_any(fix=fix)
+            raise
+        errors.raise_if_any(fix=fix)
 
     def conversation(self, row: dict, need_reply: bool) -> list[dict]:
         """The checked message list of a data row; ValueError says what is wrong with it."""

@@ -87,3 +87,43 @@ def continuation(tag: str, labels: list[str]) -> str:
     if tag.startswith(("B-", "S-")) and f"I-{tag[2:]}" in labels:
         return f"I-{tag[2:]}"
     return tag
+
+
+def distinct_tags(rows) -> set[str]:
+    """The tags of examples on disk (ftune.data.examples.Rows), found in Arrow without building rows."""
+    import pyarrow.compute as pc
+
+    if "tags" not in rows.table.column_names:
+        return set()
+    return set(pc.unique(pc.list_flatten(rows.column("tags"))).to_pylist())
+
+
+def detect_scheme_on_disk(rows) -> str:
+    """ts.detect_scheme over examples on disk, vectorised: BIOES when E-/S- occur; IOB1 when some I-X does
+    not continue an X entity (it follows O, another type, or starts a sentence); else IOB2."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = rows.column("tags")
+    names = sorted(distinct_tags(rows))
+    if not names:
+        return "IOB2"  # as detect_scheme on no tags
+    if {split_tag(t)[0] for t in names} & {"E", "S"}:
+        return "BIOES"
+    kinds = np.array([split_tag(t)[1] for t in names], dtype=object)
+    inside = np.array([split_tag(t)[0] == "I" for t in names])
+    lookup = pa.array(names, type=pa.string())
+    for chunk in column.chunks:
+        flat = pc.index_in(pc.list_flatten(chunk), value_set=lookup).to_numpy(zero_copy_only=False)
+        if not len(flat):
+            continue
+        offsets = chunk.offsets.to_numpy()
+        first = offsets[:-1] - offsets[0]  # where each sentence starts in the flattened tags
+        starts = np.zeros(len(flat), dtype=bool)
+        starts[first[first < len(flat)]] = True
+        previous = np.roll(flat, 1)
+        opens = inside[flat] & (starts | (kinds[previous] != kinds[flat]))
+        if opens.any():
+            return "IOB1"
+    return "IOB2"
