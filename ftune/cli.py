@@ -31,6 +31,8 @@ COMMANDS = {
     "export": "write a run's model as a standalone folder (out=...); merge=true folds a PEFT adapter in",
     "chat": "talk to a task=sft run (run_dir=...): one message per stdin line, streamed replies",
     "data": "`data check task=...`: read and validate a task's data (no model, nothing written)",
+    "report": "draw a run's (run_dir=...) or a sweep's (sweep_dir=...) curves into a self-contained report.html",
+    "push": "upload a run's best/ (run_dir=...) or an export folder (folder=...) with its card to the hub (repo_id=...)",
 }
 
 USAGE = f"""usage: ftune <command> [hydra overrides...]
@@ -51,6 +53,9 @@ examples:
   ftune export run_dir=runs/ner/minilm/<time> merge=true out=exported   # PEFT adapter → plain model
   printf "hi\\n" | ftune chat run_dir=runs/sft/smollm2-135m/<time>    # streamed replies; EOF ends
   ftune data check task=ner task.data.train=train.txt   # validate data only
+  ftune train logger.backends=[tensorboard,mlflow]      # trackers (also wandb); docs/tracking.md
+  ftune report sweep_dir=multirun/<time>        # a sweep's trials compared in report.html
+  ftune push run_dir=runs/ner/minilm/<time> repo_id=me/ner-minilm   # best/ + model card, private
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.
 exit codes: 0 ok, 1 a metric gate failed (eval check='f1>=0.85'), 2 bad config or data,

@@ -35,6 +35,7 @@ class ModelConfig:
     # shipped inside an installed package (works offline).
     name_or_path: str = MISSING
     revision: str | None = None
+    hub_id: str | None = None  # the hub id of a model shipped in a package: `base_model` of model cards
     trust_remote_code: bool = False  # run Python code shipped with a hub model: only for models you trust
     allow_pickle: bool = False  # load pickle weights (pytorch_model.bin), which can run code when loaded
     quantization: str | None = choice(None, None, "nf4", "int8")  # frozen base in 4/8 bits (bitsandbytes): QLoRA
@@ -316,10 +317,47 @@ class TrainerConfig:
 
 
 @dataclass
+class MlflowLoggerConfig:
+    """MLflow (ftune/loggers/mlflow.py). null values fall back to MLflow's environment variables."""
+
+    tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)
+    experiment: str | None = None  # null: $MLFLOW_EXPERIMENT_NAME, else "ftune"
+    run_name: str | None = None  # null: <task>-<model>-<run folder name>
+
+
+@dataclass
+class WandbLoggerConfig:
+    """Weights & Biases (ftune/loggers/wandb.py). null values fall back to wandb's WANDB_* variables."""
+
+    project: str | None = None  # null: $WANDB_PROJECT, else "ftune"
+    entity: str | None = None  # null: $WANDB_ENTITY, else the account's default
+    mode: str | None = None  # online | offline | disabled; null: $WANDB_MODE, else online
+    tags: list[str] = field(default_factory=list)  # added to task, model and peft
+
+
+@dataclass
 class LoggerConfig:
     console: str = choice("auto", "auto", "rich", "plain", "none")  # auto: a rich bar on a terminal, plain lines otherwise
     jsonl: bool = True
-    tensorboard: bool = False
+    backends: list[str] = field(default_factory=list)  # trackers, several at once: tensorboard, mlflow, wandb
+    report: bool = True  # report.html and plots in the run directory, and the model card in best/, at the end
+    log_best: bool = False  # also upload best/ to the trackers as an artifact (it may be large)
+    max_param_length: int = 500  # longer config values are cut (with a note) in tracker params
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+    wandb: WandbLoggerConfig = field(default_factory=WandbLoggerConfig)
+
+
+@dataclass
+class RecipeConfig:
+    """A reference recipe (configs/experiment/<name>.yaml sets it): what the run usually reaches.
+    ftune/recipes.py checks a finished run against it and records the verdict in results.json."""
+    name: str | None = None  # the experiment's name; null: not a reference recipe
+    # split -> metric -> [low, high], in the metric's own scale (NER F1 0-1, SQuAD F1 0-100)
+    expected: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    source: str = ""  # where the range comes from: "measured here (...)" or a paper
+    # split -> data fingerprint (ftune.recipes.fingerprint): a run on the same data and model matches the
+    # recipe even without experiment=; empty for hub data, which is matched by name only
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -332,6 +370,7 @@ class TrainConfig:
     freeze: FreezeConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
     # settings a resume may change, e.g. [optimizer.lr,trainer.max_steps]; any other difference is refused
@@ -392,6 +431,25 @@ class ExportConfig:
     overwrite: bool = False
 
 
+@dataclass
+class ReportConfig:
+    run_dir: str | None = None  # a training run: report.html and report/*.png in it
+    sweep_dir: str | None = None  # or a multirun folder (with summary.json): the trials compared
+    out: str | None = None  # another HTML file to write (default: <run_dir or sweep_dir>/report.html)
+
+
+@dataclass
+class PushConfig:
+    run_dir: str | None = None  # a training run: its best/ folder (with the model card) is uploaded
+    folder: str | None = None  # or an `ftune export` folder
+    repo_id: str = MISSING  # <user or org>/<name> on the Hugging Face hub
+    private: bool = True
+    revision: str | None = None  # a branch; null: main
+    commit_message: str | None = None
+    dry_run: bool = False  # list what would be uploaded; nothing is sent
+
+
+
 PEFT_SCHEMAS: dict[str, type] = {
     "none": PeftConfig,
     "lora": LoraConfig,
@@ -421,6 +479,8 @@ def register_configs() -> None:
     cs.store(name="base_data", node=DataCheckConfig)
     cs.store(name="base_export", node=ExportConfig)
     cs.store(name="base_chat", node=ChatConfig)
+    cs.store(name="base_report", node=ReportConfig)
+    cs.store(name="base_push", node=PushConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
     for name, schema in _task_schemas().items():
@@ -452,7 +512,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     if isinstance(cfg.get("peft"), DictConfig) and cfg.peft.get("name") in PEFT_SCHEMAS:
         schemas["peft"] = PEFT_SCHEMAS[cfg.peft.name]
     top = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "data": DataCheckConfig,
-           "export": ExportConfig, "chat": ChatConfig}
+           "export": ExportConfig, "chat": ChatConfig, "report": ReportConfig, "push": PushConfig}
     for schema in top.values():
         if set(cfg.keys()) <= set(OmegaConf.structured(schema).keys()):
             break

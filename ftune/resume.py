@@ -20,7 +20,8 @@ log = logging.getLogger("ftune")
 
 # Keys (or prefixes ending in ".") whose value cannot change what the run computes: always accepted.
 NO_EFFECT = ("logger.", "trainer.num_workers", "trainer.log_every", "trainer.keep_last", "trainer.save_every",
-             "trainer.cache_features", "trainer.featurize_workers", "run_dir", "resume", "resume_allow", "overwrite", "output_format")
+             "trainer.cache_features", "trainer.featurize_workers", "run_dir", "resume", "resume_allow", "overwrite",
+             "output_format", "recipe.")  # the reference recipe only judges the result (ftune/recipes.py)
 # Keys that `resume_allow` may accept, because the resumed run can honour them: the optimizer's values are
 # written into its state below; the trainer's are read by the engine as it goes (a new epochs/max_steps also
 # rebuilds the learning-rate schedule for the new total, continuing at the current step).

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,18 @@ class SweepSummary(Callback):
         (sweep_dir / "summary.csv").write_text(to_csv(summary))
         failed.extend(r["job"] for r in summary["jobs"] if r["status"] != "ok")
         print_summary(summary, sweep_dir)
+        if (config.get("logger") or {}).get("report", True):
+            _write_report(sweep_dir)
+
+
+def _write_report(sweep_dir: Path) -> None:
+    """report.html of the sweep (ftune.report); a plotting problem never fails a finished sweep."""
+    try:
+        from ftune.report import write_sweep_report
+
+        print(f"report: {write_sweep_report(sweep_dir)}", file=sys.stderr)
+    except Exception as error:  # the summary files are written; the report can be redrawn with `ftune report`
+        log.warning("sweep report not written: %s (redraw: ftune report sweep_dir=%s)", error, sweep_dir)
 
 
 def summarize(records: list[dict]) -> dict:
@@ -93,8 +106,10 @@ def summarize(records: list[dict]) -> dict:
         best = max(scored, key=lambda r: (sign * r["value"], -r["job"]))["job"]
     jobs = [{**r, "params": {k: p.get(k) for k in swept}, "best": r["job"] == best}
             for r, p in zip(records, parsed, strict=True)]
-    return {"metric": next((r["metric"] for r in scored), None), "swept": swept, "best_job": best,
-            "failed": sum(r["status"] != "ok" for r in records), "jobs": jobs}
+    summary = {"metric": next((r["metric"] for r in scored), None), "swept": swept, "best_job": best,
+               "failed": sum(r["status"] != "ok" for r in records), "jobs": jobs}
+    summary["settings"] = across_seeds(summary)
+    return summary
 
 
 def to_csv(summary: dict) -> str:
@@ -121,6 +136,8 @@ def print_summary(summary: dict, sweep_dir: Path) -> None:
         status = job["status"] if job["status"] == "ok" else f"failed: {job['error']}"[:60]
         table.add_row(str(job["job"]), *(_short(v) for v in job["params"].values()), value, status)
     Console(file=sys.stdout, width=120).print(table)
+    if summary.get("settings"):
+        Console(file=sys.stdout, width=120).print(settings_table(summary))
     print(f"summary: {sweep_dir / 'summary.csv'} and summary.json", file=sys.stderr)
 
 
@@ -149,3 +166,55 @@ def _wait_for_other_ranks() -> bool:
         return False
     dist.barrier()
     return True
+
+
+# ---- seeds: one row per setting, mean ± std over its seeds (`trainer.seed=1,2,3` in the sweep) ----
+SEED_KEY = "trainer.seed"
+
+
+def across_seeds(summary: dict) -> list[dict]:
+    """Per setting (the swept values other than the seed): mean, sample std, min and max of the metric over
+    the seeds that finished. One seed per setting cannot tell two recipes apart; the spread says whether a
+    difference of means is more than noise. Empty unless the seed was swept."""
+    if SEED_KEY not in summary["swept"]:
+        return []
+    groups: dict[tuple, dict] = {}
+    for job in summary["jobs"]:
+        setting = {k: v for k, v in job["params"].items() if k != SEED_KEY}
+        group = groups.setdefault(tuple(setting.items()), {"params": setting, "seeds": [], "values": [], "failed": 0})
+        if job["status"] == "ok" and isinstance(job["value"], int | float):
+            group["seeds"].append(job["params"][SEED_KEY])
+            group["values"].append(job["value"])
+        else:
+            group["failed"] += 1
+    rows = []
+    for group in groups.values():
+        values = group.pop("values")
+        rows.append({**group, "n": len(values), "mean": statistics.fmean(values) if values else None,
+                     "std": statistics.stdev(values) if len(values) > 1 else None,
+                     "min": min(values, default=None), "max": max(values, default=None), "best": False})
+    scored = [r for r in rows if r["mean"] is not None]
+    if scored:
+        sign = 1 if next(j["greater_is_better"] for j in summary["jobs"] if j["status"] == "ok") else -1
+        max(scored, key=lambda r: sign * r["mean"])["best"] = True
+    return rows
+
+
+def settings_table(summary: dict):
+    from rich.table import Table
+
+    metric = summary["metric"] or "metric"
+    keys = [k for k in summary["swept"] if k != SEED_KEY]
+    table = Table(title=f"mean ± std over seeds (val/{metric}, * = best mean)", title_justify="left")
+    for column in (*keys, "seeds", "mean ± std", "min – max"):
+        table.add_column(column, justify="left" if column in keys else "right")
+    for row in summary["settings"]:
+        if row["mean"] is None:
+            spread, cells = "", "all failed"
+        else:
+            spread = f"{row['mean']:.4f} ± {row['std']:.4f}" if row["std"] is not None else f"{row['mean']:.4f}"
+            spread += " *" if row["best"] else ""
+            cells = f"{row['min']:.4f} – {row['max']:.4f}"
+        seeds = str(row["n"]) + (f" ({row['failed']} failed)" if row["failed"] else "")
+        table.add_row(*(_short(row["params"][k]) for k in keys), seeds, spread, cells)
+    return table

@@ -18,6 +18,20 @@ def test_every_shipped_option_composes_and_validates(compose_config, group, opti
     assert cfg[group] is not None
 
 
+@pytest.mark.parametrize("path", sorted((CONFIGS / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_experiment_composes_and_validates(compose_config, path):
+    """A reference recipe: its header is the command, it names itself, and its ranges are ranges."""
+    cfg = compose_config("train", [f"experiment={path.stem}"])
+    check_known_keys(cfg)
+    text = path.read_text()
+    assert text.startswith("# @package _global_\n") and f"ftune train experiment={path.stem}" in text
+    assert cfg.recipe.name == path.stem and cfg.recipe.source and cfg.recipe.expected
+    assert cfg.model.name in path.stem  # e.g. conll2003_minilm trains minilm
+    for metrics in cfg.recipe.expected.values():
+        for metric, (low, high) in metrics.items():
+            assert low < high, f"{path.stem}: {metric} range {low}–{high}"
+
+
 @pytest.mark.parametrize("name", ["eval", "predict", "chat"])
 def test_eval_and_predict_configs_compose(compose_config, name):
     cfg = compose_config(name, ["run_dir=somewhere", "task=ner"])

@@ -32,7 +32,7 @@ def test_every_installed_package_is_locked_at_its_version():
     # a local build label (torch 2.13.0+cpu) is the same release as the lock's plain version
     wrong = {name: (version, locked.get(name)) for name, version in installed.items()
              if locked.get(name) != version.split("+")[0]}
-    assert not wrong, f"installed (version, locked) that the lock does not match: {wrong}; run `make install`"
+    assert not wrong, f"installed (version, locked) that the lock does not match: {wrong}; run `make install` (a package the lock no longer names: rm -rf .venv first)"
 
 
 def test_lock_pins_the_core_libraries():

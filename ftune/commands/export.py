@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import peft
+from ftune import card, peft
 from ftune import run as R
 from ftune.errors import FtuneError
 
@@ -71,6 +71,7 @@ def run(cfg: DictConfig) -> dict:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
+    card.write_card(out, run_dir=run_dir, merged=result["merged"])  # README.md: metrics, data, how to load
     kind = "merged model" if result["merged"] else ("PEFT adapter (load with peft)" if adapter else "model")
     log.info("exported %s to %s", kind, out)
     return result

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import freeze, peft, provenance, resume
+from ftune import freeze, peft, provenance, recipes, resume
 from ftune import run as R
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
@@ -27,6 +27,7 @@ def run(cfg: DictConfig) -> dict:
     from ftune.engine.events import build_subscribers
     from ftune.engine.loop import Engine, make_accelerator, total_steps
     from ftune.engine.strategy import shard
+    from ftune.loggers import check_backends
     from ftune.models import load_tokenizer, locate
     from ftune.optim import build_optimizer, build_scheduler
     from ftune.registry import build_task
@@ -34,7 +35,9 @@ def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     run_dir = R.hydra_output_dir(cfg.run_dir)
     R.validate_train_config(cfg)
+    recipes.validate(cfg.get("recipe"))
     R.check_output_format(cfg.output_format)
+    check_backends(cfg.logger.backends)
     accelerator, precision = make_accelerator(cfg.trainer.precision, cfg.trainer.device)
     cfg, run_dir = share_from_main(accelerator, cfg, run_dir)
     R.check_run_dir(run_dir, cfg.resume, cfg.overwrite)
@@ -82,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
     optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type in ("cuda", "cpu"))
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
     engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
-                    build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None), extras,
+                    build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None, cfg), extras,
                     step_hook=peft.step_hook(model, cfg.peft))
     state = None
     if resume_from is not None:
@@ -97,8 +100,9 @@ def run(cfg: DictConfig) -> dict:
     train_started = time.perf_counter()
     try:
         state = engine.fit(features["train"], evaluation, state)
-    finally:
-        engine.close()
+    except BaseException:
+        engine.close()  # trackers end their run as failed (killed after a signal); resume reattaches to it
+        raise
     train_seconds = time.perf_counter() - train_started
 
     # Final figures come from the selected model: best/ (the last model when there is no validation split).
@@ -120,12 +124,24 @@ def run(cfg: DictConfig) -> dict:
             if accelerator.is_main_process:
                 R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
                               to_stderr=cfg.output_format == "json")
+    if accelerator.is_main_process:  # inside/outside the range of a matching reference recipe, in results.json too
+        record = recipes.report(cfg, splits, task, results, to_stderr=cfg.output_format == "json")
+        if record is not None:
+            results["recipe"] = record
     results["seconds"] = round(time.perf_counter() - started, 2)
     results["versions"] = provenance.versions()
+    files = [run_dir / "config.yaml", run_dir / "results.json"]
     if accelerator.is_main_process:
         R.write_json(run_dir / "results.json", results)
+        if cfg.logger.report:  # report.html (plots) and the model card in best/, from the files just written
+            from ftune.card import write_card
+            from ftune.report import write_run_report
+
+            files += [write_run_report(run_dir), write_card(run_dir / "best", run_dir=run_dir)]
         if cfg.output_format == "json":
             R.print_json(results)
+    engine.emit({"event": "result", "results": results, "files": [str(f) for f in files]})
+    engine.close()
     log.info("run directory: %s", run_dir)
     main = results.get("validation", {}).get(task.main_metric)
     return {"optimized_metric": main, **results}

@@ -166,7 +166,7 @@ class Engine:
         with StopOnSignal() as self.stop:
             reason = self._loop(train, evaluation, state, total, per_epoch, processes, rank, self.stop) or reason
         if evaluation is None and self.run_dir is not None:  # nothing to select on: the last model is best
-            self._save_best()
+            self._save_best(state.step)
         self.emit({"event": "end", "step": state.step, "reason": reason})
         return state
 
@@ -303,7 +303,7 @@ class Engine:
         if better:
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
             if self.run_dir is not None:
-                self._save_best()
+                self._save_best(state.step)
         else:
             state.bad_evals += 1
         flat = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
@@ -311,10 +311,11 @@ class Engine:
                    "eval_seconds": time.perf_counter() - started})
         return bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience
 
-    def _save_best(self) -> None:
+    def _save_best(self, step: int) -> None:
         weights = self.strategy.model_state(self.model)  # every rank: under FSDP a gather
         if self.accelerator.is_main_process:
             ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras, weights)
+            self.emit({"event": "save", "kind": "best", "step": step, "path": str(self.run_dir / "best")})
 
     def save_checkpoint(self, state: TrainState) -> None:
         started = time.perf_counter()
@@ -328,8 +329,9 @@ class Engine:
             optimizer = self.strategy.save_optimizer(self.model, self.optimizer, ckpt.staging(folder, state.step))
             self.accelerator.wait_for_everyone()
             if main:
-                ckpt.save(folder, self.accelerator.unwrap_model(self.model), optimizer, self.scheduler, state,
-                          self.cfg.keep_last, self.extras, weights)
+                path = ckpt.save(folder, self.accelerator.unwrap_model(self.model), optimizer, self.scheduler, state,
+                                 self.cfg.keep_last, self.extras, weights)
+                self.emit({"event": "save", "kind": "checkpoint", "step": state.step, "path": str(path)})
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = state.step
         self.seconds["checkpoint"] += time.perf_counter() - started
