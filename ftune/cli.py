@@ -90,6 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     from ftune.config import register_configs
 
     register_configs()
+    import warnings
+
+    # configs/hydra/launcher/ray.yaml shares its name with the Ray plugin's schema, which Hydra then checks
+    # it against (as wanted) while warning that the practice is deprecated
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
     if command in ("eval", "predict", "chat", "serve"):
         # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
         rest = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in rest]

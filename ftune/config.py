@@ -38,6 +38,7 @@ class ModelConfig:
     hub_id: str | None = None  # the hub id of a model shipped in a package: `base_model` of model cards
     trust_remote_code: bool = False  # run Python code shipped with a hub model: only for models you trust
     allow_pickle: bool = False  # load pickle weights (pytorch_model.bin), which can run code when loaded
+    quantization: str | None = choice(None, None, "nf4", "int8")  # frozen base in 4/8 bits (bitsandbytes): QLoRA
 
 
 @dataclass
@@ -347,6 +348,7 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model (pays off on GPUs; measured no gain on a 2-core CPU)
     num_workers: int = bounded(0, ge=0)
     device: str = choice("auto", "auto", "cpu", "cuda")
+    strategy: str = choice("ddp", "ddp", "fsdp")  # several processes: ddp (whole model on each) | fsdp (FSDP2, sharded)
 
 
 @dataclass

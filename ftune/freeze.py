@@ -80,6 +80,9 @@ def parameter_counts(model: torch.nn.Module) -> dict:
     for name, param in model.named_parameters():
         if ".original_module." in name:
             continue
-        total += param.numel()
-        trainable += param.numel() if param.requires_grad else 0
+        # a 4-bit weight is stored packed, two values a byte: count the weights it stands for
+        shape = getattr(getattr(param, "quant_state", None), "shape", None)
+        count = shape.numel() if isinstance(shape, torch.Size) else param.numel()
+        total += count
+        trainable += count if param.requires_grad else 0
     return {"trainable": trainable, "total": total, "percent": round(100 * trainable / max(total, 1), 4)}

@@ -277,8 +277,13 @@ def _load_torch(task, folder: Path, settings: DictConfig | None):
     tokenizer = load_tokenizer(str(folder))
     task.bind_tokenizer(tokenizer)
     if adapter:  # a PEFT run: its base model, from the run's config when there is one, with the adapter on top
+        from ftune.models import plain_cpu_kernels, quantization_kwargs
+
         base = settings.model.name_or_path if settings is not None else peft.base_model_path(folder)
-        model = peft.load_trained(task.build_model(locate(base)), folder)
+        # a QLoRA run's adapter on its base quantised as in training, so eval and predict see that model
+        model = task.build_model(locate(base), **quantization_kwargs(settings.model if settings is not None else None))
+        plain_cpu_kernels(model)
+        model = peft.load_trained(model, folder)
     else:
         model = task.build_model(str(folder))
     return tokenizer, model

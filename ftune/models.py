@@ -144,3 +144,59 @@ def hub_available(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+# ---- quantised base models (QLoRA) --------------------------------------------------------------------
+QUANTIZATIONS = ("nf4", "int8")
+
+
+def check_quantization(model_cfg: Any, peft_name: str) -> None:
+    """model.quantization: known, with an adapter method on top, and bitsandbytes able to run it here."""
+    method = model_cfg.get("quantization")
+    if not method:
+        return
+    if method not in QUANTIZATIONS:
+        raise FtuneError(f"unknown quantization `{method}`", where="model.quantization", fix="choose from: nf4, int8, null")
+    if peft_name != "lora":
+        # the quantised weights are frozen bytes: only an adapter next to them can train
+        raise FtuneError(f"a {method} base model trains only through LoRA adapters (QLoRA), not peft={peft_name}",
+                         where="model.quantization", fix="add peft=lora, or set model.quantization=null")
+    try:
+        import bitsandbytes
+    except ImportError as error:
+        raise FtuneError(f"model.quantization={method} needs bitsandbytes, which is not installed ({error})",
+                         where="model.quantization", fix="pip install 'ftune[quant]' (bitsandbytes>=0.47)") from error
+    import torch
+
+    version = tuple(int(x) for x in bitsandbytes.__version__.split(".")[:2])
+    if not torch.cuda.is_available() and version < (0, 47):
+        raise FtuneError(f"bitsandbytes {bitsandbytes.__version__} runs quantised layers only on CUDA GPUs",
+                         where="model.quantization", fix="pip install 'bitsandbytes>=0.47' (CPU support), or use a GPU")
+
+
+def quantization_kwargs(model_cfg: Any, precision: str = "fp32") -> dict:
+    """`from_pretrained` arguments that load the base model quantised by bitsandbytes (none when off)."""
+    method = model_cfg.get("quantization") if model_cfg is not None else None
+    if not method:
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if method == "nf4":
+        # computing in bf16 halves the dequantised activations' memory; fp32 where the run is fp32
+        compute = torch.bfloat16 if precision == "bf16" else torch.float32
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                                    bnb_4bit_use_double_quant=True)
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"quantization_config": config, "device_map": {"": torch.cuda.current_device() if device == "cuda" else "cpu"}}
+
+
+def plain_cpu_kernels(model: Any) -> None:
+    """bitsandbytes repacks a 4-bit weight in place on its first CPU forward in eval mode (for AVX512-BF16
+    kernels): it changes the stored bytes and fails on layers narrower than a quantisation block (64).
+    Keep the stored layout: training, evaluation and saving then all see the same 4-bit weights."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

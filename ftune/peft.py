@@ -132,6 +132,13 @@ def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list
     from peft import get_peft_model
 
     config = build_config(cfg, model, total_steps, new_token_ids)
+    if getattr(model, "is_quantized", False):
+        from peft import prepare_model_for_kbit_training
+
+        # QLoRA: the unquantised weights (norms, embeddings) in fp32 and, under gradient checkpointing,
+        # inputs that require gradients, so the frozen 4/8-bit layers still pass gradients to the adapters
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(getattr(model, "is_activation_checkpointing", False)))
     if cfg.name == "prefix_tuning" and not _prefix_tuning_fits(model):
         import peft as peft_library
         import transformers

@@ -65,6 +65,11 @@ def validate_train_config(cfg: DictConfig) -> None:
                          where="optimizer.loraplus_lr_ratio", fix="use peft=lora, dora or rslora, or leave it null")
     if cfg.trainer.epochs < 1 and not cfg.trainer.max_steps:
         raise FtuneError("train for at least one epoch or set max_steps", where="trainer.epochs")
+    from ftune.engine import strategy
+    from ftune.models import check_quantization
+
+    strategy.check(cfg.trainer, cfg.model, cfg.peft)
+    check_quantization(cfg.model, cfg.peft.name)
     if cfg.peft.name == "adalora" and cfg.peft.init_r < cfg.peft.target_r:
         raise FtuneError(f"AdaLoRA shrinks ranks from init_r to target_r; init_r={cfg.peft.init_r} < "
                          f"target_r={cfg.peft.target_r}", where="peft.init_r", fix="set peft.init_r ≥ peft.target_r")

@@ -3,6 +3,7 @@ scored (exact match, token F1) on questions from *other* articles, before vs aft
 
     python scripts/sft_squad_check.py --peft lora            # the set-up of docs/generation.md (add --lr 1e-3 --steps 30 --batch-size 4)
     python scripts/sft_squad_check.py --peft none --steps 60 # full fine-tuning
+    python scripts/sft_squad_check.py --peft lora --quantization nf4 --steps 30 --batch-size 4 --lr 1e-3  # QLoRA
 
 Training prompts come from the first `--train-articles` articles of ../shared/data/squad_v1.1/dev-v1.1.json,
 evaluation questions from the last `--eval-articles` articles, so no context is seen in both. Paragraphs
@@ -39,10 +40,19 @@ def rows(articles: list[dict], limit: int, all_answers: bool) -> list[dict]:
     return [row for _, row in out][:limit] if limit else [row for _, row in out]
 
 
-def ftune(*args: str) -> float:
+# `ftune <args>` that writes its peak resident memory (MB) to $PEAK_FILE when it exits
+PEAK = ("import atexit, os, resource, sys\n"
+        "atexit.register(lambda: open(os.environ['PEAK_FILE'], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF)"
+        ".ru_maxrss / 1024)))\nfrom ftune.cli import main\nmain(sys.argv[1:])")
+
+
+def ftune(*args: str, peak: Path | None = None) -> float:
     started = time.perf_counter()
     print("+ ftune " + " ".join(args), file=sys.stderr, flush=True)
-    subprocess.run([str(Path(sys.executable).parent / "ftune"), *args], check=True)
+    if peak is None:
+        subprocess.run([str(Path(sys.executable).parent / "ftune"), *args], check=True)
+    else:
+        subprocess.run([sys.executable, "-c", PEAK, *args], check=True, env={**os.environ, "PEAK_FILE": str(peak)})
     return time.perf_counter() - started
 
 
@@ -56,6 +66,9 @@ def main() -> None:
     parser.add_argument("--eval-articles", type=int, default=2)
     parser.add_argument("--eval-questions", type=int, default=100)
     parser.add_argument("--max-context", type=int, default=600, help="skip longer paragraphs (characters)")
+    parser.add_argument("--quantization", default=None, help="nf4 or int8: QLoRA (a quantised base under the adapter)")
+    parser.add_argument("--precision", default="auto", help="trainer.precision (auto: bf16 where the CPU has it)")
+    parser.add_argument("--no-eval", action="store_true", help="training figures only (no EM/F1): loaded machines")
     parser.add_argument("--work", default="runs/sft_squad_check")
     args = parser.parse_args()
 
@@ -83,27 +96,41 @@ def main() -> None:
     os.chdir(before_dir)  # eval of a model folder writes eval_<file>.json into the current directory
     before_file = before_dir / "eval_eval.json"
     before_s = 0.0
-    if not before_file.is_file() or before_file.stat().st_mtime < evaluation.stat().st_mtime:
+    if args.no_eval:
+        before_file = None
+    elif not before_file.is_file() or before_file.stat().st_mtime < evaluation.stat().st_mtime:
         before_s = ftune("eval", f"model={base}", "task=sft", f"file={evaluation}", *[g.lstrip("+") for g in generation])
-    before = json.loads(before_file.read_text())
+    before = json.loads(before_file.read_text()) if before_file else {}
 
-    run_dir = work / f"run_{args.peft}"
+    run_dir = work / f"run_{args.peft}{'_' + args.quantization if args.quantization else ''}"
+    peak = work / f"{run_dir.name}.peak_mb"
     lr = args.lr or (2e-4 if args.peft != "none" else 3e-5)
     train_s = ftune("train", "task=sft", "model=smollm2-135m", f"peft={args.peft}", f"task.data.train={train}",
                     f"trainer.max_steps={args.steps}", f"trainer.batch_size={args.batch_size}", f"optimizer.lr={lr}",
                     "task.max_length=384", "trainer.log_every=10", "logger.console=plain", f"run_dir={run_dir}",
-                    "overwrite=true")
-    after_s = ftune("eval", f"run_dir={run_dir}", f"file={evaluation}", *generation)
-    after = json.loads((run_dir / "eval_eval.json").read_text())
+                    f"model.quantization={args.quantization or 'null'}", f"trainer.precision={args.precision}",
+                    "overwrite=true", peak=peak)
+    after_s, after = 0.0, {}
+    if not args.no_eval:
+        after_s = ftune("eval", f"run_dir={run_dir}", f"file={evaluation}", *generation)
+        after = json.loads((run_dir / "eval_eval.json").read_text())
     results = json.loads((run_dir / "results.json").read_text())
-    summary = {"peft": args.peft, "steps": results["steps"], "batch_size": args.batch_size, "lr": lr,
+    summary = {"peft": args.peft, "quantization": args.quantization, "precision": results["precision"],
+               "train_peak_rss_mb": round(float(peak.read_text())), "steps": results["steps"],
+               "samples_per_s": results["train"]["samples_per_s"], "batch_size": args.batch_size, "lr": lr,
                "train_examples": len(train_rows), "eval_questions": len(eval_rows),
                "train_seconds": results["train"]["seconds"], "train_command_seconds": round(train_s, 1),
                "eval_seconds": {"before": round(before_s, 1), "after": round(after_s, 1)},
-               "before": {k: round(before[k], 2) for k in ("exact_match", "token_f1", "loss")},
-               "after": {k: round(after[k], 2) for k in ("exact_match", "token_f1", "loss")}}
-    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+               "train_loss": [round(e["loss"], 4) for e in _train_events(run_dir)],
+               "before": {k: round(before[k], 2) for k in ("exact_match", "token_f1", "loss") if k in before},
+               "after": {k: round(after[k], 2) for k in ("exact_match", "token_f1", "loss") if k in after}}
+    (work / f"summary_{run_dir.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+
+
+def _train_events(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("event") == "train" or ("loss" in r and "lr" in r)]
 
 
 if __name__ == "__main__":

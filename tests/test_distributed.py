@@ -104,21 +104,3 @@ def test_each_rank_evaluates_its_own_share_and_the_gather_restores_order(tiny_mo
     assert sorted(seen) == list(range(len(features)))  # every feature once: nothing duplicated or dropped
     assert 0 < len(shares[1]) < len(features)  # rank 1 did part of the work, not all of it
     assert together == alone  # in feature order
-
-
-def test_fsdp_is_refused_with_one_line(monkeypatch):
-    """accelerate sets FSDP only with GPUs; a stand-in Accelerator reports it here."""
-    import types
-
-    import accelerate
-
-    from ftune.engine.loop import make_accelerator
-    from ftune.errors import FtuneError
-
-    class FsdpAccelerator:
-        def __init__(self, **kwargs):
-            self.distributed_type = types.SimpleNamespace(name="FSDP")
-
-    monkeypatch.setattr(accelerate, "Accelerator", FsdpAccelerator)
-    with pytest.raises(FtuneError, match="FSDP is not supported by the ftune engine yet"):
-        make_accelerator("fp32", "cpu")

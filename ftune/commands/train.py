@@ -26,6 +26,7 @@ def run(cfg: DictConfig) -> dict:
     from ftune.engine import checkpoint as ckpt
     from ftune.engine.events import build_subscribers
     from ftune.engine.loop import Engine, make_accelerator, total_steps
+    from ftune.engine.strategy import shard
     from ftune.loggers import check_backends
     from ftune.models import load_tokenizer, locate
     from ftune.optim import build_optimizer, build_scheduler
@@ -67,7 +68,7 @@ def run(cfg: DictConfig) -> dict:
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
-    model, extras = _build_model(cfg, task, model_path, resume_from, steps)
+    model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
     extras.insert(0, tokenizer)
     if hasattr(task, "prepare"):  # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step
         task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path,
@@ -82,6 +83,7 @@ def run(cfg: DictConfig) -> dict:
         OmegaConf.save(OmegaConf.merge(cfg, {"run_dir": str(run_dir)}), run_dir / "config.yaml", resolve=True)
         R.save_hydra_record(run_dir)
 
+    model = shard(model, cfg.trainer, accelerator)  # FSDP2 (trainer.strategy=fsdp): after PEFT, before the optimizer
     # fused AdamW: one kernel for all parameters; on CPU it is ~10x faster than the per-tensor loop too
     optimizer = build_optimizer(cfg.optimizer, model, fused=accelerator.device.type in ("cuda", "cpu"))
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
@@ -90,7 +92,8 @@ def run(cfg: DictConfig) -> dict:
                     step_hook=peft.step_hook(model, cfg.peft))
     state = None
     if resume_from is not None:
-        state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler)
+        state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler,
+                                         lambda path: engine.strategy.load_optimizer(engine.model, engine.optimizer, path))
         resume.apply(accepted, engine.optimizer, scheduler)
         engine.emit(resume.event(accepted, state.step, resume_from))
         log.info("resuming from %s (step %d)", resume_from, state.step)
@@ -109,11 +112,12 @@ def run(cfg: DictConfig) -> dict:
     if cfg.peft.name == "adalora":  # rebuilt, not loaded in place: AdaLoRA's ranks may differ between saves
         engine.model = accelerator.prepare(peft.load_trained(task.build_model(model_path), run_dir / "best"))
     else:
-        ckpt.load_weights(accelerator.unwrap_model(engine.model), run_dir / "best")
+        engine.load_weights(run_dir / "best")  # a sharded model loads through its strategy
     results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
                "greater_is_better": task.greater_is_better,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
                "peft": cfg.peft.name, "freeze": cfg.freeze.name, "parameters": parameters,
+               "strategy": engine.strategy.describe(engine.model, engine.optimizer),
                "best_mb": round(sum(f.stat().st_size for f in (run_dir / "best").glob("*.safetensors")) / 2**20, 2),
                "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
                                     len(features["train"]))}
@@ -146,7 +150,8 @@ def run(cfg: DictConfig) -> dict:
     return {"optimized_metric": main, **results}
 
 
-def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int):
+def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int,
+                 precision: str = "fp32"):
     """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
     and the extra objects every saved model folder needs."""
     from ftune.engine.checkpoint import load_weights
@@ -158,7 +163,10 @@ def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | Non
         _gradient_checkpointing(model, cfg)
         freeze.apply(model, cfg.freeze)
         return model, []
-    model = task.build_model(model_path, **load)
+    from ftune.models import plain_cpu_kernels, quantization_kwargs
+
+    model = task.build_model(model_path, **load, **quantization_kwargs(cfg.model, precision))  # QLoRA: 4/8-bit base
+    plain_cpu_kernels(model)
     _gradient_checkpointing(model, cfg)
     model = peft.wrap(model, cfg.peft, steps, peft.added_token_ids(model, model_path))
     if resume_from is not None:

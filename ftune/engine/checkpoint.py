@@ -40,16 +40,34 @@ class TrainState:
     skipped: int = 0  # steps whose update was skipped: loss or gradients not finite (trainer.nonfinite=skip)
 
 
-def save(folder: Path, model, optimizer, scheduler, state: TrainState, keep_last: int, extras: list) -> Path:
-    """Each checkpoint is also a complete Hugging Face model folder (config, weights, tokenizer)."""
-    final = folder / f"step-{state.step}"
-    tmp = folder / f".tmp-step-{state.step}"
+def staging(folder: Path, step: int) -> Path:
+    """The hidden folder checkpoint `step` is written into before it is renamed into place."""
+    return folder / f".tmp-step-{step}"
+
+
+def start(folder: Path, step: int) -> Path:
+    """An empty staging folder; one process makes it before any rank writes its share (optimizer shards)."""
+    tmp = staging(folder, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    return tmp
+
+
+def save(folder: Path, model, optimizer_state: dict | None, scheduler, state: TrainState, keep_last: int,
+         extras: list, weights: dict | None = None) -> Path:
+    """Complete the staged checkpoint (see `start`), which is also a Hugging Face model folder.
+
+    `weights` is the full state dict when the model is sharded (gathered by every rank beforehand, see
+    ftune.engine.strategy); None saves the model's own parameters. `optimizer_state` None: every rank
+    has written its own shard already. Only one process calls this.
+    """
+    final = folder / f"step-{state.step}"
+    tmp = staging(folder, state.step)
+    _save_pretrained(model, tmp, weights)
     for extra in extras:
         extra.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
     (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
@@ -103,18 +121,22 @@ def verify(folder: Path) -> str | None:
     return None
 
 
-def load_training_state(path: Path, optimizer, scheduler) -> TrainState:
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+def load_training_state(path: Path, optimizer, scheduler, load_optimizer=None) -> TrainState:
+    """Optimizer, scheduler, RNG and trainer state; `load_optimizer(path)` reads a sharded optimizer's files."""
+    if load_optimizer is None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    else:
+        load_optimizer(path)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return TrainState(**json.loads((path / STATE_FILE).read_text()))
 
 
-def save_model_folder(target: Path, model, extras: list) -> None:
+def save_model_folder(target: Path, model, extras: list, weights: dict | None = None) -> None:
     """Write a Hugging Face model folder (weights, config, tokenizer) atomically: best/ is never half-written."""
     tmp = target.with_name(f".tmp-{target.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    _save_pretrained(model, tmp, weights)
     for extra in extras:
         extra.save_pretrained(tmp)
     _fsync_tree(tmp)
@@ -146,6 +168,13 @@ def load_weights(model, folder: Path) -> None:
                          f"unexpected {list(unexpected)[:3]})", where="checkpoint")
     if missing:
         model.tie_weights()
+
+
+def _save_pretrained(model, folder: Path, weights: dict | None) -> None:
+    if weights is None:
+        model.save_pretrained(folder)
+    else:  # the gathered full state dict of a sharded model (peft picks the adapter's entries from it)
+        model.save_pretrained(folder, state_dict=weights)
 
 
 def _checksums(folder: Path) -> dict[str, str]:

@@ -7,12 +7,9 @@ early stopping, checkpoints and resume. It knows nothing about NER or any other 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,9 @@ from ftune.data.batching import (
     train_batches,
 )
 from ftune.engine import checkpoint as ckpt
+from ftune.engine import strategy as strategies
 from ftune.engine.checkpoint import TrainState
+from ftune.engine.signals import StopOnSignal
 from ftune.errors import FtuneError, Interrupted
 
 log = logging.getLogger("ftune")
@@ -66,10 +65,9 @@ def make_accelerator(precision: str, device: str):
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=mixed, cpu=not on_gpu)
     if accelerator.distributed_type.name == "FSDP":
-        # the step's gradient norm and the rank-0-only saves assume whole parameters on every rank:
-        # under FSDP they would be wrong, or hang; refuse rather than do either (README, "Data parallel")
-        raise FtuneError("FSDP is not supported by the ftune engine yet", where="accelerate launch --use_fsdp",
-                         fix="use data parallel (torchrun, or accelerate launch --multi_gpu)")
+        # ftune shards the model itself (ftune/engine/strategy.py); accelerate's FSDP would wrap it again
+        raise FtuneError("accelerate's FSDP is not used by ftune", where="accelerate launch --use_fsdp",
+                         fix="launch without --use_fsdp and add trainer.strategy=fsdp (README, \"Scaling out\")")
     return accelerator, precision
 
 
@@ -100,29 +98,6 @@ def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]
     return padded[rank::processes]
 
 
-class _StopOnSignal:
-    """SIGINT/SIGTERM ask the loop to finish its step, save a checkpoint and stop; a second signal
-    stops at once. Handlers are only installed in the main thread and restored on exit."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum, self.previous = 0, {}
-
-    def _handle(self, signum, frame):
-        if self.signum:  # second signal: the user insists
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning("signal %d: finishing the current step, then saving a checkpoint (again to stop now)", signum)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 class Engine:
@@ -134,10 +109,8 @@ class Engine:
         self.step_hook = step_hook
         self.run_dir, self.subscribers, self.extras = run_dir, subscribers or [], extras or []
         self.scheduler = scheduler
-        if optimizer is not None:
-            self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        else:
-            self.model, self.optimizer = accelerator.prepare(model), None
+        self.strategy = strategies.for_model(model, accelerator)  # ddp, or fsdp for a model ftune sharded
+        self.model, self.optimizer = self.strategy.prepare(model, optimizer)
         self.device = accelerator.device
         if trainer_cfg.get("compile"):
             # dynamic shapes: length-grouped batches change the sequence length from step to step
@@ -190,11 +163,10 @@ class Engine:
                    "initial_step": state.step})
         reason = "max steps reached"
         self.model.train()
-        with _StopOnSignal() as stop:
-            reason = self._loop(train, evaluation, state, total, per_epoch, processes, rank, stop) or reason
+        with StopOnSignal() as self.stop:
+            reason = self._loop(train, evaluation, state, total, per_epoch, processes, rank, self.stop) or reason
         if evaluation is None and self.run_dir is not None:  # nothing to select on: the last model is best
-            ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
-            self.emit({"event": "save", "kind": "best", "step": state.step, "path": str(self.run_dir / "best")})
+            self._save_best(state.step)
         self.emit({"event": "end", "step": state.step, "reason": reason})
         return state
 
@@ -234,12 +206,12 @@ class Engine:
                 early = False
                 if evaluation and ((cfg.eval_every and state.step % cfg.eval_every == 0) or epoch_end or last):
                     early = self._evaluate_and_select(state, *evaluation)
-                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last or early or stop.signum:
+                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last or early or stop.agreed:
                     self.save_checkpoint(state)
                 window["time"] += time.perf_counter() - paused
-                if stop.signum:
-                    self.emit({"event": "end", "step": state.step, "reason": f"signal {stop.signum}"})
-                    raise Interrupted(stop.signum, f"stopped by signal {stop.signum} after step {state.step}; "
+                if stop.agreed:
+                    self.emit({"event": "end", "step": state.step, "reason": f"signal {stop.agreed}"})
+                    raise Interrupted(stop.agreed, f"stopped by signal {stop.agreed} after step {state.step}; "
                                       f"checkpoint saved: continue with resume=true run_dir={self.run_dir}")
                 if early:
                     return f"early stopping: no improvement in {cfg.patience} evaluations"
@@ -260,8 +232,7 @@ class Engine:
         for i, batch in enumerate(micro_batches):
             batch = self._to_device(batch)
             last = i == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-            with sync:
+            with self.strategy.no_sync(self.model, last):
                 _, loss_sum, targets = self._forward(self.model, batch)
                 self.accelerator.backward(loss_sum)
             step_loss += loss_sum.detach().float()
@@ -270,18 +241,24 @@ class Engine:
             window["tokens"] += batch["tokens"]
             window["padded"] += batch["inputs"]["input_ids"].numel()
         self.accelerator.unscale_gradients()  # fp16: undo the loss scale before dividing and clipping
-        global_targets = self.accelerator.reduce(step_targets, "sum")
-        # DDP averages gradients over processes, so multiply back by their number.
+        # One collective for what all ranks must agree on: the step's targets, its loss (a NaN on any rank
+        # makes the sum NaN, so every rank skips or stops at the same step) and whether a rank got a signal.
+        shared = self.accelerator.reduce(torch.stack([step_targets, step_loss, *self.stop.flags(self.device)]), "sum")
+        global_targets, global_loss = shared[0], shared[1]
+        # DDP and FSDP average gradients over processes, so multiply back by their number.
         scale = self.accelerator.num_processes / global_targets.clamp(min=1)
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, scale.to(grads[0].dtype))
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        norm = self.strategy.grad_norm(grads)  # of the whole gradient, also when it is sharded
         # fp16's loss scaler expects (and handles) overflowing gradients: the check is for the other precisions
-        if self.cfg.nonfinite != "ignore" and self.accelerator.mixed_precision != "fp16":
-            if not bool(torch.isfinite(norm) & torch.isfinite(step_loss)):  # a host sync: once per step
-                self.optimizer.zero_grad(set_to_none=True)
-                return False
+        check = self.cfg.nonfinite != "ignore" and self.accelerator.mixed_precision != "fp16"
+        # a host sync, once per step, when checking or when several ranks must agree on a signal
+        finite = self.stop.agree(torch.isfinite(norm) & torch.isfinite(global_loss), shared[2:], check,
+                                 self.accelerator.num_processes)
+        if check and not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, norm)
         self.optimizer.step()
@@ -290,8 +267,9 @@ class Engine:
         if self.step_hook is not None:
             self.step_hook(step)
         self.optimizer.zero_grad(set_to_none=True)
-        window["loss"] += step_loss
-        window["targets"] += step_targets
+        window["loss"] += global_loss  # logged: the loss over every rank's targets, as one process would
+        window["targets"] += global_targets
+        window["norm"] = norm  # of the last step, before clipping
         return True
 
     def _forward(self, model, batch: dict) -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -312,6 +290,7 @@ class Engine:
                    "samples_per_s": window["samples"] * self.accelerator.num_processes / seconds,
                    "tokens_per_s": window["tokens"] * self.accelerator.num_processes / seconds,
                    "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1),
+                   "grad_norm": float(window["norm"]) if "norm" in window else None,
                    "skipped_steps": state.skipped})
         window.update(loss=torch.zeros((), device=self.device), targets=torch.zeros((), device=self.device),
                       samples=0, tokens=0, padded=0, time=time.perf_counter())
@@ -329,9 +308,8 @@ class Engine:
             value > state.best_metric if self.task.greater_is_better else value < state.best_metric)
         if better:
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
-            if self.run_dir is not None and self.accelerator.is_main_process:
-                ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras)
-                self.emit({"event": "save", "kind": "best", "step": state.step, "path": str(self.run_dir / "best")})
+            if self.run_dir is not None:
+                self._save_best(state.step)
         else:
             state.bad_evals += 1
         flat = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
@@ -339,12 +317,27 @@ class Engine:
                    "eval_seconds": time.perf_counter() - started})
         return bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience
 
+    def _save_best(self, step: int) -> None:
+        weights = self.strategy.model_state(self.model)  # every rank: under FSDP a gather
+        if self.accelerator.is_main_process:
+            ckpt.save_model_folder(self.run_dir / "best", self.accelerator.unwrap_model(self.model), self.extras, weights)
+            self.emit({"event": "save", "kind": "best", "step": step, "path": str(self.run_dir / "best")})
+
     def save_checkpoint(self, state: TrainState) -> None:
         started = time.perf_counter()
-        if self.run_dir is not None and self.accelerator.is_main_process:
-            path = ckpt.save(self.run_dir / "checkpoints", self.accelerator.unwrap_model(self.model), self.optimizer,
-                             self.scheduler, state, self.cfg.keep_last, self.extras)
-            self.emit({"event": "save", "kind": "checkpoint", "step": state.step, "path": str(path)})
+        if self.run_dir is not None:
+            folder, main = self.run_dir / "checkpoints", self.accelerator.is_main_process
+            weights = self.strategy.model_state(self.model)  # gathers are collectives: every rank calls them
+            if main:
+                ckpt.start(folder, state.step)
+            self.accelerator.wait_for_everyone()
+            # FSDP: each rank writes its optimizer shard into the staging folder; DDP: rank 0 gets the state
+            optimizer = self.strategy.save_optimizer(self.model, self.optimizer, ckpt.staging(folder, state.step))
+            self.accelerator.wait_for_everyone()
+            if main:
+                path = ckpt.save(folder, self.accelerator.unwrap_model(self.model), optimizer, self.scheduler, state,
+                                 self.cfg.keep_last, self.extras, weights)
+                self.emit({"event": "save", "kind": "checkpoint", "step": state.step, "path": str(path)})
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = state.step
         self.seconds["checkpoint"] += time.perf_counter() - started
@@ -355,7 +348,7 @@ class Engine:
         predictions, loss_sum, count = self._infer(features, batch_size)
         return predictions, (loss_sum / count if count else None)
 
-    @torch.inference_mode()
+    @strategies.inference  # inference mode, or no_grad for a sharded model
     def _infer(self, features, batch_size: int) -> tuple[list[Any], float, float]:
         """Per-feature predictions (in feature order), the summed loss and the number of targets.
 
@@ -375,9 +368,18 @@ class Engine:
         targets = torch.zeros((), device=self.device)
         # generate(model, batch) → batch["generated"] for decode; without targets (predict) no forward pass
         generate = getattr(self.task, "generate", None)
-        batches = eval_batches(feature_lengths(features), batch_size)[rank::processes]
-        for batch in self._loader(features, batches):
+        every = eval_batches(feature_lengths(features), batch_size)
+        batches = every[rank::processes]
+        for n, batch in enumerate(self._loader(features, batches + self.strategy.eval_padding(batches, every))):
             batch = self._to_device(batch)
+            if n >= len(batches):  # padding: the same passes, so every rank runs as many (FSDP's are collective)
+                if batch["targets"]:
+                    self._forward(model, batch)
+                elif generate is None:
+                    model(**batch["inputs"])
+                if generate is not None:
+                    generate(self.accelerator.unwrap_model(self.model), batch)
+                continue
             outputs = None if batch["targets"] or generate is not None else model(**batch["inputs"])
             if batch["targets"]:
                 outputs, batch_loss, batch_targets = self._forward(model, batch)
@@ -395,6 +397,9 @@ class Engine:
         for index, prediction in mine:
             predictions[index] = prediction
         return predictions, loss_sum.item(), targets.item()
+
+    def load_weights(self, folder: Path) -> None:
+        self.strategy.load_weights(self.model, folder)
 
     def evaluate(self, features, examples) -> dict:
         """Metrics of a split. A task that counts (metric_state / update_metrics / final_metrics) is fed
