@@ -34,6 +34,22 @@ def run_cli(*args: str) -> None:
         GlobalHydra.instance().clear()
 
 
+def cli_exit_code(*args: str) -> int:
+    """`ftune <args>` in-process; its exit code (0 when it returns)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ftune import cli
+
+    GlobalHydra.instance().clear()
+    try:
+        cli.main(list(args))
+    except SystemExit as stop:
+        return stop.code or 0
+    finally:
+        GlobalHydra.instance().clear()
+    return 0
+
+
 @contextlib.contextmanager
 def crash_at_step(step: int):
     """Training started inside the block raises RuntimeError("simulated crash") once step `step` is done."""

@@ -136,6 +136,11 @@ def test_push_uploads_the_selection_privately(runs, monkeypatch, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(runs["full"], run_dir)
     calls = {}
+
+    def no_network(*args, **kwargs):  # the hub calls below are recorders: nothing may reach a network
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(__import__("socket").socket, "connect", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self: {"name": "someone"})

@@ -8,24 +8,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests import deploy_fixtures as F
+from tests.conftest import cli_exit_code as _cli_exit
 from tests.conftest import run_cli
 
 ner_run = F.ner_run  # a fixture
-
-
-def _cli_exit(*args: str) -> int:
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ftune import cli
-
-    GlobalHydra.instance().clear()
-    try:
-        cli.main(list(args))
-    except SystemExit as stop:
-        return stop.code or 0
-    finally:
-        GlobalHydra.instance().clear()
-    return 0
 
 
 def _eval(run, *args) -> tuple[dict, str]:

@@ -4,21 +4,10 @@ a run was made with are on record."""
 import json
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
-from ftune import cli, provenance
+from ftune import provenance
+from tests.conftest import cli_exit_code as _exit_code
 from tests.conftest import run_cli
-
-
-def _exit_code(*args: str) -> int:
-    GlobalHydra.instance().clear()
-    try:
-        cli.main(list(args))
-    except SystemExit as stop:
-        return stop.code or 0
-    finally:
-        GlobalHydra.instance().clear()
-    return 0
 
 
 @pytest.fixture
