@@ -228,8 +228,8 @@ def _preflight(command: str, args: list[str]) -> None:
                 cfg = compose(command, overrides=variant)
             except Exception as error:  # Hydra and OmegaConf raise many types; all mean "bad config"
                 raise _explain(error, command, variant, compose) from error
+            check_values(cfg)  # first: an unknown plug-in name is the error, not the keys its schema lacks
             check_known_keys(cfg)
-            check_values(cfg)
             missing = sorted(OmegaConf.missing_keys(cfg))
             if missing:
                 raise FtuneError(f"`{missing[0]}` is required", where=missing[0],

@@ -93,12 +93,13 @@ class Inference:
     def engine(self):
         """The engine in inference mode (no optimizer), built on first use."""
         if self._engine is None:
-            from ftune.config import TrainerConfig
-            from ftune.engine.loop import Engine, make_accelerator
+            from ftune.config import defaults
+            from ftune.engine.device import make_accelerator
+            from ftune.engine.loop import Engine
 
             precision = "fp32" if self.runtime == "onnx" else self.precision
             accelerator, self.precision = make_accelerator(precision, self.device)
-            trainer = OmegaConf.merge(OmegaConf.structured(TrainerConfig),
+            trainer = OmegaConf.merge(defaults("trainer", "default"),
                                       self.settings.trainer if self.settings is not None else {},
                                       {"eval_batch_size": self.batch_size, "num_workers": 0, "compile": False})
             self._engine = Engine(self.model, self.task, trainer, accelerator)
@@ -208,7 +209,7 @@ def resolve_task(saved: DictConfig, given: DictConfig | None, keys: tuple[str | 
     schema = OmegaConf.merge(OmegaConf.structured(plugin.schema), saved) if plugin is not None else None
     overrides = OmegaConf.create({})
     for key in sorted(explicit):
-        if schema is not None and OmegaConf.select(schema, key, default="\0missing") == "\0missing":
+        if schema is not None and not _has_key(schema, key):
             from ftune.errors import did_you_mean
 
             hint = did_you_mean(key, _leaves(schema))
@@ -230,10 +231,21 @@ def resolve_task(saved: DictConfig, given: DictConfig | None, keys: tuple[str | 
     return resolved, warnings
 
 
+def _has_key(node: DictConfig, key: str) -> bool:
+    """`key` (dotted) is a field of `node`, set or not."""
+    *path, last = key.split(".")
+    for part in path:
+        node = node._get_node(part) if part in node else None
+        if not isinstance(node, DictConfig):
+            return False
+    return last in node
+
+
 def _leaves(node: DictConfig, prefix: str = "") -> list[str]:
     keys = []
-    for key, value in node.items():
-        if OmegaConf.is_dict(node._get_node(key)) and value:
+    for key in node:
+        value = node._get_node(key)  # not node[key]: a MISSING value is a leaf, not an error
+        if OmegaConf.is_dict(value) and not value._is_missing() and len(value):
             keys += _leaves(value, f"{prefix}{key}.")
         else:
             keys.append(f"{prefix}{key}")

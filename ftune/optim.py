@@ -9,18 +9,12 @@ import torch
 from omegaconf import OmegaConf
 
 from ftune.errors import FtuneError, did_you_mean
-from ftune.registry import SCHEDULERS, lookup
-
-
-def _optimizer_classes() -> dict[str, type]:
-    from transformers.optimization import Adafactor
-
-    return {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "adafactor": Adafactor}
+from ftune.registry import OPTIMIZERS, SCHEDULERS, lookup
 
 
 def optimizer_args(cfg: Any) -> tuple[type, dict]:
     """The optimizer class and its keyword arguments, bound to its signature (typos fail here, named)."""
-    cls = lookup(_optimizer_classes(), cfg.name, "optimizer", "optimizer.name")
+    cls = lookup(OPTIMIZERS, cfg.name, "optimizer", "optimizer.name").load()
     args = OmegaConf.to_container(cfg.args, resolve=True) if OmegaConf.is_config(cfg.args) else dict(cfg.args)
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
@@ -37,9 +31,7 @@ def build_optimizer(cfg: Any, model: torch.nn.Module, fused: bool = False) -> to
     (`loraplus_lr_ratio`), LoRA's B matrices form their own groups at lr × ratio (as peft's
     create_loraplus_optimizer); the schedulers scale every group's rate by the same factor."""
     cls, args = optimizer_args(cfg)
-    ratio = cfg.get("loraplus_lr_ratio")
-    if ratio is not None and ratio <= 0:
-        raise FtuneError(f"must be > 0, got {ratio}", where="optimizer.loraplus_lr_ratio", fix="the paper uses 16")
+    ratio = cfg.get("loraplus_lr_ratio")  # > 0 (its schema); .get: runs saved before LoRA+ lack the key
     groups: dict[tuple[bool, bool], list] = {(d, b): [] for d in (True, False) for b in (False, True)}
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -59,6 +51,6 @@ def build_optimizer(cfg: Any, model: torch.nn.Module, fused: bool = False) -> to
 def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int):
     from transformers import get_scheduler
 
-    name = lookup(SCHEDULERS, cfg.name, "scheduler", "scheduler.name")
+    name = lookup(SCHEDULERS, cfg.name, "scheduler", "scheduler.name").target
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(round(cfg.warmup_ratio * total_steps))
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

@@ -60,8 +60,10 @@ def head_modules(model: torch.nn.Module) -> list[str]:
 
 
 def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_ids: list[int]):
-    """The peft config object for `cfg` (the `peft` group), checked against the model and task."""
-    import peft
+    """The peft config object for `cfg` (the `peft` group), checked against the model and task: the method's
+    builder (registry.PEFT_METHODS, below) gives peft's config class and its arguments; `peft.args` adds any
+    other field of that class."""
+    from ftune.registry import PEFT_METHODS, lookup
 
     kind = task_type(model)
     args = {"task_type": kind, "inference_mode": False}
@@ -73,47 +75,9 @@ def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_i
         raise FtuneError(f"this task adds {len(new_token_ids)} token(s) to the vocabulary (e.g. entity markers) "
                          f"whose embeddings must train; peft `{method}` cannot train them",
                          where="peft", fix="use peft=lora (it trains the new tokens) or peft=none")
-    if method in (*LORA_FAMILY, "adalora"):
-        args.update(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias=cfg.bias,
-                    target_modules=_list(cfg.target_modules))
-        if method in LORA_FAMILY:  # DoRA: weight = magnitude · direction; rsLoRA: scale alpha/sqrt(r), not alpha/r
-            args.update(use_dora=bool(cfg.get("use_dora")), use_rslora=bool(cfg.get("use_rslora")))
-        if new_token_ids:
-            args["trainable_token_indices"] = list(new_token_ids)
-        if method == "adalora":
-            tinit, tfinal = int(cfg.tinit * total_steps), int(cfg.tfinal * total_steps)
-            if tinit + tfinal >= total_steps:
-                raise FtuneError(f"AdaLoRA needs steps between tinit ({tinit}) and tfinal ({tfinal}) in a run of "
-                                 f"{total_steps} steps", where="peft.tinit",
-                                 fix="train for more steps or lower peft.tinit / peft.tfinal")
-            args.update(init_r=cfg.init_r, target_r=cfg.target_r, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT,
-                        total_step=total_steps)
-            args.pop("r")
-            config_class = peft.AdaLoraConfig
-        else:
-            config_class = peft.LoraConfig
-    elif method == "ia3":
-        args.update(target_modules=_list(cfg.target_modules), feedforward_modules=_list(cfg.feedforward_modules))
-        config_class = peft.IA3Config
-    elif method == "prefix_tuning":
-        args.update(num_virtual_tokens=cfg.num_virtual_tokens, prefix_projection=cfg.prefix_projection)
-        if cfg.encoder_hidden_size:
-            args["encoder_hidden_size"] = cfg.encoder_hidden_size
-        config_class = peft.PrefixTuningConfig
-    elif method == "prompt_tuning":
-        if cfg.init not in ("random", "text"):
-            raise FtuneError(f"unknown value `{cfg.init}`", where="peft.init", fix="choose from: random, text")
-        args["num_virtual_tokens"] = cfg.num_virtual_tokens
-        if cfg.init == "text":
-            if not cfg.init_text:
-                raise FtuneError("peft.init=text needs the text", where="peft.init_text",
-                                 fix='add peft.init_text="Classify the sentiment:"')
-            args.update(prompt_tuning_init="TEXT", prompt_tuning_init_text=cfg.init_text,
-                        tokenizer_name_or_path=model.name_or_path)
-        config_class = peft.PromptTuningConfig
-    else:
-        raise FtuneError(f"unknown peft method `{method}`", where="peft",
-                         fix="choose from: none, lora, dora, rslora, adalora, ia3, prefix_tuning, prompt_tuning")
+    config_class, method_args = lookup(PEFT_METHODS, method, "peft method", "peft.name").load()(
+        cfg, model=model, total_steps=total_steps, new_token_ids=new_token_ids)
+    args.update(method_args)
     extra = OmegaConf.to_container(cfg.args, resolve=True) if OmegaConf.is_config(cfg.args) else dict(cfg.args)
     fields = set(config_class.__dataclass_fields__)
     for key in extra:
@@ -125,6 +89,70 @@ def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_i
     if method in PROMPT_METHODS:
         args.pop("modules_to_save", None)  # peft adds the classifier itself for prompt learning
     return config_class(**args)
+
+
+# One builder per PEFT method (registered in ftune/registry.py PEFT_METHODS): config → (peft class, arguments).
+
+def no_adapter(cfg: Any, **_):
+    raise FtuneError("peft=none trains no adapter", where="peft", fix="choose a method, e.g. peft=lora")
+
+
+def _low_rank(cfg: Any) -> dict:
+    return {"lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout, "bias": cfg.bias,
+            "target_modules": _list(cfg.target_modules)}
+
+
+def lora(cfg: Any, new_token_ids: list[int], **_):
+    """LoRA, DoRA (weight = magnitude · direction) and rsLoRA (scale alpha/sqrt(r), not alpha/r): one peft class.
+    Tokens a task adds to the vocabulary train through LoRA's trainable-token deltas."""
+    import peft
+
+    args = {**_low_rank(cfg), "r": cfg.r, "use_dora": bool(cfg.get("use_dora")),
+            "use_rslora": bool(cfg.get("use_rslora"))}  # .get: runs saved before DoRA had neither key
+    if new_token_ids:
+        args["trainable_token_indices"] = list(new_token_ids)
+    return peft.LoraConfig, args
+
+
+def adalora(cfg: Any, total_steps: int, **_):
+    import peft
+
+    tinit, tfinal = int(cfg.tinit * total_steps), int(cfg.tfinal * total_steps)
+    if tinit + tfinal >= total_steps:
+        raise FtuneError(f"AdaLoRA needs steps between tinit ({tinit}) and tfinal ({tfinal}) in a run of "
+                         f"{total_steps} steps", where="peft.tinit",
+                         fix="train for more steps or lower peft.tinit / peft.tfinal")
+    return peft.AdaLoraConfig, {**_low_rank(cfg), "init_r": cfg.init_r, "target_r": cfg.target_r, "tinit": tinit,
+                                "tfinal": tfinal, "deltaT": cfg.deltaT, "total_step": total_steps}
+
+
+def ia3(cfg: Any, **_):
+    import peft
+
+    return peft.IA3Config, {"target_modules": _list(cfg.target_modules),
+                            "feedforward_modules": _list(cfg.feedforward_modules)}
+
+
+def prefix_tuning(cfg: Any, **_):
+    import peft
+
+    args = {"num_virtual_tokens": cfg.num_virtual_tokens, "prefix_projection": cfg.prefix_projection}
+    if cfg.encoder_hidden_size:
+        args["encoder_hidden_size"] = cfg.encoder_hidden_size
+    return peft.PrefixTuningConfig, args
+
+
+def prompt_tuning(cfg: Any, model: torch.nn.Module, **_):
+    import peft
+
+    args = {"num_virtual_tokens": cfg.num_virtual_tokens}
+    if cfg.init == "text":
+        if not cfg.init_text:
+            raise FtuneError("peft.init=text needs the text", where="peft.init_text",
+                             fix='add peft.init_text="Classify the sentiment:"')
+        args.update(prompt_tuning_init="TEXT", prompt_tuning_init_text=cfg.init_text,
+                    tokenizer_name_or_path=model.name_or_path)
+    return peft.PromptTuningConfig, args
 
 
 def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list[int]):

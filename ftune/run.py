@@ -50,11 +50,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     from ftune.config import check_values
     from ftune.optim import optimizer_args
 
-    check_values(cfg)  # ranges and choices (the CLI checked them at composition; calls from Python too)
-    from ftune.registry import SCHEDULERS, lookup
-
+    check_values(cfg)  # ranges, choices, plug-in names (the CLI checked them at composition; calls from Python too)
     optimizer_args(cfg.optimizer)
-    lookup(SCHEDULERS, cfg.scheduler.name, "scheduler", "scheduler.name")
     from ftune import freeze, peft
 
     if peft.is_active(cfg.peft) and freeze.is_active(cfg.freeze):

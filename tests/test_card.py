@@ -127,11 +127,10 @@ def test_push_without_hub_fails_with_one_line_before_anything(runs, why, monkeyp
     assert (runs["full"] / "best" / "README.md").read_text() == card_before  # nothing touched
 
 
-def test_push_uploads_the_selection_privately(runs, monkeypatch, tmp_path):
+def test_push_uploads_the_selection_privately(runs, monkeypatch, tmp_path, compose_config):
     import shutil
 
     import huggingface_hub
-    from omegaconf import OmegaConf
 
     run_dir = tmp_path / "run"
     shutil.copytree(runs["full"], run_dir)
@@ -147,8 +146,7 @@ def test_push_uploads_the_selection_privately(runs, monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.update(repo=kw) or
                         f"https://huggingface.co/{repo_id}")
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.update(upload=kw))
-    cfg = OmegaConf.merge(OmegaConf.structured(__import__("ftune.config", fromlist=["PushConfig"]).PushConfig),
-                          {"run_dir": str(run_dir), "repo_id": "someone/tiny-ner"})
+    cfg = compose_config("push", [f"run_dir={run_dir}", "repo_id=someone/tiny-ner"])
     result = push.run(cfg)
     assert calls["repo"]["private"] is True and calls["repo"]["exist_ok"] is True
     assert calls["upload"]["allow_patterns"] == push.select_files(run_dir / "best") == result["files"]

@@ -8,7 +8,7 @@ from ftune.config import check_known_keys
 from ftune.errors import FtuneError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-GROUPS = ["model", "task", "optimizer", "scheduler", "peft", "trainer", "logger"]
+GROUPS = ["model", "task", "optimizer", "scheduler", "peft", "freeze", "trainer", "logger"]
 
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((CONFIGS / g).glob("*.yaml"))])
@@ -43,7 +43,7 @@ def test_default_train_config_is_the_offline_demo(compose_config):
     cfg = compose_config("train", [])
     assert cfg.model.name == "minilm" and cfg.model.name_or_path.startswith("pkg:")
     assert cfg.task.data.train.startswith("pkg:ftune/demo_data/")
-    assert cfg.optimizer.lr == pytest.approx(1e-4)  # from task_model/ner_demo_minilm.yaml
+    assert cfg.optimizer.lr == pytest.approx(1e-4)  # from model_optimizer/minilm_adamw.yaml
 
 
 def test_optimizer_arguments_are_bound_to_the_class_signature(compose_config):

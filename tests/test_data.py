@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import NerTaskConfig
+from ftune.config import defaults
 from ftune.data import cache
 from ftune.data.batching import eval_batches, train_batches
 from ftune.tasks.ner import NerTask
@@ -44,7 +44,7 @@ def test_length_grouping_cuts_padding_but_stays_random():
 def ner_task_and_data(tiny_model_dir, tiny_ner_data):
     from transformers import AutoTokenizer
 
-    task = NerTask(OmegaConf.structured(NerTaskConfig))
+    task = NerTask(defaults("task", "ner"))
     examples = task.load_file(str(tiny_ner_data["train"]))
     task.fit_labels(examples, {})
     return task, examples, AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -62,7 +62,7 @@ def test_cached_features_equal_fresh_ones_and_skip_tokenisation(ner_task_and_dat
     assert first.to_list() == fresh and second.to_list() == fresh and not calls
     assert "loaded from the cache" in caplog.text
     # Different settings or data give a different entry.
-    other = NerTask(OmegaConf.merge(OmegaConf.structured(NerTaskConfig), {"max_length": 16}))
+    other = NerTask(OmegaConf.merge(defaults("task", "ner"), {"max_length": 16}))
     other.labels = task.labels
     assert cache.fingerprint(other, examples, tokenizer) != cache.fingerprint(task, examples, tokenizer)
     assert cache.fingerprint(task, examples[:-1], tokenizer) != cache.fingerprint(task, examples, tokenizer)

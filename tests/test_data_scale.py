@@ -10,7 +10,7 @@ import logging
 import pytest
 from omegaconf import OmegaConf
 
-from ftune.config import NerTaskConfig
+from ftune.config import defaults
 from ftune.data import cache, examples
 from ftune.data.batching import feature_lengths, train_batches
 from ftune.errors import FtuneError
@@ -25,7 +25,7 @@ OLD_BATCHES = "b482a9d9e3c449fb6ab0e4270d55d482081886364d12031c42fdd0a2b2f00011"
 
 
 def ner_task(**data) -> NerTask:
-    return NerTask(OmegaConf.merge(OmegaConf.structured(NerTaskConfig), {"max_length": 32, "stride": 4, "data": data}))
+    return NerTask(OmegaConf.merge(defaults("task", "ner"), {"max_length": 32, "stride": 4, "data": data}))
 
 
 def digest(rows) -> str:
@@ -130,8 +130,9 @@ def test_predictions_from_features_on_disk_equal_those_from_a_list(tiny_model_di
     """What `eval` and `predict` give is the same whether features are a list or a memory-mapped dataset."""
     from transformers import AutoTokenizer
 
-    from ftune.config import TrainerConfig
-    from ftune.engine.loop import Engine, make_accelerator
+    from ftune.config import defaults
+    from ftune.engine.device import make_accelerator
+    from ftune.engine.loop import Engine
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     task = ner_task(train=str(tiny_ner_data["train"]))
@@ -139,7 +140,7 @@ def test_predictions_from_features_on_disk_equal_those_from_a_list(tiny_model_di
     task.fit_labels(split, {})
     listed = task.featurize(list(split), tokenizer)
     on_disk = cache.featurize(task, split, tokenizer, "train")
-    engine = Engine(task.build_model(str(tiny_model_dir)), task, OmegaConf.structured(TrainerConfig),
+    engine = Engine(task.build_model(str(tiny_model_dir)), task, defaults("trainer", "default"),
                     make_accelerator("fp32", "cpu")[0])
     (a, loss_a), (b, loss_b) = engine.infer(listed, 8), engine.infer(on_disk, 8)
     assert a == b and loss_a == loss_b

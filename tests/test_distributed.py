@@ -79,16 +79,16 @@ def test_each_rank_evaluates_its_own_share_and_the_gather_restores_order(tiny_mo
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from ftune.config import NerTaskConfig, TrainerConfig
+    from ftune.config import defaults
     from ftune.engine.loop import Engine
     from ftune.tasks.ner import NerTask
 
-    task = NerTask(OmegaConf.structured(NerTaskConfig))
+    task = NerTask(defaults("task", "ner"))
     examples = task.load_file(str(tiny_ner_data["validation"]))
     task.fit_labels(examples, {})
     features = task.featurize(examples, AutoTokenizer.from_pretrained(tiny_model_dir))
     model = task.build_model(str(tiny_model_dir))
-    cfg = OmegaConf.structured(TrainerConfig(num_workers=0))
+    cfg = OmegaConf.merge(defaults("trainer", "default"), dict(num_workers=0))
     alone, _ = Engine(model, task, cfg, _Rank(0, 1)).infer(features, 5)
 
     shares: dict[int, list] = {}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import DpoTaskConfig
+from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.dpo import DpoTask
 
@@ -25,7 +25,7 @@ PAIRS = [
 
 
 def dpo_task(**settings) -> DpoTask:
-    return DpoTask(OmegaConf.merge(OmegaConf.structured(DpoTaskConfig), settings))
+    return DpoTask(OmegaConf.merge(defaults("task", "dpo"), settings))
 
 
 def sigmoid(x: float) -> float:

@@ -8,8 +8,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from ftune.commands import train
-from ftune.config import NerTaskConfig, TrainerConfig
-from ftune.engine.loop import Engine, make_accelerator
+from ftune.config import defaults
+from ftune.engine.device import make_accelerator
+from ftune.engine.loop import Engine
 from ftune.tasks.ner import NerTask
 from tests.conftest import crash_at_step
 
@@ -17,7 +18,7 @@ from tests.conftest import crash_at_step
 def _engine(model_dir, task, batch_size: int, grad_accum: int) -> Engine:
     torch.manual_seed(0)
     model = task.build_model(str(model_dir), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    cfg = OmegaConf.structured(TrainerConfig(batch_size=batch_size, grad_accum=grad_accum, max_steps=1,
+    cfg = OmegaConf.merge(defaults("trainer", "default"), dict(batch_size=batch_size, grad_accum=grad_accum, max_steps=1,
                                              group_by_length=False, max_grad_norm=None, log_every=1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)  # plain SGD: the update is the gradient, unscaled
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -28,7 +29,7 @@ def _engine(model_dir, task, batch_size: int, grad_accum: int) -> Engine:
 def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir, tiny_ner_data):
     from transformers import AutoTokenizer
 
-    task = NerTask(OmegaConf.structured(NerTaskConfig))
+    task = NerTask(defaults("task", "ner"))
     examples = task.load_file(str(tiny_ner_data["train"]))[:16]
     task.fit_labels(examples, {})
     features = task.featurize(examples, AutoTokenizer.from_pretrained(tiny_model_dir))

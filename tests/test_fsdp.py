@@ -186,7 +186,7 @@ def test_accelerate_fsdp_is_refused_pointing_at_the_switch(monkeypatch):
 
     import accelerate
 
-    from ftune.engine.loop import make_accelerator
+    from ftune.engine.device import make_accelerator
     from ftune.errors import FtuneError
 
     class FsdpAccelerator:

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ftune import peft
-from ftune.config import LoraConfig, OptimizerConfig
+from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.optim import build_optimizer, build_scheduler
 from ftune.tasks.sft import add_neftune
@@ -20,7 +20,7 @@ from .conftest import run_cli
 
 def lora_cfg(name: str, **settings):
     flags = {"use_dora": name == "dora", "use_rslora": name == "rslora"}
-    return OmegaConf.merge(OmegaConf.structured(LoraConfig), {"name": name, "dropout": 0.0, **flags, **settings})
+    return OmegaConf.merge(defaults("peft", "lora"), {"name": name, "dropout": 0.0, **flags, **settings})
 
 
 def causal_lm(folder):
@@ -69,7 +69,7 @@ def test_dora_trains_and_exports_merged_through_the_cli(tiny_llama_dir, tmp_path
 
 def test_loraplus_gives_b_the_larger_learning_rate(tiny_llama_dir):
     model = peft.wrap(causal_lm(tiny_llama_dir), lora_cfg("lora", r=4), 10, [])
-    cfg = OmegaConf.merge(OmegaConf.structured(OptimizerConfig), {"name": "adamw", "lr": 1e-3, "loraplus_lr_ratio": 16})
+    cfg = OmegaConf.merge(defaults("optimizer", "adamw"), {"name": "adamw", "lr": 1e-3, "loraplus_lr_ratio": 16})
     optimizer = build_optimizer(cfg, model)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     named = dict(model.named_parameters())

@@ -49,7 +49,8 @@ def _data(task: str, tiny_ner_data, classification_file) -> list[str]:
 
 def _train_in_memory(cfg, model_dir):
     """What `ftune train` does up to the end of fit(), keeping the live model for inspection."""
-    from ftune.engine.loop import Engine, make_accelerator
+    from ftune.engine.device import make_accelerator
+    from ftune.engine.loop import Engine
     from ftune.models import load_tokenizer
     from ftune.optim import build_optimizer, build_scheduler
     from ftune.registry import build_task

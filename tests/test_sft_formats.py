@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import SftTaskConfig
+from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.sft import SftTask
 
@@ -39,7 +39,7 @@ ROWS = {  # one row per format → (messages it becomes, what trains)
 
 
 def sft_task(**settings) -> SftTask:
-    return SftTask(OmegaConf.merge(OmegaConf.structured(SftTaskConfig), settings))
+    return SftTask(OmegaConf.merge(defaults("task", "sft"), settings))
 
 
 def write(path, rows: list[dict]):

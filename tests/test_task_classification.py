@@ -11,12 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import (
-    ClassificationTaskConfig,
-    MultilabelTaskConfig,
-    PairClassificationTaskConfig,
-    RegressionTaskConfig,
-)
+from ftune.config import defaults as group_defaults
 from ftune.data.readers import read_table
 from ftune.errors import FtuneError
 from ftune.tasks import sequence_metrics as M
@@ -28,13 +23,13 @@ from ftune.tasks.classification import (
 )
 from ftune.tasks.sequence_data import label_list, sort_labels
 
-SCHEMAS = {ClassificationTask: ClassificationTaskConfig, PairClassificationTask: PairClassificationTaskConfig,
-           RegressionTask: RegressionTaskConfig, MultilabelTask: MultilabelTaskConfig}
+OPTIONS = {ClassificationTask: "classification", PairClassificationTask: "pair_classification",
+           RegressionTask: "regression", MultilabelTask: "multilabel"}
 
 
 def make(cls, **overrides):
     defaults = {"data": {"text_pair_column": "text_pair"}} if cls is PairClassificationTask else {}
-    return cls(OmegaConf.merge(OmegaConf.structured(SCHEMAS[cls]), defaults, overrides))
+    return cls(OmegaConf.merge(group_defaults("task", OPTIONS[cls]), defaults, overrides))
 
 
 def write(tmp_path, name, text):

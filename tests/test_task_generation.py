@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import SftTaskConfig
+from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks import generation as G
 from ftune.tasks.sft import DEFAULT_TEMPLATE, SftTask
@@ -17,7 +17,7 @@ CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "
 
 
 def sft_task(**settings) -> SftTask:
-    return SftTask(OmegaConf.merge(OmegaConf.structured(SftTaskConfig), settings))
+    return SftTask(OmegaConf.merge(defaults("task", "sft"), settings))
 
 
 def test_rouge_known_values():
@@ -103,14 +103,14 @@ def test_packing_refused_where_attention_ignores_position_ids(tiny_llama_dir, mo
 
 
 def test_data_errors_name_the_line(tmp_path):
-    from ftune.config import Seq2seqTaskConfig
+    from ftune.config import defaults
     from ftune.tasks.seq2seq import Seq2seqTask
 
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": 3}\n{"messages": [{"role": "bot", "content": "x"}]}\n{"prompt": "a", "response": "b"}\n')
     with pytest.raises(FtuneError, match=r"2 problem\(s\).*bad.jsonl:1: .*bad.jsonl:2: message 0 needs a role"):
         sft_task().load_file(str(path))
-    task = Seq2seqTask(OmegaConf.merge(OmegaConf.structured(Seq2seqTaskConfig), {"data": {"source_column": "a.b"}}))
+    task = Seq2seqTask(OmegaConf.merge(defaults("task", "seq2seq"), {"data": {"source_column": "a.b"}}))
     path.write_text('{"a": {"b": "nested source"}, "target": "t"}\n{"a": "flat", "target": "t"}\n')
     with pytest.raises(FtuneError, match="bad.jsonl:2: `a.b` is missing"):
         task.load_file(str(path))

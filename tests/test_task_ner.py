@@ -3,14 +3,14 @@
 import pytest
 from omegaconf import OmegaConf
 
-from ftune.config import NerTaskConfig
+from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks import tag_schemes as ts
 from ftune.tasks.ner import NerTask, plan_windows
 
 
 def make_task(**overrides) -> NerTask:
-    cfg = OmegaConf.merge(OmegaConf.structured(NerTaskConfig), overrides)
+    cfg = OmegaConf.merge(defaults("task", "ner"), overrides)
     return NerTask(cfg)
 
 

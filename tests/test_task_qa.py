@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import QaTaskConfig
+from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.qa import QaTask, f1_score, normalize_answer
 
@@ -26,7 +26,7 @@ def qa(question, answer, qid):
 
 
 def make_task(**overrides) -> QaTask:
-    return QaTask(OmegaConf.merge(OmegaConf.structured(QaTaskConfig), overrides))
+    return QaTask(OmegaConf.merge(defaults("task", "qa"), overrides))
 
 
 def test_official_normalisation_and_f1():

@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from ftune.config import RelationTaskConfig
+from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.relation import RelationTask, crop, mark
 
@@ -19,7 +19,7 @@ ROWS = [
 
 
 def make_task(**overrides) -> RelationTask:
-    return RelationTask(OmegaConf.merge(OmegaConf.structured(RelationTaskConfig), overrides))
+    return RelationTask(OmegaConf.merge(defaults("task", "relation"), overrides))
 
 
 def write(tmp_path, rows, name="rel.jsonl"):

@@ -22,12 +22,12 @@ def run(cfg: DictConfig) -> dict:
     import torch
     from transformers import TextStreamer
 
-    from ftune.config import SftTaskConfig
-    from ftune.engine.loop import make_accelerator
+    from ftune.config import defaults
+    from ftune.engine.device import make_accelerator
     from ftune.tasks.generation import generate_replies
 
     if cfg.task is None and not cfg.run_dir:  # a plain model folder: the sft defaults are all it needs
-        cfg = OmegaConf.merge(cfg, {"task": OmegaConf.structured(SftTaskConfig)})
+        cfg = OmegaConf.merge(cfg, {"task": defaults("task", "sft")})
     inference = Inference.load(cfg)
     task, tokenizer, folder = inference.task, inference.tokenizer, inference.folder
     if task.name != "sft":

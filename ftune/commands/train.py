@@ -24,8 +24,9 @@ def run(cfg: DictConfig) -> dict:
     from ftune.data import cache
     from ftune.distributed import share_from_main
     from ftune.engine import checkpoint as ckpt
+    from ftune.engine.device import make_accelerator
     from ftune.engine.events import build_subscribers
-    from ftune.engine.loop import Engine, make_accelerator, total_steps
+    from ftune.engine.loop import Engine, total_steps
     from ftune.engine.strategy import shard
     from ftune.loggers import check_backends
     from ftune.models import load_tokenizer, locate

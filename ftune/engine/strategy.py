@@ -21,14 +21,14 @@ import torch
 from ftune.errors import FtuneError
 
 log = logging.getLogger("ftune")
-STRATEGIES = ("ddp", "fsdp")
 
 
 def check(trainer_cfg, model_cfg, peft_cfg) -> None:
     """What FSDP cannot do here, said before anything loads."""
+    from ftune.registry import STRATEGIES, lookup
+
     strategy = trainer_cfg.get("strategy", "ddp")
-    if strategy not in STRATEGIES:
-        raise FtuneError(f"unknown strategy `{strategy}`", where="trainer.strategy", fix="choose from: ddp, fsdp")
+    lookup(STRATEGIES, strategy, "strategy", "trainer.strategy")
     if strategy != "fsdp":
         return
     # torch < 2.10: gloo's reduce-scatter summed instead of averaging, silently (the gradients were N times too big)

@@ -3,18 +3,11 @@ each is imported only when chosen, so `ftune --help` never pays for mlflow (abou
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from ftune.errors import FtuneError, did_you_mean
-
-# name → "module:class"; console and metrics.jsonl are not listed: logger.console and logger.jsonl pick them
-LOGGERS: dict[str, str] = {
-    "tensorboard": "ftune.loggers.tensorboard:TensorBoardLogger",
-    "mlflow": "ftune.loggers.mlflow:MlflowLogger",
-    "wandb": "ftune.loggers.wandb:WandbLogger",
-}
+from ftune.registry import LOGGERS
 
 
 def check_backends(names: Any) -> list[str]:
@@ -42,8 +35,7 @@ def build_trackers(logger_cfg: Any, run_dir: Path, cfg: Any) -> list:
         for name in names:
             info = run_info(cfg, run_dir, logger_cfg)
             info.settings = logger_cfg.get(name) or {}
-            module, _, cls = LOGGERS[name].partition(":")
-            trackers.append(getattr(importlib.import_module(module), cls)(info))
+            trackers.append(LOGGERS[name].load()(info))
     except BaseException:
         for tracker in trackers:  # the ones already started end as failed, not left running
             tracker.close()

@@ -74,6 +74,11 @@ def _cases(tmp: Path, model: Path) -> list[tuple[list[str], str]]:
         (["eval", "run_dir=x", "batch_size=0"], "batch_size: must be ≥ 1, got 0"),
         (["train", "trainer.batch_size=0"], "trainer.batch_size: must be ≥ 1"),
         (["train", "trainer.nonfinite=maybe"], "trainer.nonfinite: unknown value `maybe`"),
+        # plug-in names are the registry's keys (ftune/registry.py), checked when the config is composed
+        (["train", "peft=lora", "peft.name=lorra"], "peft.name: unknown peft method `lorra` (did you mean `lora`?"),
+        (["train", "optimizer.name=adamv"], "optimizer.name: unknown optimizer `adamv` (did you mean `adamw`?"),
+        (["train", "trainer.strategy=zero3"], "trainer.strategy: unknown strategy `zero3`"),
+        (["train", "logger.backends=[tensorbord]"], "unknown logger backend `tensorbord`"),
         (["train", *ner, "trainer.device=cuda", f"task.data.train={f['good.conll']}"], "no CUDA GPU"),
         (["train", "model.name_or_path=/nonexistent/model"], "model folder not found"),
         (["train", f"model.name_or_path={f['pickle_model']}"], "only pickle weights"),
