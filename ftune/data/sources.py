@@ -28,18 +28,7 @@ def load_split(data: Any, split: str, from_file: Callable[[str, str], list[dict]
         path = data.get(split)
         if not path:
             return []
-        key = f"task.data.{split}"
-        existing_file(path, key)
-
-        def read():
-            rows = from_file(path, key)
-            return limited(rows, limit) if limit else rows
-
-        try:
-            return stored(path, {**reader_settings(from_file), "path": path, "limit": limit}, read, split)
-        except OSError as error:  # no writable cache: read into memory, as without one
-            log.debug("examples of %s not stored (%s)", path, error)
-            return list(read())
+        return load_path(path, f"task.data.{split}", from_file, limit, split)
     elif data.get("hub"):
         dataset = hub_split(data, split, formats)
         examples = from_hub(dataset, split) if dataset is not None else []
@@ -47,6 +36,23 @@ def load_split(data: Any, split: str, from_file: Callable[[str, str], list[dict]
         raise FtuneError("no data configured", where="task.data",
                          fix=f"set task.data.train/validation/test to {formats} files, or task.data.hub")
     return examples[:limit] if limit else examples
+
+
+def load_path(path: str, key: str, from_file: Callable[[str, str], Any], limit: int | None = None,
+              name: str = "file"):
+    """The examples `from_file` reads (a generator: streamed) from `path`, stored once per file version as
+    a memory-mapped Arrow file (data.examples); an in-memory list where that cannot be written."""
+    existing_file(path, key)
+
+    def read():
+        rows = from_file(path, key)
+        return limited(rows, limit) if limit else rows
+
+    try:
+        return stored(path, {**reader_settings(from_file), "path": path, "limit": limit}, read, name)
+    except OSError as error:  # no writable cache: read into memory, as without one
+        log.debug("examples of %s not stored (%s)", path, error)
+        return list(read())
 
 
 def limited(rows, limit: int):

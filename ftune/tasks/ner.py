@@ -58,7 +58,7 @@ class NerTask:
         return [{"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]],
                  "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset)]
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         examples = []
         for line in lines:
             row = json_object(line)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ftune.data import sources
 from ftune.data.batching import pad
-from ftune.data.readers import DataErrors, json_object, read_jsonl, read_table
+from ftune.data.readers import checked, iter_jsonl, iter_table, json_object
 from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import generation as G
@@ -42,37 +42,40 @@ class Seq2seqTask:
 
     # ---- data ---------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "JSONL, CSV or TSV")
+        return sources.load_split(self.cfg.data, split, self.iter_file, self._from_hub, "JSONL, CSV or TSV")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
+        return list(self.iter_file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
+        """The examples of a JSONL, CSV or TSV file, streamed (errors with file:line at its end)."""
         kind = self.cfg.data.format
         if kind == "auto":
             kind = FORMATS.get(resolve(path, key).suffix.lower(), "unknown")
         if kind not in ("csv", "tsv", "jsonl"):
             raise FtuneError(f"cannot tell the format of {path}", where="task.data.format",
                              fix="name the file .jsonl, .csv or .tsv, or set task.data.format=jsonl|csv|tsv")
-        rows = read_jsonl(path, key) if kind == "jsonl" else read_table(path, key, "\t" if kind == "tsv" else ",")
+        rows = iter_jsonl(path, key) if kind == "jsonl" else iter_table(path, key, "\t" if kind == "tsv" else ",")
         return self._examples(rows, str(path))
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         source = f"{self.cfg.data.hub}/{split}"
-        return self._examples([{**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)], source)
+        return list(self._examples(({**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)), source))
 
-    def _examples(self, rows: list[dict], source: str) -> list[dict]:
-        data, errors, examples = self.cfg.data, DataErrors(source), []
-        for row in rows:
+    def _examples(self, rows, source: str):
+        data = self.cfg.data
+
+        def check(row: dict) -> dict | str:
             text, target = G.nested(row, data.source_column), G.nested(row, data.target_column)
             bad = [f"`{column}` is missing or not a non-empty string" for column, value
                    in ((data.source_column, text), (data.target_column, target))
                    if not isinstance(value, str) or not value.strip()]
-            if bad:
-                errors.add(row["where"], "; ".join(bad))
-            else:
-                examples.append({"source": text, "target": target, "where": row["where"]})
-        errors.raise_if_any(fix="set task.data.source_column / task.data.target_column to the columns that hold the texts")
-        return examples
+            return "; ".join(bad) if bad else {"source": text, "target": target, "where": row["where"]}
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+        return checked(rows, check, source,
+                       fix="set task.data.source_column / task.data.target_column to the columns that hold the texts")
+
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         """`predict` lines: plain text, or JSON with the source column (or "source" / "text")."""
         examples = []
         for line in lines:
@@ -148,6 +151,8 @@ class Seq2seqTask:
         return batch["generated"]
 
     # ---- metrics and output ---------------------------------------------------------------------------
+    # Corpus BLEU and chrF are computed by sacrebleu from all hypotheses and references at once, so this task
+    # keeps the split's generated texts (and reads the references) for its metrics; it has no update_metrics.
     def compute_metrics(self, predictions: list[str], features: list[dict], examples: list[dict]) -> dict:
         references = [examples[f["example"]]["target"] for f in features]
         scores = G.rouge(predictions, references) if self.cfg.metrics == "rouge" else G.bleu_chrf(predictions, references)

@@ -97,7 +97,7 @@ class SftTask:
             raise ValueError(f"a `{self.cfg.data.text_field}` row is no conversation")
         return C.read_row(row, self.cfg.data, need_reply, fmt)["messages"]
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         """`predict` lines: plain text (one user turn) or JSON with `prompt` or `messages` (the reply to the
         last user message is generated)."""
         examples = []
