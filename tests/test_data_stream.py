@@ -376,3 +376,48 @@ def test_sft_metrics_counted_over_any_chunking_equal_the_old_ones():
     assert hashlib.sha256(json.dumps(whole, sort_keys=True).encode()).hexdigest() == OLD["sft_metrics"], whole
     for size in (1, 4, 1000):
         assert counted(task, predictions, features, exs, size) == whole
+
+
+def test_a_hub_split_is_stored_like_a_file_and_its_features_keyed_without_hashing_examples(
+        tokenizer, fresh_cache, monkeypatch, caplog):
+    import logging
+
+    import datasets
+
+    from ftune.data import sources
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    rng = random.Random(3)
+    table = {"sentence": [" ".join(rng.choices(WORDS, k=5)) for _ in range(300)],
+             "label": [rng.randrange(2) for _ in range(300)]}
+    hub = datasets.Dataset.from_dict(table, features=features)
+    hub = hub.map(lambda row: row)  # a fingerprinted dataset, as load_dataset gives
+    monkeypatch.setattr(sources, "hub_split", lambda data, split, formats: hub)
+    monkeypatch.setattr(cache, "_featurize_range", _counting(cache._featurize_range))
+    runs = []
+    for _ in range(2):
+        task = make("classification", max_length=16, data={"hub": "glue-like", "text_column": "sentence"})
+        with caplog.at_level(logging.INFO, logger="ftune"):
+            split = task.load_split("train")
+            task.fit_labels(split, {})
+            runs.append((split, task.labels, cache.featurize(task, split, tokenizer, "train", workers=1).to_list()))
+    (first, labels, feats), (second, labels_again, feats_again) = runs
+    assert isinstance(second, examples.Rows) and second.key == first.key and len(second) == 300
+    assert labels == labels_again == ["negative", "positive"]  # the ClassLabel order, also on a hit
+    assert feats == feats_again and second[7]["where"] == "glue-like/train:7"
+    assert second[7]["label"] == ["negative", "positive"][table["label"][7]]
+    assert _counting.calls == 2  # the head of the first run, then its one shard: the second run loaded them
+    assert caplog.text.count("loaded from the cache") == 1
+    key = cache.fingerprint(task, second, tokenizer)
+    monkeypatch.setattr(examples.Rows, "__iter__", lambda self: pytest.fail("the key read every example"))
+    assert cache.fingerprint(task, second, tokenizer) == key
+
+
+def _counting(function):
+    def counted_call(*args, **kwargs):
+        _counting.calls += 1
+        return function(*args, **kwargs)
+
+    _counting.calls = 0
+    return counted_call

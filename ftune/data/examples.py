@@ -37,7 +37,7 @@ class Rows:
     """A memory-mapped Arrow table of examples, seen as a sequence of dicts."""
 
     def __init__(self, table: Any):
-        self.table = table
+        self.table, self.key = table, None
         prefix = (table.schema.metadata or {}).get(PREFIX)
         self.prefix = prefix.decode() if prefix is not None and LINE in table.column_names else None
 
@@ -87,14 +87,24 @@ def entry_dir() -> Path:
     return cache_dir().parent / "examples"
 
 
-def stored(path: str, settings: dict, read: Callable[[], Iterable[dict]], name: str) -> Rows | list[dict]:
-    """The examples `read()` gives for the file at `path`, from the on-disk entry when there is one."""
-    from filelock import FileLock
-
+def stored(path: str, settings: dict, read: Callable[[], Iterable[dict]], name: str,
+           digest: str | None = None) -> Rows | list[dict]:
+    """The examples `read()` gives for the file at `path`, from the on-disk entry when there is one.
+    `digest` stands for the data's version when `path` is no file (a hub split: its dataset fingerprint)."""
     from ftune.data.digests import file_digest
 
-    key = hashlib.sha256(json.dumps({"version": VERSION, "file": file_digest(path), "settings": settings},
+    version = digest or file_digest(path)
+    key = hashlib.sha256(json.dumps({"version": VERSION, "file": version, "settings": settings},
                                     sort_keys=True, default=str).encode()).hexdigest()[:32]
+    rows = _stored(path, key, read, name)
+    if isinstance(rows, Rows):
+        rows.key = key  # what the examples are, for the feature cache's key (no need to hash every example)
+    return rows
+
+
+def _stored(path: str, key: str, read: Callable[[], Iterable[dict]], name: str) -> Rows | list[dict]:
+    from filelock import FileLock
+
     folder = entry_dir() / key
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):

@@ -80,11 +80,11 @@ class QaTask:
                            "where": f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"}
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
-        return [{"id": row["id"], "question": row["question"], "context": row["context"],
+        return ({"id": row["id"], "question": row["question"], "context": row["context"],
                  "answers": [{"text": t, "start": s} for t, s in zip(row["answers"]["text"],
                                                                       row["answers"]["answer_start"], strict=True)],
                  "impossible": not row["answers"]["text"], "where": f"{self.cfg.data.hub}/{split}:{i}"}
-                for i, row in enumerate(dataset)]
+                for i, row in enumerate(dataset))  # streamed
 
     def read_inputs(self, lines: list[str], where: str = "input", first_line: int = 1) -> list[dict]:
         """JSONL with "question" and "context" (and optional "id", "answers" as in SQuAD). Lines are numbered

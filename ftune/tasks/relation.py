@@ -48,7 +48,7 @@ class RelationTask(ClassificationTask):
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         rows = ({**row, "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset))
-        return list(self._examples(rows, self.cfg.data.hub))
+        return self._examples(rows, self.cfg.data.hub)
 
     def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         rows = []

@@ -60,7 +60,7 @@ class Seq2seqTask:
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         source = f"{self.cfg.data.hub}/{split}"
-        return list(self._examples(({**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)), source))
+        return self._examples(({**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)), source)
 
     def _examples(self, rows, source: str):
         data = self.cfg.data

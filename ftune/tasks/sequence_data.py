@@ -146,17 +146,17 @@ class SequenceData:
                           on_header=lambda columns: self.require_columns(columns, f"{path} (header line)"))
         return self.examples(rows, str(path))
 
-    def hub(self, dataset, split: str) -> list[dict]:
+    def hub(self, dataset, split: str):
+        """The checked examples of a hub split, streamed; the column checks and class names come at once."""
         data = self.cfg
         source = f"{data.hub}/{split}"
         self.require_columns(dataset.column_names, source)
         feature = dataset.features[data.label_column]  # ClassLabel (or a list of them): ids → names
         names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
         self.label_order = list(names) if names else None
-        unlabeled = 0
 
         def rows():
-            nonlocal unlabeled
+            unlabeled = 0
             for i, row in enumerate(dataset):
                 label = row[data.label_column]
                 if names and isinstance(label, list):
@@ -167,11 +167,10 @@ class SequenceData:
                         continue
                     label = names[label]
                 yield {**row, data.label_column: label, "where": f"{source}:{i}"}
+            if unlabeled:
+                log.warning("%s: %d example(s) without a label (-1) left out", source, unlabeled)
 
-        examples = list(self.examples(rows(), source))
-        if unlabeled:
-            log.warning("%s: %d example(s) without a label (-1) left out", source, unlabeled)
-        return examples
+        return self.examples(rows(), source)
 
     def require_columns(self, available: list[str], where: str) -> None:
         for key, column in self.columns.items():

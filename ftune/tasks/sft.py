@@ -61,7 +61,7 @@ class SftTask:
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         source = f"{self.cfg.data.hub}/{split}"
-        return self._examples([{**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)], source, True)
+        return self._iter_examples(({**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)), source, True)
 
     def _examples(self, rows: list[dict], source: str, need_reply: bool) -> list[dict]:
         return list(self._iter_examples(rows, source, need_reply))
