@@ -40,6 +40,8 @@ OLD = {  # sha256 of examples (`where` without the folder) and features, 3,000 g
     "sequence_metrics": "8a9d9d231bd5dea77d4ec0a4039e8e08538df57195f16539deb02da23531ac73",
     "qa_metrics": "381a20658a5a67fb28fd0c75f09b3737669471191e5fa0d145ff8cf603d01d33",
     "sft_metrics": "5a42e3ac721670aaa8816b8bead7e3055a07df76e4b8e459a442369a98c6da55",
+    "seq2seq_rouge": "7dc45115f8382cb5404fb5a1ad690e91072c4cccc92f7d32a8b3ffe8108171cd",
+    "seq2seq_bleu": "a5b12e4edb393cb5e6bbd4c9bd042819188fdfaec0c283e1068687f6805e75d1",
 }
 WORDS = ["peace", "talks", "in", "the", "north", "good", "bad", "film", "a", "plot", "sharp", "dull", "EU", "German",
          "rejects", "call", "to", "boycott", "British", "lamb", "very", "not", "is", "was", "and"]
@@ -421,3 +423,20 @@ def _counting(function):
 
     _counting.calls = 0
     return counted_call
+
+
+@pytest.mark.parametrize("metrics", ["rouge", "bleu"])
+def test_seq2seq_metrics_counted_over_any_chunking_equal_the_old_ones(metrics, tokenizer):
+    from ftune.tasks.seq2seq import Seq2seqTask
+
+    rng = random.Random(4)
+    task = Seq2seqTask(OmegaConf.merge(OmegaConf.structured(C.Seq2seqTaskConfig), {"metrics": metrics}))
+    task.tokenizer = tokenizer
+    exs = [{"source": "s", "target": " ".join(rng.choices(WORDS, k=rng.randint(2, 9))), "where": f"f:{i}"}
+           for i in range(25)]
+    predictions = [rng.choice([ex["target"], " ".join(rng.choices(WORDS, k=4)), ""]) for ex in exs]
+    features = [{"example": i} for i in range(len(exs))]
+    whole = task.compute_metrics(predictions, features, exs)
+    assert hashlib.sha256(json.dumps(whole, sort_keys=True).encode()).hexdigest() == OLD[f"seq2seq_{metrics}"], whole
+    for size in (1, 6, 1000):
+        assert counted(task, predictions, features, exs, size) == whole

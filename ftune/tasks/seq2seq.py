@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ftune.data import sources
-from ftune.data.batching import pad
+from ftune.data.batching import feature_column, pad
 from ftune.data.readers import checked, iter_jsonl, iter_table, json_object
 from ftune.errors import FtuneError
 from ftune.paths import resolve
@@ -151,13 +151,38 @@ class Seq2seqTask:
         return batch["generated"]
 
     # ---- metrics and output ---------------------------------------------------------------------------
-    # Corpus BLEU and chrF are computed by sacrebleu from all hypotheses and references at once, so this task
-    # keeps the split's generated texts (and reads the references) for its metrics; it has no update_metrics.
+    # Metrics are fed one evaluation chunk at a time (Engine.evaluate). ROUGE (a mean of per-pair scores) and
+    # gen_len are running sums, added pair by pair in split order: identical to one pass. Corpus BLEU and chrF
+    # are computed by sacrebleu from all hypotheses and references at once, so with metrics=bleu the state
+    # keeps the split's generated and reference texts (only the texts: no features, no other predictions).
+    def metric_state(self) -> dict:
+        from collections import Counter
+
+        return {"rouge": Counter(), "pairs": 0, "gen_tokens": 0, "hypotheses": [], "references": []}
+
+    def update_metrics(self, state: dict, predictions: list[str], features, examples, first: int = 0) -> None:
+        targets = [ex["target"] for ex in examples]  # one Arrow read for a chunk on disk
+        references = [targets[i - first] for i in feature_column(features, "example").tolist()]
+        if self.cfg.metrics == "rouge":
+            G.rouge_totals(predictions, references, state["rouge"])
+        else:
+            state["hypotheses"] += predictions
+            state["references"] += references
+        state["pairs"] += len(predictions)
+        state["gen_tokens"] += sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions)
+
+    def final_metrics(self, state: dict) -> dict:
+        n = max(state["pairs"], 1)
+        if self.cfg.metrics == "rouge":
+            scores = {name: 100 * state["rouge"][name] / n for name in ("rouge1", "rouge2", "rougeL")}
+        else:
+            scores = G.bleu_chrf(state["hypotheses"], state["references"])
+        return {**scores, "gen_len": state["gen_tokens"] / n}
+
     def compute_metrics(self, predictions: list[str], features: list[dict], examples: list[dict]) -> dict:
-        references = [examples[f["example"]]["target"] for f in features]
-        scores = G.rouge(predictions, references) if self.cfg.metrics == "rouge" else G.bleu_chrf(predictions, references)
-        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions]
-        return {**scores, "gen_len": sum(lengths) / max(len(lengths), 1)}
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
 
     def format_predictions(self, predictions: list[str], features: list[dict], examples: list[dict]) -> list[dict]:
         return [{"generated": prediction} for prediction in predictions]
