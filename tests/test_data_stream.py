@@ -353,6 +353,21 @@ def test_predict_in_chunks_writes_what_one_pass_over_the_whole_input_writes(task
         run_cli("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
         outputs[chunk] = target.read_bytes()
     assert outputs[5] == outputs[10**6] and outputs[5].count(b"\n") == len(inputs)
+    if task == "classification":  # streaming: a chunk's output is written before the next lines are read
+        import contextlib
+
+        target, seen = tmp_path / "out-stream.jsonl", []
+
+        def lines():
+            for number, line in enumerate(source.read_text().splitlines(keepends=True)):
+                written = target.with_name(target.name + ".tmp")
+                seen.append((number, written.read_text().count("\n") if written.exists() else 0))
+                yield line
+
+        monkeypatch.setattr(predict, "_open_in", contextlib.contextmanager(lambda path: (yield lines())))
+        run_cli("predict", f"run_dir={run_dir}", f"input={source}", f"output={target}")
+        assert target.read_bytes() == outputs[5]
+        assert all(done == number // 5 * 5 for number, done in seen), seen  # line 5k+j: 5k lines written
     if task == "qa":
         assert [json.loads(line)["id"] for line in outputs[5].splitlines()] == [str(i) for i in range(1, 17)]
 
