@@ -118,9 +118,9 @@ class Inference:
         predictions, _ = self.engine.infer(features, batch_size or self.batch_size)
         return self.task.format_predictions(predictions, features, examples)
 
-    def predict_lines(self, lines: list[str], batch_size: int | None = None) -> list[dict]:
-        """`ftune predict`'s input: text lines or JSON lines."""
-        return self.predict_batch(self.task.read_inputs(lines), batch_size)
+    def predict_lines(self, lines: list[str], batch_size: int | None = None, first_line: int = 1) -> list[dict]:
+        """`ftune predict`'s input: text lines or JSON lines (lines[0] is line `first_line` of the input)."""
+        return self.predict_batch(self.task.read_inputs(lines, first_line=first_line), batch_size)
 
     def predict_json(self, items: list[Any], batch_size: int | None = None) -> list[dict]:
         """JSON values in (a string: a text line; an object: a JSON line, as `ftune predict` reads them)."""

@@ -42,6 +42,7 @@ def show(cfg: DictConfig, task, splits: dict[str, list[dict]]) -> dict:
     from rich.console import Console
     from rich.text import Text
 
+    from ftune.data import cache
     from ftune.models import load_tokenizer, locate
 
     if not cfg.get("model"):
@@ -51,8 +52,10 @@ def show(cfg: DictConfig, task, splits: dict[str, list[dict]]) -> dict:
     if not examples:
         raise FtuneError(f"the {cfg.split} split has no examples", where="split", fix="choose train, validation or test")
     tokenizer = load_tokenizer(locate(cfg.model.name_or_path), cfg.model.get("trust_remote_code", False))
-    features = task.featurize(examples, tokenizer)  # also the refusals of train: nothing trained, no end of turn
-    keys = [k for k in SEQUENCES if features and k[1] in features[0]]
+    # through the feature cache, as train: parallel, memory-mapped (a large split is no list of features), the
+    # same refusals (nothing trained, no end of turn), and an entry that a later `train` loads
+    features = cache.featurize(task, examples, tokenizer, cfg.split, source=cache.local_source(task.cfg.data, cfg.split))
+    keys = [k for k in SEQUENCES if len(features) and k[1] in features.column_names]
     if not keys:
         raise FtuneError(f"task {task.name} has no token-level loss mask to show", where="task",
                          fix="data show is for the causal-LM tasks (sft, dpo); use ftune data check")

@@ -17,7 +17,7 @@ log = logging.getLogger("ftune")
 
 def run(cfg: DictConfig) -> dict:
     from ftune import checks
-    from ftune.data import cache
+    from ftune.data import cache, sources
 
     R.check_output_format(cfg.output_format)
     conditions = checks.parse(cfg.check) if cfg.check else []  # a malformed gate fails before any loading
@@ -30,7 +30,9 @@ def run(cfg: DictConfig) -> dict:
     inference = Inference.load(cfg)
     task, folder, run_dir = inference.task, inference.folder, inference.run_dir
     if cfg.file:
-        examples, name = task.load_file(cfg.file, key="file"), Path(cfg.file).stem
+        # streamed into a memory-mapped Arrow file, as a configured split (a plug-in without iter_file: a list)
+        examples = sources.load_path(cfg.file, "file", getattr(task, "iter_file", task.load_file))
+        name = Path(cfg.file).stem
     else:
         examples, name = task.load_split(cfg.split), cfg.split
     if not examples:

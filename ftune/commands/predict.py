@@ -23,7 +23,7 @@ def run(cfg: DictConfig) -> dict:
     try:
         with _open_in(cfg.input) as source, _open_out(cfg.output) as sink:
             for lines in _chunks(source):
-                for row in inference.predict_lines(lines):
+                for row in inference.predict_lines(lines, first_line=count + 1):
                     sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                 sink.flush()
                 count += len(lines)

@@ -46,7 +46,8 @@ def available_cores() -> int:
 
 def fingerprint(task: Any, examples: Any, tokenizer: Any, source: str | None = None) -> str:
     """The cache key. With `source` (the local file the examples were read from) its byte digest stands
-    for the examples; without (hub datasets, in-memory examples) every example is hashed."""
+    for the examples, for examples stored on disk (hub splits) their entry's key; else (in-memory examples)
+    every example is hashed."""
     digest = hashlib.sha256()
     settings = OmegaConf.to_container(task.cfg, resolve=True) if OmegaConf.is_config(task.cfg) else dict(task.cfg)
     data = dict(settings.pop("data", None) or {})
@@ -62,6 +63,8 @@ def fingerprint(task: Any, examples: Any, tokenizer: Any, source: str | None = N
     if source:
         digest.update(digests.file_digest(source).encode())
         digest.update(str(len(examples)).encode())
+    elif getattr(examples, "key", None):  # examples stored on disk (a hub split): their entry's key says what they are
+        digest.update(f"examples:{examples.key}:{len(examples)}".encode())
     else:
         for example in examples:
             digest.update(json.dumps({k: v for k, v in example.items() if k != "where"}, sort_keys=True).encode())

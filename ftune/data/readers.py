@@ -1,13 +1,16 @@
-"""Readers that turn data files into lists of plain example dicts, with file:line in every error.
+"""Readers that stream data files as plain example dicts, with file:line in every error.
 
-Each example carries `where` ("file:line") so that later validation can point at the source.
+Each example carries `where` ("file:line") so that later validation can point at the source. The `iter_*`
+readers are generators (sources.load_split writes what they yield to an Arrow file in chunks, so no split is
+ever a whole Python list); their data errors are collected and raised when they are exhausted or closed
+early (first few problems and the total count). The `read_*` forms are the same as lists, for small files.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ftune.errors import FtuneError
@@ -151,22 +154,32 @@ def iter_tagged_jsonl(path: str, key: str, tokens_field: str = "tokens", tags_fi
 
 
 def read_table(path: str, key: str, delimiter: str | None = None) -> list[dict]:
-    """Rows of a CSV or TSV file with a header line: one dict per row keyed by column name, with `where`.
+    """Rows of a CSV or TSV file with a header line (see iter_table), as a list."""
+    return list(iter_table(path, key, delimiter))
+
+
+def iter_table(path: str, key: str, delimiter: str | None = None,
+               on_header: Callable[[list[str]], None] | None = None) -> Iterator[dict]:
+    """Rows of a CSV or TSV file with a header line, streamed: one dict per row keyed by column name, with `where`.
 
     The delimiter comes from the extension unless given: `.tsv` → tab, anything else → comma. Tab-separated
     files are read without quoting, as GLUE's are (a `"` is an ordinary character there); comma-separated
     files use standard CSV quoting, so a quoted field may hold commas and line breaks. `where` is the line
-    on which a row starts. Blank lines are skipped.
+    on which a row starts. Blank lines are skipped. `on_header(columns)` checks the header as soon as it is
+    read (a missing column fails at once, not after a whole file of rows). Rows with the wrong number of
+    fields are collected and raised at the end (or when the generator is closed early), as iter_jsonl does.
     """
     file = existing_file(path, key)
     if delimiter is None:
         delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     kind = "TSV" if delimiter == "\t" else "CSV"
+    separator = "tab" if delimiter == "\t" else repr(delimiter)
+    fix = f"each {kind} row needs as many {separator}-separated fields as the header line"
     errors = DataErrors(str(path))
     reader = csv.reader((text + "\n" for _, text in read_lines(file)), delimiter=delimiter, quoting=quoting)
     header: list[str] | None = None
-    rows, previous = [], 0
+    previous = 0
     try:
         for fields in reader:
             start, previous = previous + 1, reader.line_num
@@ -178,19 +191,42 @@ def read_table(path: str, key: str, delimiter: str | None = None) -> list[dict]:
                 if "" in header or len(set(header)) < len(header):
                     raise FtuneError(f"the header line needs distinct, non-empty column names, got {header}",
                                      where=f"{path}:{start}", fix=f"start the {kind} file with a header line")
+                if on_header is not None:
+                    on_header(header)
                 continue
             if len(fields) != len(header):
                 errors.add(f"{path}:{start}", f"{len(fields)} field(s), the header has {len(header)}")
                 continue
             row: dict = dict(zip(header, fields, strict=True))
             row["where"] = f"{path}:{start}"
-            rows.append(row)
+            yield row
     except csv.Error as error:
         raise FtuneError(f"unreadable {kind} ({error})", where=f"{path}:{reader.line_num}",
                          fix="check the quoting around this line") from error
-    separator = "tab" if delimiter == "\t" else repr(delimiter)
-    errors.raise_if_any(fix=f"each {kind} row needs as many {separator}-separated fields as the header line")
-    return rows
+    except GeneratorExit:
+        errors.raise_if_any(fix=fix)
+        raise
+    errors.raise_if_any(fix=fix)
+
+
+def checked(rows: Iterable[dict], check: Callable[[dict], dict | str], what: str, fix: str) -> Iterator[dict]:
+    """`check(row)` of every row, streamed: an example dict is yielded, a string is a problem of that row
+    (reported with its `where`, first few and total, when the rows are exhausted or the generator is closed
+    early). The rows' own errors (a reader's) come first: they are raised from the inner generator."""
+    errors = DataErrors(what)
+    try:
+        for row in rows:
+            result = check(row)
+            if isinstance(result, str):
+                errors.add(row["where"], result)
+            else:
+                yield result
+    except GeneratorExit:
+        if hasattr(rows, "close"):
+            rows.close()
+        errors.raise_if_any(fix=fix)
+        raise
+    errors.raise_if_any(fix=fix)
 
 
 def json_object(line: str) -> dict | None:

@@ -28,25 +28,54 @@ def load_split(data: Any, split: str, from_file: Callable[[str, str], list[dict]
         path = data.get(split)
         if not path:
             return []
-        key = f"task.data.{split}"
-        existing_file(path, key)
-
-        def read():
-            rows = from_file(path, key)
-            return limited(rows, limit) if limit else rows
-
-        try:
-            return stored(path, {**reader_settings(from_file), "path": path, "limit": limit}, read, split)
-        except OSError as error:  # no writable cache: read into memory, as without one
-            log.debug("examples of %s not stored (%s)", path, error)
-            return list(read())
+        return load_path(path, f"task.data.{split}", from_file, limit, split)
     elif data.get("hub"):
-        dataset = hub_split(data, split, formats)
-        examples = from_hub(dataset, split) if dataset is not None else []
-    else:
-        raise FtuneError("no data configured", where="task.data",
-                         fix=f"set task.data.train/validation/test to {formats} files, or task.data.hub")
-    return examples[:limit] if limit else examples
+        return load_hub(data, split, from_hub, formats, limit)
+    raise FtuneError("no data configured", where="task.data",
+                     fix=f"set task.data.train/validation/test to {formats} files, or task.data.hub")
+
+
+def load_hub(data: Any, split: str, from_hub: Callable[[Any, str], Any], formats: str, limit: int | None):
+    """A hub split's examples, stored like a file's: keyed by the dataset's fingerprint (which `datasets`
+    derives from its cached Arrow files), written in chunks from `from_hub`'s generator and memory-mapped.
+    `from_hub` runs at once (its set-up, e.g. the class names of a ClassLabel column, is needed on a hit
+    too); the rows it returns are only read when the entry is missing."""
+    dataset = hub_split(data, split, formats)
+    if dataset is None:
+        return []
+    rows = from_hub(dataset, split)
+    version = getattr(dataset, "_fingerprint", None)
+    if version is None:  # not a cached datasets.Dataset: in memory, as before
+        rows = list(rows)
+        return rows[:limit] if limit else rows
+
+    def read():
+        return limited(rows, limit) if limit else rows
+
+    settings = {**reader_settings(from_hub), "hub": data.hub, "hub_config": data.get("hub_config"),
+                "split": split, "limit": limit}
+    try:
+        return stored(f"{data.hub}/{split}", settings, read, split, digest=f"hub:{version}")
+    except OSError as error:
+        log.debug("examples of %s/%s not stored (%s)", data.hub, split, error)
+        return list(read())
+
+
+def load_path(path: str, key: str, from_file: Callable[[str, str], Any], limit: int | None = None,
+              name: str = "file"):
+    """The examples `from_file` reads (a generator: streamed) from `path`, stored once per file version as
+    a memory-mapped Arrow file (data.examples); an in-memory list where that cannot be written."""
+    existing_file(path, key)
+
+    def read():
+        rows = from_file(path, key)
+        return limited(rows, limit) if limit else rows
+
+    try:
+        return stored(path, {**reader_settings(from_file), "path": path, "limit": limit}, read, name)
+    except OSError as error:  # no writable cache: read into memory, as without one
+        log.debug("examples of %s not stored (%s)", path, error)
+        return list(read())
 
 
 def limited(rows, limit: int):

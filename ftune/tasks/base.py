@@ -43,8 +43,9 @@ class Task(Protocol):
     def load_file(self, path: str) -> list[dict]:
         """Raw examples from a data file."""
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
-        """Examples for `predict` from raw input lines (plain text or JSON)."""
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
+        """Examples for `predict` from raw input lines (plain text or JSON); `first_line` is the number of
+        lines[0] in the whole input (predict reads it in chunks), for tasks that number their inputs."""
 
     def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
         """Set `labels` from the training examples and check the other splits against them."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections import Counter
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ftune.data.batching import pad
+from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors
 from ftune.errors import FtuneError
 from ftune.tasks import sequence_data as D
@@ -56,9 +56,12 @@ class SequenceTask(abc.ABC):
         return self.data.split(split)
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
+        return list(self.data.file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
         return self.data.file(path, key)
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         return self.data.inputs(lines)
 
     # ---- labels ---------------------------------------------------------------------------------------
@@ -73,12 +76,14 @@ class SequenceTask(abc.ABC):
         if not train:
             raise FtuneError("the training split is empty", where="task.data.train",
                              fix="point task.data.train at a non-empty CSV, TSV or JSONL file")
-        self.labels = D.sort_labels((l for ex in train for l in self.gold_labels(ex)), self.data.label_order)
+        self.labels = D.sort_labels(D.distinct_labels(train), self.data.label_order)
         for split, examples in others.items():
             self.check_examples(examples, split)
 
     def check_examples(self, examples: list[dict], split: str) -> None:
         known, errors = set(self.labels), DataErrors(f"the {split} split")
+        if D.distinct_labels(examples) <= known:  # on disk: one Arrow scan; rows are read only to locate problems
+            return
         for ex in examples:
             for label in self.gold_labels(ex) if "label" in ex else []:
                 if label not in known:
@@ -160,8 +165,17 @@ class SequenceTask(abc.ABC):
     def _rounded(self, probabilities: list[float]) -> dict[str, float]:
         return {label: round(p, 4) for label, p in zip(self.labels, probabilities, strict=True)}
 
-    def _gold_and_predicted(self, predictions: list, features: list[dict], examples: list[dict]):
-        return [examples[f["example"]]["label"] for f in features], predictions
+    # ---- metrics: counts (confusion matrix, per-label counts) or, for regression, the two columns, fed one
+    # evaluation chunk at a time (Engine.evaluate), so a large split never holds all predictions and examples.
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
+
+    def _gold_and_predicted(self, predictions: list, features, examples, first: int = 0):
+        """Gold labels and predictions of examples[first:first + len(examples)] (one feature per example)."""
+        labels = [ex["label"] for ex in examples]  # one Arrow read for a chunk on disk
+        return [labels[i - first] for i in feature_column(features, "example").tolist()], predictions
 
 
 class ClassificationTask(SequenceTask):
@@ -183,7 +197,7 @@ class ClassificationTask(SequenceTask):
                              fix="a classifier needs at least two classes in its training data")
         self.class_weights = None
         if self.cfg.class_weights == "auto":
-            counts = Counter(ex["label"] for ex in train)
+            counts = D.label_counts(train)
             self.class_weights = [len(train) / (len(self.labels) * counts[label]) for label in self.labels]
             log.info("class weights: %s", ", ".join(f"{label} {weight:.3f}" for label, weight
                                                     in zip(self.labels, self.class_weights, strict=True)))
@@ -203,9 +217,15 @@ class ClassificationTask(SequenceTask):
         probabilities = outputs.logits.float().softmax(-1).cpu()
         return [(int(row.argmax()), row.tolist()) for row in probabilities]
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        gold, predicted = self._gold_and_predicted(predictions, features, examples)
-        return M.single_label([self.label_ids[g] for g in gold], [p for p, _ in predicted], self.labels)
+    def metric_state(self) -> dict:
+        return {"matrix": np.zeros((len(self.labels), len(self.labels)), dtype=np.int64)}
+
+    def update_metrics(self, state: dict, predictions: list, features, examples, first: int = 0) -> None:
+        gold, predicted = self._gold_and_predicted(predictions, features, examples, first)
+        state["matrix"] += M.confusion([self.label_ids[g] for g in gold], [p for p, _ in predicted], len(self.labels))
+
+    def final_metrics(self, state: dict) -> dict:
+        return M.from_confusion(state["matrix"], self.labels)
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         rows = [(label, m["precision"], m["recall"], m["f1"], m["support"])
@@ -245,13 +265,12 @@ class PairClassificationTask(ClassificationTask):
         super().fit_labels(train, others)
         self.positive_label()
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        metrics = super().compute_metrics(predictions, features, examples)
+    def final_metrics(self, state: dict) -> dict:
+        metrics = super().final_metrics(state)
         positive = self.positive_label()
         if positive is not None:
-            gold, predicted = self._gold_and_predicted(predictions, features, examples)
-            metrics.update(positive_label=positive, positive_f1=M.one_class_f1(
-                [self.label_ids[g] for g in gold], [p for p, _ in predicted], self.label_ids[positive]))
+            metrics.update(positive_label=positive, positive_f1=M.one_class_f1_of(state["matrix"],
+                                                                                  self.label_ids[positive]))
         return metrics
 
 
@@ -289,8 +308,20 @@ class RegressionTask(SequenceTask):
     def decode(self, outputs: Any, batch: dict) -> list[float]:
         return outputs.logits.float().squeeze(-1).cpu().tolist()
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        return M.regression(*self._gold_and_predicted(predictions, features, examples))
+    # Pearson and MSE could be running sums, but Spearman needs every value's rank in the whole split: the
+    # state holds the gold and predicted numbers as float64 arrays (16 bytes per example, no Python objects),
+    # and the metrics are computed from them exactly as from one list (identical to the last bit).
+    def metric_state(self) -> dict:
+        return {"gold": [], "predicted": []}
+
+    def update_metrics(self, state: dict, predictions: list, features, examples, first: int = 0) -> None:
+        gold, predicted = self._gold_and_predicted(predictions, features, examples, first)
+        state["gold"].append(np.asarray(gold, dtype=np.float64))
+        state["predicted"].append(np.asarray(predicted, dtype=np.float64))
+
+    def final_metrics(self, state: dict) -> dict:
+        gold, predicted = (np.concatenate(state[key]) if state[key] else np.zeros(0) for key in ("gold", "predicted"))
+        return M.regression(gold, predicted)
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         return [("all", metrics["pearson"], metrics["spearman"], metrics["mse"], metrics["examples"])]
@@ -346,10 +377,17 @@ class MultilabelTask(SequenceTask):
     def _chosen(self, probabilities: list[float]) -> list[int]:
         return [i for i, p in enumerate(probabilities) if p >= self.cfg.threshold]
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        gold, predicted = self._gold_and_predicted(predictions, features, examples)
-        return M.multi_label([[self.label_ids[g] for g in labels] for labels in gold],
-                             [self._chosen(p) for p in predicted], self.labels)
+    def metric_state(self) -> dict:
+        return {}  # the counts of the first chunk start it
+
+    def update_metrics(self, state: dict, predictions: list, features, examples, first: int = 0) -> None:
+        gold, predicted = self._gold_and_predicted(predictions, features, examples, first)
+        counts = M.label_counts([[self.label_ids[g] for g in labels] for labels in gold],
+                                [self._chosen(p) for p in predicted], len(self.labels), state.get("counts"))
+        state["counts"] = counts
+
+    def final_metrics(self, state: dict) -> dict:
+        return M.from_label_counts(state.get("counts") or M.label_counts([], [], len(self.labels)), self.labels)
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         rows = [(label, m["precision"], m["recall"], m["f1"], m["support"])

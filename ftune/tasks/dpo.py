@@ -259,22 +259,36 @@ class DpoTask(SftTask):
             return super().decode(outputs, batch)
         return [dict(zip(STATS, row, strict=True)) for row in batch["pairs"].float().cpu().tolist()]
 
+    # Metrics are means of per-pair statistics: sums added pair by pair in split order, one evaluation chunk
+    # at a time (Engine.evaluate), identical to one sum() over the whole split.
+    def metric_state(self) -> dict:
+        return {"sums": dict.fromkeys(METRIC_SUMS, 0), "pairs": 0}
+
+    def update_metrics(self, state: dict, predictions: list[dict], features, examples, first: int = 0) -> None:
+        sums = state["sums"]
+        for p in predictions:
+            for name, value in zip(METRIC_SUMS, _pair_stats(p), strict=True):
+                sums[name] += value
+        state["pairs"] += len(predictions)
+
+    def final_metrics(self, state: dict) -> dict:
+        n = max(state["pairs"], 1)
+        # logp_accuracy: the policy alone prefers the chosen reply (summed log-probabilities; no reference)
+        return {**{name: total / n for name, total in state["sums"].items()}, "pairs": state["pairs"]}
+
     def compute_metrics(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> dict:
-        n = max(len(predictions), 1)
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
 
-        def mean(values) -> float:
-            return sum(values) / n
 
-        return {"loss": mean(p["loss"] for p in predictions),
-                "reward_accuracy": mean(float(p["chosen"] > p["rejected"]) for p in predictions),
-                "reward_margin": mean(p["chosen"] - p["rejected"] for p in predictions),
-                "rewards_chosen": mean(p["chosen"] for p in predictions),
-                "rewards_rejected": mean(p["rejected"] for p in predictions),
-                "logps_chosen": mean(p["logp_chosen"] for p in predictions),
-                "logps_rejected": mean(p["logp_rejected"] for p in predictions),
-                # the policy alone prefers the chosen reply (summed log-probabilities; no reference involved)
-                "logp_accuracy": mean(float(p["logp_chosen"] > p["logp_rejected"]) for p in predictions),
-                "pairs": len(predictions)}
+METRIC_SUMS = ("loss", "reward_accuracy", "reward_margin", "rewards_chosen", "rewards_rejected", "logps_chosen",
+               "logps_rejected", "logp_accuracy")
+
+
+def _pair_stats(p: dict) -> tuple:
+    return (p["loss"], float(p["chosen"] > p["rejected"]), p["chosen"] - p["rejected"], p["chosen"], p["rejected"],
+            p["logp_chosen"], p["logp_rejected"], float(p["logp_chosen"] > p["logp_rejected"]))
 
 
 def _run_precision(device: torch.device):

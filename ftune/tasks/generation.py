@@ -31,15 +31,20 @@ def generate_kwargs(cfg: Any, tokenizer: Any) -> dict:
 
 def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measures × 100 (rouge-score, Porter stemming, as in the HF summarisation examples)."""
+    totals = rouge_totals(predictions, references, Counter())
+    n = max(len(predictions), 1)
+    return {name: 100 * totals[name] / n for name in ("rouge1", "rouge2", "rougeL")}
+
+
+def rouge_totals(predictions: list[str], references: list[str], totals: Counter) -> Counter:
+    """Add each pair's ROUGE F-measures to `totals`, in order (evaluation chunks continue one running sum)."""
     rouge_scorer = _require("rouge_score.rouge_scorer", "rouge-score")
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = Counter()
     for prediction, reference in zip(predictions, references, strict=True):
         for name, score in scorer.score(reference, prediction).items():
             totals[name] += score.fmeasure
-    n = max(len(predictions), 1)
-    return {name: 100 * totals[name] / n for name in ("rouge1", "rouge2", "rougeL")}
+    return totals
 
 
 def bleu_chrf(predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -69,12 +74,17 @@ def token_f1(prediction: str, reference: str) -> float:
 
 def exact_match_f1(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
     """SQuAD exact match and token F1 × 100, each the best over an example's references."""
-    em = f1 = 0.0
+    em, f1 = exact_match_f1_sums(predictions, references, 0.0, 0.0)
+    n = max(len(predictions), 1)
+    return {"exact_match": 100 * em / n, "token_f1": 100 * f1 / n}
+
+
+def exact_match_f1_sums(predictions: list[str], references: list[list[str]], em: float, f1: float):
+    """`em` and `f1` plus each example's best scores, added in order (a running sum over chunks)."""
     for prediction, golds in zip(predictions, references, strict=True):
         em += max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds)
         f1 += max(token_f1(prediction, g) for g in golds)
-    n = max(len(predictions), 1)
-    return {"exact_match": 100 * em / n, "token_f1": 100 * f1 / n}
+    return em, f1
 
 
 def table_rows(metrics: dict) -> list[tuple]:

@@ -55,10 +55,10 @@ class NerTask:
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         names = dataset.features["ner_tags"].feature.names  # ClassLabel ids → tag names
-        return [{"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]],
-                 "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset)]
+        return ({"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]],
+                 "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset))  # streamed
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         examples = []
         for line in lines:
             row = json_object(line)

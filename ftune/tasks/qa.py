@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ftune.data import sources
-from ftune.data.batching import pad
+from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors, read_lines
 from ftune.errors import FtuneError
 from ftune.paths import existing_file
@@ -41,53 +41,69 @@ class QaTask:
 
     # ---- data -------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "SQuAD JSON")
+        return sources.load_split(self.cfg.data, split, self.iter_file, self._from_hub, "SQuAD JSON")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
+        return list(self.iter_file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
+        """Questions of a SQuAD JSON file, or of JSONL (one question per line, streamed)."""
         file = existing_file(path, key)
         if file.suffix in (".jsonl", ".ndjson"):
-            return self.read_inputs([line for _, line in read_lines(file)], where=str(path))
-        text = "\n".join(line for _, line in read_lines(file))
+            return self._iter_inputs((line for _, line in read_lines(file)), where=str(path))
+        # A SQuAD file is one JSON document: it is parsed whole (the standard library has no streaming JSON
+        # parser); the questions are then yielded one by one, so only the parsed document is held, and
+        # sources.load_split writes the questions to Arrow in chunks. Convert very large sets to JSONL.
+        raw = file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = raw.count(b"\n", 0, error.start) + 1
+            raise FtuneError("bytes that are not UTF-8", where=f"{path}:{line}", fix="re-encode the file as UTF-8") from error
+        del raw
         try:
             articles = json.loads(text)["data"]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise FtuneError(f"not SQuAD JSON ({error})", where=str(path),
                              fix='expected {"data": [{"paragraphs": [{"context", "qas": [...]}]}]}') from error
-        examples = []
+        return self._iter_squad(articles, str(path))
+
+    @staticmethod
+    def _iter_squad(articles: list, path: str):
         for a, article in enumerate(articles):
             for p, paragraph in enumerate(article.get("paragraphs", [])):
                 for q, qa in enumerate(paragraph.get("qas", [])):
-                    examples.append({
-                        "id": str(qa.get("id", f"{a}-{p}-{q}")), "question": qa.get("question", ""),
-                        "context": paragraph.get("context", ""),
-                        "answers": [{"text": x["text"], "start": x["answer_start"]} for x in qa.get("answers", [])],
-                        "impossible": bool(qa.get("is_impossible", False)),
-                        "where": f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"})
-        return examples
+                    yield {"id": str(qa.get("id", f"{a}-{p}-{q}")), "question": qa.get("question", ""),
+                           "context": paragraph.get("context", ""),
+                           "answers": [{"text": x["text"], "start": x["answer_start"]} for x in qa.get("answers", [])],
+                           "impossible": bool(qa.get("is_impossible", False)),
+                           "where": f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"}
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
-        return [{"id": row["id"], "question": row["question"], "context": row["context"],
+        return ({"id": row["id"], "question": row["question"], "context": row["context"],
                  "answers": [{"text": t, "start": s} for t, s in zip(row["answers"]["text"],
                                                                       row["answers"]["answer_start"], strict=True)],
                  "impossible": not row["answers"]["text"], "where": f"{self.cfg.data.hub}/{split}:{i}"}
-                for i, row in enumerate(dataset)]
+                for i, row in enumerate(dataset))  # streamed
 
-    def read_inputs(self, lines: list[str], where: str = "input") -> list[dict]:
-        """JSONL with "question" and "context" (and optional "id", "answers" as in SQuAD)."""
-        examples = []
-        for number, line in enumerate(lines, start=1):
+    def read_inputs(self, lines: list[str], where: str = "input", first_line: int = 1) -> list[dict]:
+        """JSONL with "question" and "context" (and optional "id", "answers" as in SQuAD). Lines are numbered
+        from `first_line` (predict's later chunks): a question without an "id" gets its line number."""
+        return list(self._iter_inputs(lines, where, first_line))
+
+    def _iter_inputs(self, lines, where: str = "input", first_line: int = 1):
+        for number, line in enumerate(lines, start=first_line):
             try:
                 row = json.loads(line) if line.strip() else {}
             except json.JSONDecodeError:
                 row = {}
             row = row if isinstance(row, dict) else {}
             answers = row.get("answers") or []
-            examples.append({"id": str(row.get("id", number)), "question": str(row.get("question", "")),
-                             "context": str(row.get("context", "")), "where": f"{where}:{number}",
-                             "answers": [{"text": a["text"], "start": a.get("answer_start", a.get("start"))}
-                                         for a in answers if isinstance(a, dict) and "text" in a],
-                             "impossible": bool(row.get("is_impossible", False))})
-        return examples
+            yield {"id": str(row.get("id", number)), "question": str(row.get("question", "")),
+                   "context": str(row.get("context", "")), "where": f"{where}:{number}",
+                   "answers": [{"text": a["text"], "start": a.get("answer_start", a.get("start"))}
+                               for a in answers if isinstance(a, dict) and "text" in a],
+                   "impossible": bool(row.get("is_impossible", False))}
 
     # ---- validation ---------------------------------------------------------------------------------
     def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
@@ -179,17 +195,20 @@ class QaTask:
         return [(null[b], _pairs(start_top, b), _pairs(end_top, b)) for b in range(start.shape[0])]
 
     # ---- answers and metrics ------------------------------------------------------------------------
-    def _answers(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
+    def _answers(self, predictions: list, features, examples, first: int = 0) -> list[dict]:
+        """The answer of each of examples[first:first + len(examples)] (`features`: exactly their windows)."""
         by_example: dict[int, list[int]] = collections.defaultdict(list)
-        for index, feature in enumerate(features):
-            by_example[feature["example"]].append(index)
+        for index, owner in enumerate(feature_column(features, "example").tolist()):
+            by_example[owner - first].append(index)
+        # one Arrow read of the column for features on disk (indexing rows one by one would read each)
+        windows = [f["offsets"] for f in features] if isinstance(features, list) else features["offsets"]
         answers = []
         for e, ex in enumerate(examples):
             candidates, null = [], math.inf
             for index in by_example.get(e, []):
                 null_score, starts, ends = predictions[index]
                 null = min(null, null_score)
-                offsets = features[index]["offsets"]
+                offsets = windows[index]
                 for s, s_logit in starts:
                     for t, e_logit in ends:
                         if t < s or t - s + 1 > self.cfg.max_answer_length:
@@ -208,21 +227,40 @@ class QaTask:
                             "score": round(math.exp(chosen - top) / total, 4) if scores else 0.0})
         return answers
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        answers = self._answers(predictions, features, examples)
-        rows = {"all": [], "HasAns": [], "NoAns": []}
+    # Metrics are sums of per-question scores (EM, F1) and counts, accumulated one evaluation chunk at a time
+    # (Engine.evaluate; a chunk holds whole questions with all their windows). The answer texts a score
+    # needs live only while their chunk is scored. Sums are added question by question in split order, as
+    # Python's sum() over one list adds them, so the means are identical to the last bit.
+    def metric_state(self) -> dict:
+        return {"questions": 0, **{name: [0, 0, 0] for name in ("all", "HasAns", "NoAns")}}  # [EM sum, F1 sum, n]
+
+    def update_metrics(self, state: dict, predictions: list, features, examples, first: int = 0) -> None:
+        examples = examples if isinstance(examples, list) else list(examples)
+        answers = self._answers(predictions, features, examples, first)
         for ex, predicted in zip(examples, answers, strict=True):
             gold = [a["text"] for a in ex["answers"] if normalize_answer(a["text"])] or [""]
-            scores = (max(float(normalize_answer(predicted["answer"]) == normalize_answer(g)) for g in gold),
-                      max(f1_score(predicted["answer"], g) for g in gold))
-            rows["all"].append(scores)
-            rows["HasAns" if gold != [""] else "NoAns"].append(scores)
-        metrics = {"exact": _mean(rows["all"], 0) * 100, "f1": _mean(rows["all"], 1) * 100, "questions": len(examples)}
+            exact = max(float(normalize_answer(predicted["answer"]) == normalize_answer(g)) for g in gold)
+            f1 = max(f1_score(predicted["answer"], g) for g in gold)
+            for name in ("all", "HasAns" if gold != [""] else "NoAns"):
+                sums = state[name]
+                sums[0], sums[1], sums[2] = sums[0] + exact, sums[1] + f1, sums[2] + 1
+        state["questions"] += len(examples)
+
+    def final_metrics(self, state: dict) -> dict:
+        def mean(name: str, column: int) -> float:
+            return state[name][column] / state[name][2] if state[name][2] else 0.0
+
+        metrics = {"exact": mean("all", 0) * 100, "f1": mean("all", 1) * 100, "questions": state["questions"]}
         if self.version_2:
             for name in ("HasAns", "NoAns"):
-                metrics.update({f"{name}_exact": _mean(rows[name], 0) * 100, f"{name}_f1": _mean(rows[name], 1) * 100,
-                                f"{name}_questions": len(rows[name])})
+                metrics.update({f"{name}_exact": mean(name, 0) * 100, f"{name}_f1": mean(name, 1) * 100,
+                                f"{name}_questions": state[name][2]})
         return metrics
+
+    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         table = [("all", metrics["exact"], metrics["f1"], metrics["questions"])]
@@ -270,7 +308,3 @@ def f1_score(prediction: str, gold: str) -> float:
         return 0.0
     precision, recall = common / len(predicted), common / len(expected)
     return 2 * precision * recall / (precision + recall)
-
-
-def _mean(rows: list[tuple], column: int) -> float:
-    return sum(r[column] for r in rows) / len(rows) if rows else 0.0

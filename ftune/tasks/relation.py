@@ -15,8 +15,10 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
+
 from ftune.data import sources
-from ftune.data.readers import DataErrors, read_jsonl
+from ftune.data.readers import checked, iter_jsonl
 from ftune.errors import FtuneError
 from ftune.tasks import sequence_data as D
 from ftune.tasks.classification import ClassificationTask
@@ -35,18 +37,22 @@ class RelationTask(ClassificationTask):
 
     # ---- data -------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "JSONL")
+        return sources.load_split(self.cfg.data, split, self.iter_file, self._from_hub, "JSONL")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
-        return self._examples(read_jsonl(path, key), str(path))
+        return list(self.iter_file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
+        """The marked examples of a JSONL file, streamed (errors with file:line at its end)."""
+        return self._examples(iter_jsonl(path, key), str(path))
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
-        return self._examples([{**row, "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset)],
-                              self.cfg.data.hub)
+        rows = ({**row, "where": f"{self.cfg.data.hub}/{split}:{i}"} for i, row in enumerate(dataset))
+        return self._examples(rows, self.cfg.data.hub)
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         rows = []
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(lines, start=first_line):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
@@ -54,22 +60,24 @@ class RelationTask(ClassificationTask):
             rows.append({**(row if isinstance(row, dict) else {}), "where": f"input:{number}"})
         return [self._example(row, labelled=False) for row in rows]
 
-    def _examples(self, rows: list[dict], source: str) -> list[dict]:
-        errors, examples = DataErrors(source), []
-        for row in rows:
+    def _examples(self, rows, source: str):
+        def check(row: dict) -> dict | str:
             try:
-                examples.append(self._example(row, labelled=True))
+                return self._example(row, labelled=True)
             except ValueError as problem:
-                errors.add(row["where"], str(problem))
-        errors.raise_if_any(fix='each line needs "text" (or "tokens"), "head" and "tail" spans and "label"')
-        return examples
+                return str(problem)
+
+        return checked(rows, check, source, fix='each line needs "text" (or "tokens"), "head" and "tail" spans and "label"')
 
     def _example(self, row: dict, labelled: bool) -> dict:
         """The example with its marked text; for unusable predict input, an example flagged as invalid."""
         data = self.cfg.data
         try:
             text, head, tail = _character_spans(row, data.head_field, data.tail_field)
-            example = {"text": mark(text, head, tail), "source": text, "head": head, "tail": tail, "where": row["where"]}
+            # spans as lists: a list reads back from Arrow as it was written (a tuple would not, and keep the
+            # split in memory)
+            example = {"text": mark(text, head, tail), "source": text, "head": list(head), "tail": list(tail),
+                       "where": row["where"]}
         except ValueError:
             if labelled:
                 raise
@@ -107,16 +115,22 @@ class RelationTask(ClassificationTask):
         return super().featurize(examples, tokenizer)
 
     # ---- metrics and predictions --------------------------------------------------------------------
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        metrics = super().compute_metrics(predictions, features, examples)
-        gold, predicted = self._gold_and_predicted(predictions, features, examples)
+    def final_metrics(self, state: dict) -> dict:
+        """Classification metrics plus micro P/R/F1 over the relations other than `no_relation`, all from the
+        confusion counts (gold rows, predicted columns) that evaluation chunks add up."""
+        metrics = super().final_metrics(state)
         none = self.cfg.no_relation
         if none is not None and none not in self.labels:
             raise FtuneError(f"no_relation label `{none}` is not among the labels", where="task.no_relation",
                              fix="set it to the label meaning 'no relation', or null to count every label")
-        pairs = [(g, self.labels[p]) for g, (p, _) in zip(gold, predicted, strict=True)]
-        correct = sum(g == p and g != none for g, p in pairs)
-        guessed, expected = sum(p != none for _, p in pairs), sum(g != none for g, _ in pairs)
+        matrix = state["matrix"]
+        correct, guessed = int(np.trace(matrix)), int(matrix.sum())
+        expected = guessed
+        if none is not None:
+            i = self.labels.index(none)
+            correct -= int(matrix[i, i])
+            guessed -= int(matrix[:, i].sum())
+            expected -= int(matrix[i].sum())
         precision = correct / guessed if guessed else 0.0
         recall = correct / expected if expected else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ftune.data import sources
-from ftune.data.batching import pad
-from ftune.data.readers import DataErrors, json_object, read_jsonl, read_table
+from ftune.data.batching import feature_column, pad
+from ftune.data.readers import checked, iter_jsonl, iter_table, json_object
 from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import generation as G
@@ -42,37 +42,40 @@ class Seq2seqTask:
 
     # ---- data ---------------------------------------------------------------------------------------
     def load_split(self, split: str) -> list[dict]:
-        return sources.load_split(self.cfg.data, split, self.load_file, self._from_hub, "JSONL, CSV or TSV")
+        return sources.load_split(self.cfg.data, split, self.iter_file, self._from_hub, "JSONL, CSV or TSV")
 
     def load_file(self, path: str, key: str = "file") -> list[dict]:
+        return list(self.iter_file(path, key))
+
+    def iter_file(self, path: str, key: str = "file"):
+        """The examples of a JSONL, CSV or TSV file, streamed (errors with file:line at its end)."""
         kind = self.cfg.data.format
         if kind == "auto":
             kind = FORMATS.get(resolve(path, key).suffix.lower(), "unknown")
         if kind not in ("csv", "tsv", "jsonl"):
             raise FtuneError(f"cannot tell the format of {path}", where="task.data.format",
                              fix="name the file .jsonl, .csv or .tsv, or set task.data.format=jsonl|csv|tsv")
-        rows = read_jsonl(path, key) if kind == "jsonl" else read_table(path, key, "\t" if kind == "tsv" else ",")
+        rows = iter_jsonl(path, key) if kind == "jsonl" else iter_table(path, key, "\t" if kind == "tsv" else ",")
         return self._examples(rows, str(path))
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         source = f"{self.cfg.data.hub}/{split}"
-        return self._examples([{**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)], source)
+        return self._examples(({**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)), source)
 
-    def _examples(self, rows: list[dict], source: str) -> list[dict]:
-        data, errors, examples = self.cfg.data, DataErrors(source), []
-        for row in rows:
+    def _examples(self, rows, source: str):
+        data = self.cfg.data
+
+        def check(row: dict) -> dict | str:
             text, target = G.nested(row, data.source_column), G.nested(row, data.target_column)
             bad = [f"`{column}` is missing or not a non-empty string" for column, value
                    in ((data.source_column, text), (data.target_column, target))
                    if not isinstance(value, str) or not value.strip()]
-            if bad:
-                errors.add(row["where"], "; ".join(bad))
-            else:
-                examples.append({"source": text, "target": target, "where": row["where"]})
-        errors.raise_if_any(fix="set task.data.source_column / task.data.target_column to the columns that hold the texts")
-        return examples
+            return "; ".join(bad) if bad else {"source": text, "target": target, "where": row["where"]}
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+        return checked(rows, check, source,
+                       fix="set task.data.source_column / task.data.target_column to the columns that hold the texts")
+
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         """`predict` lines: plain text, or JSON with the source column (or "source" / "text")."""
         examples = []
         for line in lines:
@@ -148,11 +151,38 @@ class Seq2seqTask:
         return batch["generated"]
 
     # ---- metrics and output ---------------------------------------------------------------------------
+    # Metrics are fed one evaluation chunk at a time (Engine.evaluate). ROUGE (a mean of per-pair scores) and
+    # gen_len are running sums, added pair by pair in split order: identical to one pass. Corpus BLEU and chrF
+    # are computed by sacrebleu from all hypotheses and references at once, so with metrics=bleu the state
+    # keeps the split's generated and reference texts (only the texts: no features, no other predictions).
+    def metric_state(self) -> dict:
+        from collections import Counter
+
+        return {"rouge": Counter(), "pairs": 0, "gen_tokens": 0, "hypotheses": [], "references": []}
+
+    def update_metrics(self, state: dict, predictions: list[str], features, examples, first: int = 0) -> None:
+        targets = [ex["target"] for ex in examples]  # one Arrow read for a chunk on disk
+        references = [targets[i - first] for i in feature_column(features, "example").tolist()]
+        if self.cfg.metrics == "rouge":
+            G.rouge_totals(predictions, references, state["rouge"])
+        else:
+            state["hypotheses"] += predictions
+            state["references"] += references
+        state["pairs"] += len(predictions)
+        state["gen_tokens"] += sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions)
+
+    def final_metrics(self, state: dict) -> dict:
+        n = max(state["pairs"], 1)
+        if self.cfg.metrics == "rouge":
+            scores = {name: 100 * state["rouge"][name] / n for name in ("rouge1", "rouge2", "rougeL")}
+        else:
+            scores = G.bleu_chrf(state["hypotheses"], state["references"])
+        return {**scores, "gen_len": state["gen_tokens"] / n}
+
     def compute_metrics(self, predictions: list[str], features: list[dict], examples: list[dict]) -> dict:
-        references = [examples[f["example"]]["target"] for f in features]
-        scores = G.rouge(predictions, references) if self.cfg.metrics == "rouge" else G.bleu_chrf(predictions, references)
-        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions]
-        return {**scores, "gen_len": sum(lengths) / max(len(lengths), 1)}
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
 
     def format_predictions(self, predictions: list[str], features: list[dict], examples: list[dict]) -> list[dict]:
         return [{"generated": prediction} for prediction in predictions]

@@ -10,11 +10,12 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ftune.data import sources
-from ftune.data.readers import DataErrors, json_object, read_jsonl, read_table
+from ftune.data.examples import Rows
+from ftune.data.readers import checked, iter_jsonl, iter_table, json_object
 from ftune.errors import FtuneError, did_you_mean
 from ftune.paths import resolve
 
@@ -76,6 +77,48 @@ def sort_labels(names, order: list[str] | None = None) -> list[str]:
     return sorted(names)
 
 
+def distinct_labels(examples) -> set[str]:
+    """The label names of examples (a list of names per example for multi-label): on disk from the Arrow
+    column (vectorised, no row objects: a split of millions costs a scan, not Python dicts), else by iteration."""
+    column = _label_column(examples)
+    if column is not None:
+        import pyarrow.compute as pc
+
+        return {name for name in pc.unique(column).to_pylist() if name is not None}
+    names: set[str] = set()
+    for ex in examples:
+        if "label" in ex:
+            names.update(ex["label"] if isinstance(ex["label"], list) else [ex["label"]])
+    return names
+
+
+def label_counts(examples) -> dict[str, int]:
+    """How many examples have each (single) label; on disk counted in Arrow."""
+    column = _label_column(examples)
+    if column is not None:
+        import pyarrow.compute as pc
+
+        counts = pc.value_counts(column)
+        return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+    counts: dict[str, int] = {}
+    for ex in examples:
+        counts[ex["label"]] = counts.get(ex["label"], 0) + 1
+    return counts
+
+
+def _label_column(examples):
+    """The `label` column of examples on disk as flat strings (lists flattened), or None (in memory, numbers)."""
+    if not isinstance(examples, Rows) or "label" not in examples.table.column_names:
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = examples.column("label")
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        column = pc.list_flatten(column)
+    return column if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) else None
+
+
 class SequenceData:
     """Reads the configured splits, other files and `predict` input lines of a sequence task."""
 
@@ -89,7 +132,8 @@ class SequenceData:
     def split(self, split: str) -> list[dict]:
         return sources.load_split(self.cfg, split, self.file, self.hub, "CSV, TSV or JSONL")
 
-    def file(self, path: str, key: str = "file") -> list[dict]:
+    def file(self, path: str, key: str = "file") -> Iterator[dict]:
+        """The checked examples of a file, streamed (sources.load_split writes them to Arrow in chunks)."""
         kind = self.cfg.format
         if kind == "auto":
             kind = FORMATS.get(resolve(path, key).suffix.lower(), "unknown")
@@ -97,33 +141,36 @@ class SequenceData:
             raise FtuneError(f"cannot tell the format of {path}", where="task.data.format",
                              fix="name the file .csv, .tsv or .jsonl, or set task.data.format=csv|tsv|jsonl")
         if kind == "jsonl":
-            return self.examples(read_jsonl(path, key), str(path))
-        rows = read_table(path, key, "\t" if kind == "tsv" else ",")
-        if rows:
-            self.require_columns([c for c in rows[0] if c != "where"], f"{path} (header line)")
+            return self.examples(iter_jsonl(path, key), str(path))
+        rows = iter_table(path, key, "\t" if kind == "tsv" else ",",
+                          on_header=lambda columns: self.require_columns(columns, f"{path} (header line)"))
         return self.examples(rows, str(path))
 
-    def hub(self, dataset, split: str) -> list[dict]:
+    def hub(self, dataset, split: str):
+        """The checked examples of a hub split, streamed; the column checks and class names come at once."""
         data = self.cfg
         source = f"{data.hub}/{split}"
         self.require_columns(dataset.column_names, source)
         feature = dataset.features[data.label_column]  # ClassLabel (or a list of them): ids → names
         names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
         self.label_order = list(names) if names else None
-        rows, unlabeled = [], 0
-        for i, row in enumerate(dataset):
-            label = row[data.label_column]
-            if names and isinstance(label, list):
-                label = [names[j] for j in label]
-            elif names:
-                if label is None or label < 0:  # GLUE test splits: label -1
-                    unlabeled += 1
-                    continue
-                label = names[label]
-            rows.append({**row, data.label_column: label, "where": f"{source}:{i}"})
-        if unlabeled:
-            log.warning("%s: %d example(s) without a label (-1) left out", source, unlabeled)
-        return self.examples(rows, source)
+
+        def rows():
+            unlabeled = 0
+            for i, row in enumerate(dataset):
+                label = row[data.label_column]
+                if names and isinstance(label, list):
+                    label = [names[j] for j in label]
+                elif names:
+                    if label is None or label < 0:  # GLUE test splits: label -1
+                        unlabeled += 1
+                        continue
+                    label = names[label]
+                yield {**row, data.label_column: label, "where": f"{source}:{i}"}
+            if unlabeled:
+                log.warning("%s: %d example(s) without a label (-1) left out", source, unlabeled)
+
+        return self.examples(rows(), source)
 
     def require_columns(self, available: list[str], where: str) -> None:
         for key, column in self.columns.items():
@@ -132,31 +179,29 @@ class SequenceData:
                 raise FtuneError(f"no column `{column}` (columns: {', '.join(available)})", where=where,
                                  fix=f"{hint + ' ' if hint else ''}set task.data.{key}=<column>")
 
-    def examples(self, rows: list[dict], source: str) -> list[dict]:
-        """Checked examples; every bad row is reported with its `where`."""
-        errors, examples = DataErrors(source), []
-        for row in rows:
-            problems, example = [], {"where": row["where"]}
-            for key, column in self.columns.items():
-                value = row.get(column)
-                if column not in row:
-                    problems.append(f"no field `{column}`")
-                elif key == "label_column":
-                    try:
-                        example["label"] = self.parse(value)
-                    except ValueError as error:
-                        problems.append(f"`{column}`: {error}")
-                elif not isinstance(value, str) or not value.strip():
-                    problems.append(f"`{column}` is {'empty' if isinstance(value, str) else 'not a string'}")
-                else:
-                    example["text_pair" if key == "text_pair_column" else "text"] = value
-            if problems:
-                errors.add(row["where"], "; ".join(problems))
+    def examples(self, rows: Iterable[dict], source: str) -> Iterator[dict]:
+        """Checked examples, streamed; every bad row is reported with its `where` (first few and the count)."""
+        return checked(rows, self.example, source,
+                       fix=f"every example needs {', '.join(f'`{c}`' for c in self.columns.values())} "
+                           "(task.data.text_column / label_column name the columns)")
+
+    def example(self, row: dict) -> dict | str:
+        """The example of one row, or what is wrong with it."""
+        problems, example = [], {"where": row["where"]}
+        for key, column in self.columns.items():
+            value = row.get(column)
+            if column not in row:
+                problems.append(f"no field `{column}`")
+            elif key == "label_column":
+                try:
+                    example["label"] = self.parse(value)
+                except ValueError as error:
+                    problems.append(f"`{column}`: {error}")
+            elif not isinstance(value, str) or not value.strip():
+                problems.append(f"`{column}` is {'empty' if isinstance(value, str) else 'not a string'}")
             else:
-                examples.append(example)
-        errors.raise_if_any(fix=f"every example needs {', '.join(f'`{c}`' for c in self.columns.values())} "
-                                "(task.data.text_column / label_column name the columns)")
-        return examples
+                example["text_pair" if key == "text_pair_column" else "text"] = value
+        return "; ".join(problems) if problems else example
 
     def inputs(self, lines: list[str]) -> list[dict]:
         """`predict` lines: plain text (pairs: text<TAB>text_pair) or JSON {"text": ..., "text_pair": ...}."""

@@ -1,4 +1,4 @@
-"""Metrics of the sequence-level tasks, computed from plain lists with numpy.
+"""Metrics of the sequence-level tasks, computed with numpy from counts that evaluation chunks add up.
 
 Conventions: precision, recall and F1 of a class with nothing to count are 0 (scikit-learn's
 `zero_division=0`), and F1 = 2·TP / (2·TP + FP + FN). Macro averages cover the labels that occur in the
@@ -31,11 +31,21 @@ def _macro(p, r, f, present: np.ndarray) -> dict[str, float]:
             "macro_f1": float(f[present].mean())}
 
 
-def single_label(gold: list[int], predicted: list[int], labels: list[str]) -> dict:
-    """Accuracy, macro P/R/F1, per-class rows and the confusion matrix (rows: gold, columns: predicted)."""
-    k, n = len(labels), len(gold)
+def confusion(gold, predicted, k: int) -> np.ndarray:
+    """The k×k confusion counts of label ids (rows: gold, columns: predicted)."""
     matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (np.asarray(gold, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return matrix
+
+
+def single_label(gold: list[int], predicted: list[int], labels: list[str]) -> dict:
+    """Accuracy, macro P/R/F1, per-class rows and the confusion matrix (rows: gold, columns: predicted)."""
+    return from_confusion(confusion(gold, predicted, len(labels)), labels)
+
+
+def from_confusion(matrix: np.ndarray, labels: list[str]) -> dict:
+    """single_label's metrics from confusion counts (summed over evaluation chunks: the same integers)."""
+    n = int(matrix.sum())
     tp = np.diag(matrix)
     support, guessed = matrix.sum(1), matrix.sum(0)
     p, r, f = _prf(tp, guessed - tp, support - tp)
@@ -47,24 +57,45 @@ def single_label(gold: list[int], predicted: list[int], labels: list[str]) -> di
 
 def one_class_f1(gold: list[int], predicted: list[int], positive: int) -> float:
     """F1 of one class against all others (the positive class of a binary task)."""
-    g, p = np.asarray(gold) == positive, np.asarray(predicted) == positive
-    tp, fp, fn = int((g & p).sum()), int((~g & p).sum()), int((g & ~p).sum())
+    return one_class_f1_of(confusion(gold, predicted, max([positive, *gold, *predicted]) + 1), positive)
+
+
+def one_class_f1_of(matrix: np.ndarray, positive: int) -> float:
+    tp = int(matrix[positive, positive])
+    fp, fn = int(matrix[:, positive].sum()) - tp, int(matrix[positive].sum()) - tp
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
 
 def multi_label(gold: list[list[int]], predicted: list[list[int]], labels: list[str]) -> dict:
     """Micro and macro P/R/F1 over labels, subset accuracy (all labels of an example right), per-label rows."""
-    n, k = len(gold), len(labels)
+    return from_label_counts(label_counts(gold, predicted, len(labels)), labels)
+
+
+def label_counts(gold: list[list[int]], predicted: list[list[int]], k: int, into: dict | None = None) -> dict:
+    """Per-label counts of multi-label predictions (tp, fp, fn, gold support, whether a label occurred) and
+    the examples and exactly right examples, added to `into` (the counts of earlier evaluation chunks)."""
+    n = len(gold)
     g, p = np.zeros((n, k), dtype=bool), np.zeros((n, k), dtype=bool)
     for row, (gold_ids, predicted_ids) in enumerate(zip(gold, predicted, strict=True)):
         g[row, gold_ids], p[row, predicted_ids] = True, True
-    tp, fp, fn = (g & p).sum(0), (~g & p).sum(0), (g & ~p).sum(0)
+    counts = {"tp": (g & p).sum(0), "fp": (~g & p).sum(0), "fn": (g & ~p).sum(0), "support": g.sum(0),
+              "present": (g | p).any(0), "examples": n, "exact": int((g == p).all(1).sum())}
+    if into is None:
+        return counts
+    for key, value in counts.items():
+        into[key] = into[key] | value if key == "present" else into[key] + value
+    return into
+
+
+def from_label_counts(counts: dict, labels: list[str]) -> dict:
+    tp, fp, fn, n = counts["tp"], counts["fp"], counts["fn"], counts["examples"]
     pc, rc, fc = _prf(tp, fp, fn)
     mp, mr, mf = _prf(np.array([tp.sum()]), np.array([fp.sum()]), np.array([fn.sum()]))
-    macro = _macro(pc, rc, fc, (g | p).any(0))
+    macro = _macro(pc, rc, fc, counts["present"])
     return {"micro_precision": float(mp[0]), "micro_recall": float(mr[0]), "micro_f1": float(mf[0]), **macro,
-            "subset_accuracy": float((g == p).all(1).mean()) if n else 0.0, "examples": n,
-            "per_class": _per_class(labels, pc, rc, fc, g.sum(0))}
+            # exact / n: the same correctly rounded quotient as the mean of the per-example booleans
+            "subset_accuracy": counts["exact"] / n if n else 0.0, "examples": n,
+            "per_class": _per_class(labels, pc, rc, fc, counts["support"])}
 
 
 def average_ranks(values) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ftune.data import sources
-from ftune.data.batching import pad
+from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors, iter_jsonl, json_object
 from ftune.errors import FtuneError
 from ftune.tasks import chat_data as C
@@ -61,7 +61,7 @@ class SftTask:
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         source = f"{self.cfg.data.hub}/{split}"
-        return self._examples([{**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)], source, True)
+        return self._iter_examples(({**row, "where": f"{source}:{i}"} for i, row in enumerate(dataset)), source, True)
 
     def _examples(self, rows: list[dict], source: str, need_reply: bool) -> list[dict]:
         return list(self._iter_examples(rows, source, need_reply))
@@ -97,7 +97,7 @@ class SftTask:
             raise ValueError(f"a `{self.cfg.data.text_field}` row is no conversation")
         return C.read_row(row, self.cfg.data, need_reply, fmt)["messages"]
 
-    def read_inputs(self, lines: list[str]) -> list[dict]:
+    def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         """`predict` lines: plain text (one user turn) or JSON with `prompt` or `messages` (the reply to the
         last user message is generated)."""
         examples = []
@@ -242,19 +242,44 @@ class SftTask:
             results.append(result)
         return results
 
-    def compute_metrics(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> dict:
-        nll = sum(p.get("nll", 0.0) for p in predictions)
-        tokens = sum(p.get("tokens", 0) for p in predictions)
-        loss = nll / max(tokens, 1)
+    # Metrics are running sums (target NLL and tokens; EM, token F1 and ROUGE-L per generated reply), added
+    # example by example in split order one evaluation chunk at a time (Engine.evaluate): the generated texts
+    # live only while their chunk is scored, and the results equal one pass over the whole split exactly.
+    def metric_state(self) -> dict:
+        from collections import Counter
+
+        return {"nll": 0, "tokens": 0, "chats": 0, "em": 0.0, "f1": 0.0, "rouge": Counter()}
+
+    def update_metrics(self, state: dict, predictions: list[dict], features, examples, first: int = 0) -> None:
+        for p in predictions:
+            state["nll"] += p.get("nll", 0.0)
+            state["tokens"] += p.get("tokens", 0)
+        if not self.cfg.eval_generate:
+            return
+        examples = examples if isinstance(examples, list) else list(examples)
+        owners = [examples[i - first] for i in feature_column(features, "example").tolist()]
+        chats = [i for i, ex in enumerate(owners) if "messages" in ex]  # not plain text
+        texts = [predictions[i]["text"] or "" for i in chats]
+        golds = [owners[i].get("answers") or [owners[i]["messages"][-1]["content"]] for i in chats]
+        state["em"], state["f1"] = G.exact_match_f1_sums(texts, golds, state["em"], state["f1"])
+        if chats:
+            G.rouge_totals(texts, [g[0] for g in golds], state["rouge"])
+        state["chats"] += len(chats)
+
+    def final_metrics(self, state: dict) -> dict:
+        tokens = state["tokens"]
+        loss = state["nll"] / max(tokens, 1)
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "target_tokens": tokens}
-        chats = [i for i, f in enumerate(features) if "messages" in examples[f["example"]]]  # not plain text
-        if self.cfg.eval_generate and chats:
-            texts = [predictions[i]["text"] or "" for i in chats]
-            golds = [examples[features[i]["example"]].get("answers")
-                     or [examples[features[i]["example"]]["messages"][-1]["content"]] for i in chats]
-            metrics.update(G.exact_match_f1(texts, golds))
-            metrics["rougeL"] = G.rouge(texts, [g[0] for g in golds])["rougeL"]
+        if self.cfg.eval_generate and state["chats"]:
+            n = state["chats"]
+            metrics.update(exact_match=100 * state["em"] / n, token_f1=100 * state["f1"] / n,
+                           rougeL=100 * state["rouge"]["rougeL"] / n)
         return metrics
+
+    def compute_metrics(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> dict:
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
 
     def format_predictions(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> list[dict]:
         return [{"error": ex["error"]} if "error" in ex else {"response": p["text"]}
