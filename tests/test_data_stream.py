@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune import config as C
+from ftune.config import defaults as group_defaults
 from ftune.data import cache, examples
 from ftune.errors import FtuneError
 from ftune.tasks.classification import (
@@ -45,12 +45,12 @@ OLD = {  # sha256 of examples (`where` without the folder) and features, 3,000 g
 }
 WORDS = ["peace", "talks", "in", "the", "north", "good", "bad", "film", "a", "plot", "sharp", "dull", "EU", "German",
          "rejects", "call", "to", "boycott", "British", "lamb", "very", "not", "is", "was", "and"]
-TASKS = {"classification": (ClassificationTask, C.ClassificationTaskConfig, {}),
-         "pair_classification": (PairClassificationTask, C.PairClassificationTaskConfig,
+TASKS = {"classification": (ClassificationTask, "classification", {}),
+         "pair_classification": (PairClassificationTask, "pair_classification",
                                  {"data": {"text_pair_column": "p"}}),
-         "regression": (RegressionTask, C.RegressionTaskConfig, {}),
-         "multilabel": (MultilabelTask, C.MultilabelTaskConfig, {}),
-         "relation": (RelationTask, C.RelationTaskConfig, {})}
+         "regression": (RegressionTask, "regression", {}),
+         "multilabel": (MultilabelTask, "multilabel", {}),
+         "relation": (RelationTask, "relation", {})}
 
 
 def digest(rows) -> str:
@@ -59,7 +59,7 @@ def digest(rows) -> str:
 
 def make(name: str, **overrides):
     cls, schema, defaults = TASKS[name]
-    return cls(OmegaConf.merge(OmegaConf.structured(schema), defaults, overrides))
+    return cls(OmegaConf.merge(group_defaults("task", schema), defaults, overrides))
 
 
 @pytest.fixture
@@ -205,7 +205,7 @@ def test_relation_and_seq2seq_files_stream_into_arrow(fresh_cache, tmp_path):
     assert isinstance(split, examples.Rows) and split[3]["head"] == [0, 4] and split[:] == task.load_file(str(rel))
     pairs = tmp_path / "s2s.tsv"
     pairs.write_text("source\ttarget\n" + "".join(f"text {i}\tsummary {i}\n" for i in range(50)))
-    s2s = Seq2seqTask(OmegaConf.merge(OmegaConf.structured(C.Seq2seqTaskConfig), {"data": {"train": str(pairs)}}))
+    s2s = Seq2seqTask(OmegaConf.merge(group_defaults("task", "seq2seq"), {"data": {"train": str(pairs)}}))
     split = s2s.load_split("train")
     assert isinstance(split, examples.Rows) and split[49] == {"source": "text 49", "target": "summary 49",
                                                               "where": f"{pairs}:51"}
@@ -280,7 +280,7 @@ def qa_examples(seed: int = 0) -> list[dict]:
 def test_qa_metrics_counted_over_any_chunking_equal_the_old_ones(tokenizer):
     old = hashlib.sha256()
     for v2 in (False, True):
-        task = QaTask(OmegaConf.merge(OmegaConf.structured(C.QaTaskConfig),
+        task = QaTask(OmegaConf.merge(group_defaults("task", "qa"),
                                       {"max_length": 24, "doc_stride": 8, "version_2": v2}))
         exs = qa_examples()
         features = task.featurize(exs, tokenizer)
@@ -304,7 +304,8 @@ def test_qa_metrics_counted_over_any_chunking_equal_the_old_ones(tokenizer):
 def test_evaluation_in_chunks_equals_one_pass_through_the_engine(tokenizer, tiny_model_dir, fresh_cache, tmp_path,
                                                                  monkeypatch):
     from ftune.engine import loop
-    from ftune.engine.loop import Engine, make_accelerator
+    from ftune.engine.device import make_accelerator
+    from ftune.engine.loop import Engine
 
     path = tmp_path / "t.csv"
     path.write_text(table_text(120, ","))
@@ -313,7 +314,7 @@ def test_evaluation_in_chunks_equals_one_pass_through_the_engine(tokenizer, tiny
     split = task.load_split("train")
     task.fit_labels(split, {})
     features = cache.featurize(task, split, tokenizer, "train", source=str(path), workers=1)
-    engine = Engine(task.build_model(str(tiny_model_dir)), task, OmegaConf.structured(C.TrainerConfig),
+    engine = Engine(task.build_model(str(tiny_model_dir)), task, group_defaults("trainer", "default"),
                     make_accelerator("fp32", "cpu")[0])
     whole = engine.evaluate(features, split)
     monkeypatch.setattr(loop, "EVAL_CHUNK", 13)  # ten chunks of examples on disk
@@ -379,7 +380,7 @@ def test_sft_metrics_counted_over_any_chunking_equal_the_old_ones():
     from ftune.tasks.sft import SftTask
 
     rng = random.Random(2)
-    task = SftTask(OmegaConf.merge(OmegaConf.structured(C.SftTaskConfig), {"eval_generate": True}))
+    task = SftTask(OmegaConf.merge(group_defaults("task", "sft"), {"eval_generate": True}))
     exs, predictions = [], []
     for i in range(30):
         reply = " ".join(rng.choices(WORDS, k=rng.randint(1, 6)))
@@ -448,7 +449,7 @@ def test_seq2seq_metrics_counted_over_any_chunking_equal_the_old_ones(metrics, t
     from ftune.tasks.seq2seq import Seq2seqTask
 
     rng = random.Random(4)
-    task = Seq2seqTask(OmegaConf.merge(OmegaConf.structured(C.Seq2seqTaskConfig), {"metrics": metrics}))
+    task = Seq2seqTask(OmegaConf.merge(group_defaults("task", "seq2seq"), {"metrics": metrics}))
     task.tokenizer = tokenizer
     exs = [{"source": "s", "target": " ".join(rng.choices(WORDS, k=rng.randint(2, 9))), "where": f"f:{i}"}
            for i in range(25)]

@@ -71,13 +71,14 @@ def child(path: str, evaluate: bool) -> None:
     from omegaconf import OmegaConf
     from transformers import BertConfig, BertForSequenceClassification
 
-    from ftune.config import ClassificationTaskConfig, TrainerConfig
+    from ftune.config import defaults
     from ftune.data import cache
-    from ftune.engine.loop import Engine, make_accelerator
+    from ftune.engine.device import make_accelerator
+    from ftune.engine.loop import Engine
     from ftune.models import load_tokenizer, locate
     from ftune.tasks.classification import ClassificationTask
 
-    task = ClassificationTask(OmegaConf.merge(OmegaConf.structured(ClassificationTaskConfig),
+    task = ClassificationTask(OmegaConf.merge(defaults("task", "classification"),
                                               {"max_length": 64, "data": {"train": path, "text_column": "sentence"}}))
     pc.unique(pa.array(["warm", "up"]))  # Arrow's memory pool and compute kernels, before the measurement
     out = {}
@@ -93,7 +94,7 @@ def child(path: str, evaluate: bool) -> None:
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, num_labels=len(task.labels))
     model = BertForSequenceClassification(config)
-    trainer = OmegaConf.merge(OmegaConf.structured(TrainerConfig), {"eval_batch_size": 256})
+    trainer = OmegaConf.merge(defaults("trainer", "default"), {"eval_batch_size": 256})
     engine = Engine(model, task, trainer, make_accelerator("fp32", "cpu")[0])
     with Peak() as evaluation:
         metrics = engine.evaluate(features, split)
