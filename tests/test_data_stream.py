@@ -19,13 +19,10 @@ from omegaconf import OmegaConf
 from ftune.config import defaults as group_defaults
 from ftune.data import cache, examples
 from ftune.errors import FtuneError
-from ftune.tasks.classification import (
-    ClassificationTask,
-    MultilabelTask,
-    PairClassificationTask,
-    RegressionTask,
-)
+from ftune.tasks.classification import ClassificationTask, PairClassificationTask
+from ftune.tasks.multilabel import MultilabelTask
 from ftune.tasks.qa import QaTask
+from ftune.tasks.regression import RegressionTask
 from ftune.tasks.relation import RelationTask
 from tests.conftest import SHARED_DATA, run_cli
 

@@ -15,12 +15,9 @@ from ftune.config import defaults as group_defaults
 from ftune.data.readers import read_table
 from ftune.errors import FtuneError
 from ftune.tasks import sequence_metrics as M
-from ftune.tasks.classification import (
-    ClassificationTask,
-    MultilabelTask,
-    PairClassificationTask,
-    RegressionTask,
-)
+from ftune.tasks.classification import ClassificationTask, PairClassificationTask
+from ftune.tasks.multilabel import MultilabelTask
+from ftune.tasks.regression import RegressionTask
 from ftune.tasks.sequence_data import label_list, sort_labels
 
 OPTIONS = {ClassificationTask: "classification", PairClassificationTask: "pair_classification",
