@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -13,10 +14,31 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO = REPO / "ftune" / "demo_data" / "ner"
 
+# Tests run with no network: the hub libraries stay offline (also in the subprocesses they start), and any
+# in-process connection to a non-loopback address fails the test (`_no_network` below).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
 # The feature cache of the test session lives in its own folder, not in the user's ~/.cache.
 os.environ.setdefault("FTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="ftune-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_connect = socket.socket.connect
+
+
+def _loopback_only(sock, address):
+    """servers the tests start (ftune serve, Ray, gloo, wandb's core) listen on loopback; anything else is the
+    network, which a test must never need"""
+    host = address[0] if isinstance(address, tuple) else None
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+        raise AssertionError(f"a test tried to reach the network: {address}")
+    return _connect(sock, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
 
 
 def run_cli(*args: str) -> None:
