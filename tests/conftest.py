@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def _loopback_only(sock, address):
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+try:  # absl comes with rouge-score
+    import absl.logging
+
+    # absl's handler keeps the sys.stderr of the moment absl is imported: under pytest, a capture file. When a
+    # later test's Hydra run reconfigures logging, absl closes that stream because it is no longer sys.stderr,
+    # and pytest's capture dies ("I/O operation on closed file", "lost sys.stderr"). The real stderr it
+    # never closes.
+    absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
+except ImportError:
+    pass
 
 
 def run_cli(*args: str) -> None:
