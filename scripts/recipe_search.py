@@ -4,6 +4,8 @@ learning rate and epochs on three tasks (NER on CoNLL-2003 slices, SST-2 slices,
     python scripts/recipe_search.py                       # the full grid (hours of CPU; minutes on a GPU)
     python scripts/recipe_search.py --scale small         # the reduced grid measured in docs/recipes.md
     python scripts/recipe_search.py --table-only          # print the tables of what is already measured
+    python scripts/recipe_search.py --shard 0/2 --out a.json & python scripts/recipe_search.py --shard 1/2 --out b.json
+    python scripts/recipe_search.py --merge a.json b.json # two processes (OMP_NUM_THREADS=1 each), then one file
 
 Resumable: every finished run is appended to the results JSON (--out) at once, and a run already there
 (same task, model, data scale, setting and seed) is skipped, so an interrupted search continues where it
@@ -125,9 +127,9 @@ def save(out: Path, data: dict) -> None:
     temporary.replace(out)  # atomic: an interrupted search never leaves a half-written file
 
 
-def search(args: argparse.Namespace) -> None:
+def grid(args: argparse.Namespace) -> list[tuple[str, str, dict, int]]:
+    """(task, model, setting, seed) of every run of the search, this shard's only with --shard."""
     scale = SCALES[args.scale]
-    data = load(args.out)
     pairs = scale["warmup_wd"]
     if args.warmup or args.weight_decay:
         pairs = list(itertools.product(args.warmup or sorted({w for w, _ in pairs}),
@@ -139,6 +141,16 @@ def search(args: argparse.Namespace) -> None:
         for lr, (warmup, wd), epochs in itertools.product(lrs, pairs, args.epochs or scale["epochs"]):
             setting = {"lr": lr, "warmup": warmup, "weight_decay": wd, "epochs": epochs}
             todo += [(task, model, setting, seed) for task in args.tasks for seed in seeds]
+    if args.shard:  # every n-th run from the i-th: n processes (one per core or machine), each its own --out
+        index, count = args.shard
+        todo = todo[index::count]
+    return todo
+
+
+def search(args: argparse.Namespace) -> None:
+    scale = SCALES[args.scale]
+    data = load(args.out)
+    todo = grid(args)
     done = sum(run_key(t, m, scale[t], s, seed) in data["runs"] for t, m, s, seed in todo)
     print(f"recipe_search: {len(todo)} runs in the grid, {done} already measured in {args.out}", file=sys.stderr)
     for number, (task, model, setting, seed) in enumerate(todo, 1):
@@ -250,6 +262,13 @@ def write_fingerprints(names: list[str]) -> None:
         print(f"recipe_search: {name}: {prints}", file=sys.stderr)
 
 
+def shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N with 0 <= I < N, e.g. 0/2 and 1/2")
+    return int(index), int(count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -265,6 +284,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe_search",
                         help="run directories and derived data (SQuAD by article)")
     parser.add_argument("--keep-models", action="store_true", help="keep each run's best/ and checkpoints/")
+    parser.add_argument("--shard", type=shard, metavar="I/N", help="run only every N-th run of the grid, from the I-th (0-based)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="add the runs of these results files (e.g. the shards') to --out, then print the tables")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--prepare-data", action="store_true",
                         help="only write the SQuAD-by-article files of --scale (configs/experiment/squad_minilm.yaml reads them)")
@@ -276,6 +298,12 @@ def main() -> None:
         os.chdir(REPO)  # the experiments' data paths are relative to the repository root
         write_fingerprints(args.write_fingerprints)
         return
+    if args.merge:
+        data = load(args.out)
+        for path in args.merge:
+            data["runs"].update(load(path)["runs"])
+        save(args.out, data)
+        args.table_only = True
     if args.table_only:
         print(tables(load(args.out)))
         return

@@ -209,13 +209,40 @@ def test_shipped_fingerprints_match_the_shared_data(path, compose_config, monkey
     assert recipes.data_fingerprints(compose_config("train", [f"experiment={path.stem}"])) == dict(prints)
 
 
-def test_recipe_search_prefers_the_setting_never_far_from_the_best():
-    """The choice rule of scripts/recipe_search.py: the smallest worst gap across tasks, not one task's winner."""
+def recipe_search():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("recipe_search", EXPERIMENTS.parents[1] / "scripts" / "recipe_search.py")
-    search = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(search)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_search_shards_partition_the_grid(monkeypatch, tmp_path):
+    """--shard 0/2 and 1/2 run disjoint halves of the grid that together are all of it; --merge joins their files."""
+    import argparse
+
+    search = recipe_search()
+    options = {"scale": "full", "tasks": ["ner", "sst2"], "models": ["minilm"], "lrs": None, "warmup": None,
+               "weight_decay": None, "epochs": None, "seeds": None}
+    whole = search.grid(argparse.Namespace(**options, shard=None))
+    halves = [search.grid(argparse.Namespace(**options, shard=search.shard(f"{i}/2"))) for i in (0, 1)]
+    assert len(whole) == 3 * 6 * 2 * 3 and sorted(map(repr, halves[0] + halves[1])) == sorted(map(repr, whole))
+    assert not {repr(run) for run in halves[0]} & {repr(run) for run in halves[1]}
+    with pytest.raises(argparse.ArgumentTypeError):
+        search.shard("2/2")
+    run = {"task": "ner", "model": "m", "sizes": {"train": 1}, "setting": "A", "metric": "f1", "value": 0.5}
+    for name, seed in (("a", 1), ("b", 2)):
+        search.save(tmp_path / f"{name}.json", {"runs": {f"key{seed}": {**run, "seed": seed}}})
+    monkeypatch.setattr("sys.argv", ["recipe_search.py", "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                                     "--out", str(tmp_path / "all.json")])
+    search.main()
+    assert sorted(search.load(tmp_path / "all.json")["runs"]) == ["key1", "key2"]
+
+
+def test_recipe_search_prefers_the_setting_never_far_from_the_best():
+    """The choice rule of scripts/recipe_search.py: the smallest worst gap across tasks, not one task's winner."""
+    search = recipe_search()
     runs = {}
     for task, metric, values in (("ner", "f1", {"A": [0.80, 0.82], "B": [0.79, 0.80]}),
                                  ("sst2", "accuracy", {"A": [0.70, 0.72], "B": [0.84, 0.86]})):
