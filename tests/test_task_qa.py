@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from ftune.config import defaults
 from ftune.errors import FtuneError
-from ftune.tasks.qa import QaTask, f1_score, normalize_answer
+from ftune.tasks.generation import normalize_answer, token_f1
+from ftune.tasks.qa import QaTask
 
 CONTEXT = ("The Denver Broncos defeated the Carolina Panthers 24 to 10 to earn their third Super Bowl title . "
            "The game was played on February 7 , 2016 , at Levi 's Stadium in Santa Clara , California .")
@@ -31,9 +32,9 @@ def make_task(**overrides) -> QaTask:
 
 def test_official_normalisation_and_f1():
     assert normalize_answer("The  Denver, Broncos!") == "denver broncos"
-    assert f1_score("Denver Broncos", "the Denver Broncos") == 1.0
-    assert f1_score("Broncos won", "Denver Broncos") == pytest.approx(0.5)  # P 1/2, R 1/2
-    assert f1_score("", "") == 1.0 and f1_score("x", "") == 0.0
+    assert token_f1("Denver Broncos", "the Denver Broncos") == 1.0
+    assert token_f1("Broncos won", "Denver Broncos") == pytest.approx(0.5)  # P 1/2, R 1/2
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0
 
 
 def test_reading_and_validating_squad(tmp_path):

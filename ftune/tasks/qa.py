@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import re
-import string
 from typing import Any
 
 import torch
@@ -24,6 +22,7 @@ from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors, read_lines
 from ftune.errors import FtuneError
 from ftune.paths import existing_file
+from ftune.tasks.generation import normalize_answer, token_f1
 
 
 class QaTask:
@@ -240,7 +239,7 @@ class QaTask:
         for ex, predicted in zip(examples, answers, strict=True):
             gold = [a["text"] for a in ex["answers"] if normalize_answer(a["text"])] or [""]
             exact = max(float(normalize_answer(predicted["answer"]) == normalize_answer(g)) for g in gold)
-            f1 = max(f1_score(predicted["answer"], g) for g in gold)
+            f1 = max(token_f1(predicted["answer"], g) for g in gold)
             for name in ("all", "HasAns" if gold != [""] else "NoAns"):
                 sums = state[name]
                 sums[0], sums[1], sums[2] = sums[0] + exact, sums[1] + f1, sums[2] + 1
@@ -291,20 +290,3 @@ def _span_positions(example: dict, offsets: list) -> tuple[int, int]:
     end = next(i for i in reversed(inside) if offsets[i][0] < finish)
     return start, max(start, end)
 
-
-def normalize_answer(text: str) -> str:
-    """The official SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def f1_score(prediction: str, gold: str) -> float:
-    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not predicted or not expected:
-        return float(predicted == expected)
-    common = sum((collections.Counter(predicted) & collections.Counter(expected)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
-    return 2 * precision * recall / (precision + recall)
