@@ -201,7 +201,7 @@ def tables(data: dict) -> str:
     """Markdown: one table per (task, model, data size), then the across-task choice per model."""
     groups = aggregate(data)
     lines: list[str] = []
-    best: dict = {}  # (model, task) -> (best mean, {setting: mean})
+    best: dict = {}  # (model, task column) -> (best mean, {setting: mean})
     for (task, model, sizes), by_setting in sorted(groups.items()):
         metric = next(r["metric"] for r in data["runs"].values() if r["task"] == task)
         points = POINTS.get(task, 100)
@@ -214,7 +214,9 @@ def tables(data: dict) -> str:
             spread = "–" if math.isnan(std) else f"{points * std:.2f}"
             lines.append(f"| {setting} | {points * mean:.2f} ± {spread} | {points * min(values):.2f} – "
                          f"{points * max(values):.2f} | {len(values)} |")
-        best[(model, task)] = (max(means.values()), means)
+        # a task measured at several data sizes is one column per size
+        several = sum(t == task and m == model for t, m, _ in groups) > 1
+        best[(model, f"{task} ({sizes})" if several else task)] = (max(means.values()), means)
     for model in sorted({m for m, _ in best}):
         tasks = sorted(t for m, t in best if m == model)
         shared = set.intersection(*(set(best[(model, t)][1]) for t in tasks))

@@ -256,6 +256,17 @@ def test_recipe_search_prefers_the_setting_never_far_from_the_best():
     assert "choice for m: `B` (smallest worst gap)" in table  # A loses sst2 by 14 points
 
 
+def test_recipe_search_keeps_each_data_size_of_a_task_apart():
+    """The same task at two data sizes is two columns of the gap table, not one overwriting the other."""
+    search = recipe_search()
+    runs = {f"{train}|{setting}": {"task": "ner", "model": "m", "sizes": {"train": train}, "setting": setting,
+                                   "seed": 1, "metric": "f1", "value": value}
+            for train, setting, value in ((10, "A", 0.5), (10, "B", 0.6), (99, "A", 0.9), (99, "B", 0.8))}
+    table = search.tables({"runs": runs})
+    assert "| setting | ner (train=10) | ner (train=99) | mean gap | worst gap |" in table
+    assert "| A | 10.00 | 0.00 | 5.00 | 10.00 |" in table and "| B | 0.00 | 10.00 | 5.00 | 10.00 |" in table
+
+
 def test_a_recipe_never_blocks_a_resume(compose_config):
     """A run trained before recipes existed (no `recipe:` in its config.yaml), or under another range, resumes."""
     from ftune import resume
