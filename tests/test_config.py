@@ -43,7 +43,8 @@ def test_default_train_config_is_the_offline_demo(compose_config):
     cfg = compose_config("train", [])
     assert cfg.model.name == "minilm" and cfg.model.name_or_path.startswith("pkg:")
     assert cfg.task.data.train.startswith("pkg:ftune/demo_data/")
-    assert cfg.optimizer.lr == pytest.approx(1e-4)  # from model_optimizer/minilm_adamw.yaml
+    assert cfg.optimizer.lr == pytest.approx(2e-4)  # from model_optimizer/minilm_adamw.yaml (docs/recipes.md)
+    assert cfg.scheduler.warmup_ratio == 0.0  # configs/scheduler/linear.yaml, measured too
 
 
 def test_optimizer_arguments_are_bound_to_the_class_signature(compose_config):
