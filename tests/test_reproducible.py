@@ -14,6 +14,7 @@ from tests.conftest import run_cli
 def ten_step_run(tiny_model_dir, tiny_ner_data, tmp_path):
     common = [f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "task=ner",
               f"task.data.train={tiny_ner_data['train']}", "trainer.batch_size=16", "optimizer.lr=1e-3",
+              "scheduler.warmup_ratio=0.1",  # the schedule arithmetic below has one warm-up step
               "trainer.log_every=1", "logger.console=none", f"run_dir={tmp_path / 'run'}"]
     run_cli("train", *common, "trainer.max_steps=4")
     return tmp_path / "run", common

@@ -172,6 +172,6 @@ def test_a_refused_resume_leaves_the_run_untouched(tmp_path, tiny_model_dir, cap
     assert f"resume would change 1 setting(s) of the run: model.name_or_path: {tiny_model_dir} → {other_model}" in (
         capsys.readouterr().err)
     assert _run(["train", *common, f"task.data.train={f['good.conll']}", "resume=true", "optimizer.lr=0.5"]) == 2
-    assert "optimizer.lr: 0.0001 → 0.5 (resume with the saved values, accept with resume_allow=[optimizer.lr]" in (
+    assert "optimizer.lr: 0.0002 → 0.5 (resume with the saved values, accept with resume_allow=[optimizer.lr]" in (
         capsys.readouterr().err)
     assert digests() == before
