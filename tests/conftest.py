@@ -24,6 +24,16 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("FTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="ftune-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+try:  # absl comes with rouge-score
+    import absl.logging
+
+    # absl's handler keeps the sys.stderr of the moment absl is imported: under pytest, a capture file. When a
+    # later test's Hydra run reconfigures logging, absl closes that stream because it is no longer sys.stderr,
+    # and pytest's capture dies ("I/O operation on closed file", "lost sys.stderr"). The real stderr it
+    # never closes.
+    absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
+except ImportError:
+    pass
 
 _connect = socket.socket.connect
 
@@ -40,18 +50,6 @@ def _loopback_only(sock, address):
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
-
-
-try:  # absl comes with rouge-score
-    import absl.logging
-
-    # absl's handler keeps the sys.stderr of the moment absl is imported: under pytest, a capture file. When a
-    # later test's Hydra run reconfigures logging, absl closes that stream because it is no longer sys.stderr,
-    # and pytest's capture dies ("I/O operation on closed file", "lost sys.stderr"). The real stderr it
-    # never closes.
-    absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
-except ImportError:
-    pass
 
 
 def run_cli(*args: str) -> None:
