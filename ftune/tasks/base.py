@@ -25,7 +25,7 @@ is built and before the first step (dpo computes the reference log-probabilities
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -80,3 +80,30 @@ class Task(Protocol):
     def metrics_table(self, metrics: dict) -> list[tuple]:
         """Rows (name, *values) for the console table; the value columns are the task's `table_columns`
         attribute when it has one, else (precision, recall, f1, support)."""
+
+
+class TaskBase:
+    """The facts every other part of ftune reads about a task, with their defaults. Each task class inherits it
+    and overrides what differs: the card, ONNX/GGUF export, `serve`, `chat` and the report ask the task for
+    these and never compare its name."""
+
+    # the model card's metadata and usage example
+    pipeline_tag: ClassVar[str] = "text-classification"  # hub pipeline tag of best/
+    auto_class: ClassVar[str] = "AutoModelForSequenceClassification"  # the transformers class that loads best/
+    pipeline_task: ClassVar[str | None] = None  # transformers.pipeline task that loads best/ (None: there is none)
+    card_example: ClassVar[str | None] = None  # an input for the card's usage example (None: a generic sentence)
+    # what the model and its predictions are
+    has_labels: ClassVar[bool] = True  # the model's config carries the label set (id2label)
+    generates: ClassVar[bool] = False  # predictions are generated text (the task defines `generate`)
+    chat_input: ClassVar[str | None] = None  # how chat/OpenAI routes feed a conversation: "messages" (the chat
+    #                                          template over all turns), "last_user_message" (text-to-text), None
+    # exports: the ONNX graph's named outputs (None: no ONNX export); whether `format=gguf` applies
+    onnx_outputs: ClassVar[tuple[str, ...] | None] = None
+    gguf_export: ClassVar[bool] = False
+    # the console/report metrics table's value columns
+    table_columns: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1", "support")
+
+    @classmethod
+    def auto_peft_class(cls) -> str:
+        """peft's AutoPeft class for an adapter folder, e.g. AutoPeftModelForTokenClassification."""
+        return "AutoPeft" + cls.auto_class.removeprefix("Auto")

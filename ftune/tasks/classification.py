@@ -26,16 +26,20 @@ from ftune.data.readers import DataErrors
 from ftune.errors import FtuneError
 from ftune.tasks import sequence_data as D
 from ftune.tasks import sequence_metrics as M
+from ftune.tasks.base import TaskBase
 
 log = logging.getLogger("ftune")
 
 
-class SequenceTask(abc.ABC):
+class SequenceTask(TaskBase, abc.ABC):
     """What the four tasks share: data, label checks, tokenisation, batches and the model head."""
 
     name = "sequence"
     main_metric, greater_is_better = "accuracy", True
     pipeline_task = "text-classification"
+    pipeline_tag = "text-classification"
+    auto_class = "AutoModelForSequenceClassification"
+    onnx_outputs = ("logits",)
     problem_type = "single_label_classification"
 
     def __init__(self, cfg: Any):

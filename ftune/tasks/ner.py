@@ -23,15 +23,20 @@ from ftune.data.readers import DataErrors, detect_format, iter_conll, iter_tagge
 from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import tag_schemes as ts
+from ftune.tasks.base import TaskBase
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 
 
-class NerTask:
+class NerTask(TaskBase):
     name = "ner"
     main_metric = "f1"
     greater_is_better = True
     pipeline_task = "token-classification"
+    pipeline_tag = "token-classification"
+    auto_class = "AutoModelForTokenClassification"
+    card_example = "Angela Merkel met Emmanuel Macron in Paris ."
+    onnx_outputs = ("logits",)
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

@@ -22,15 +22,19 @@ from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors, read_lines
 from ftune.errors import FtuneError
 from ftune.paths import existing_file
+from ftune.tasks.base import TaskBase
 from ftune.tasks.generation import normalize_answer, token_f1
 
 
-class QaTask:
+class QaTask(TaskBase):
     name = "qa"
     main_metric = "f1"
     greater_is_better = True
     pipeline_task = None  # transformers 5 removed the question-answering pipeline; best/ loads with AutoModelForQuestionAnswering
     table_columns = ("exact", "f1", "questions")
+    pipeline_tag = "question-answering"
+    auto_class = "AutoModelForQuestionAnswering"
+    onnx_outputs = ("start_logits", "end_logits")
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

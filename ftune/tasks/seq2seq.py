@@ -20,18 +20,23 @@ from ftune.data.readers import checked, iter_jsonl, iter_table, json_object
 from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import generation as G
+from ftune.tasks.base import TaskBase
 from ftune.tasks.sequence_data import FORMATS
 
 log = logging.getLogger("ftune")
 METRICS = {"rouge": ("rougeL", ("rouge1", "rouge2", "rougeL")), "bleu": ("bleu", ("bleu", "chrf"))}
 
 
-class Seq2seqTask:
+class Seq2seqTask(TaskBase):
     name = "seq2seq"
     greater_is_better = True
     pipeline_task = None  # transformers 5 removed the text2text-generation pipeline; use model.generate
     table_columns = ("value",)
     has_labels = False  # no label set: the model's config carries none
+    pipeline_tag = "text2text-generation"
+    auto_class = "AutoModelForSeq2SeqLM"
+    generates = True
+    chat_input = "last_user_message"  # a text-to-text model answers the last user message
 
     def __init__(self, cfg: Any):
         if cfg.metrics not in METRICS:

@@ -26,18 +26,25 @@ from ftune.data.readers import DataErrors, iter_jsonl, json_object
 from ftune.errors import FtuneError
 from ftune.tasks import chat_data as C
 from ftune.tasks import generation as G
+from ftune.tasks.base import TaskBase
 from ftune.tasks.chat_data import DEFAULT_TEMPLATE  # noqa: F401 (re-exported: tests and users import it here)
 
 log = logging.getLogger("ftune")
 TRAIN_ON = ("all_turns", "last_turn")
 
 
-class SftTask:
+class SftTask(TaskBase):
     name = "sft"
     main_metric, greater_is_better = "loss", False
     pipeline_task = "text-generation"
     table_columns = ("value",)
     has_labels = False
+    pipeline_tag = "text-generation"
+    auto_class = "AutoModelForCausalLM"
+    card_example = "What is the capital of France?"
+    generates = True
+    chat_input = "messages"
+    gguf_export = True
 
     def __init__(self, cfg: Any):
         self.cfg, self.labels = cfg, []
