@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from ftune.errors import FtuneError
@@ -25,3 +26,9 @@ def existing_file(path: str, key: str) -> Path:
     if not resolved.is_file():
         raise FtuneError(f"file not found: {path}", where=key, fix="check the path (relative to the current directory)")
     return resolved
+
+
+def cache_root() -> Path:
+    """$FTUNE_CACHE_DIR (default ~/.cache/ftune). Its subfolders (features, digests, ...) belong to the modules
+    that fill them; the root is here, below them all, so that none imports another to find it."""
+    return Path(os.environ.get("FTUNE_CACHE_DIR", Path.home() / ".cache" / "ftune"))

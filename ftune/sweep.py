@@ -19,6 +19,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from ftune.errors import EXIT_USAGE, FtuneError, report
+
 log = logging.getLogger("ftune")
 RECORDS = ".jobs"
 # jobs of the last sweep of this process that failed: `ftune train -m` exits 2 when there are any
@@ -218,3 +220,42 @@ def settings_table(summary: dict):
         seeds = str(row["n"]) + (f" ({row['failed']} failed)" if row["failed"] else "")
         table.add_row(*(_short(row["params"][k]) for k in keys), seeds, spread, cells)
     return table
+
+
+# ---- one job of a sweep: a failure is a failed trial, never the end of the sweep (ftune.cli.run_command) ----
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_failed(error: Exception) -> dict:
+    """The return value of a multirun job that raised: {"error": ...}, which the summary reports and the
+    Optuna sweeper counts as a failed trial; the other jobs go on."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if isinstance(error, FtuneError):  # the user's to fix: one line, as for a single run
+        report(error)
+        return {"error": error.one_line()}
+    job = HydraConfig.get().job.num  # a bug: the job's log holds the traceback
+    log.error("job %s failed", job, exc_info=error)
+    print(f"ftune: error: job {job}: {type(error).__name__}: {error}", file=sys.stderr)
+    return {"error": f"{type(error).__name__}: {error}"}
+
+
+def job_result(result: dict) -> Any:
+    """What a job hands back to Hydra: under Optuna the objective (the main validation metric), else `result`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if in_multirun() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
+        return result.get("optimized_metric")
+    return result
+
+
+def exit_if_jobs_failed() -> None:
+    """After `ftune <command> -m`: jobs that failed were reported one line each and in the summary; the exit
+    code says so too."""
+    if failed:
+        print(f"ftune: {len(failed)} job(s) failed: {', '.join(f'#{n}' for n in failed)}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)

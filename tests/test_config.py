@@ -70,8 +70,8 @@ def test_plus_added_unknown_keys_are_rejected(compose_config):
     ("optimizer=adamw2", "unknown optimizer `adamw2`"),
 ])
 def test_preflight_turns_composition_errors_into_one_line(override, expected):
-    from ftune.cli import _preflight
     from ftune.config import register_configs
+    from ftune.config.preflight import preflight as _preflight
 
     register_configs()
     with pytest.raises(FtuneError) as error:
@@ -81,7 +81,7 @@ def test_preflight_turns_composition_errors_into_one_line(override, expected):
 
 
 def test_preflight_checks_every_value_of_a_sweep():
-    from ftune.cli import _preflight
+    from ftune.config.preflight import preflight as _preflight
 
     _preflight("train", ["-m", "optimizer.lr=1e-5,3e-5", "trainer.seed=1,2"])
     with pytest.raises(FtuneError, match="unknown model `nope`"):

@@ -51,9 +51,9 @@ def test_slurm_launcher_configs_compose(tmp_path):
 
 
 def test_preflight_keeps_null_values_and_reads_optuna_ranges():
-    from ftune import cli
     from ftune.config import register_configs
+    from ftune.config.preflight import preflight
 
     register_configs()
-    cli._preflight("train", ["hparams_search=optuna", "hydra.sweeper.sampler.seed=null", "trainer.max_steps=null",
-                             "optimizer.lr=tag(log, interval(1e-6, 1e-4))"])  # an Optuna range on the command line
+    preflight("train", ["hparams_search=optuna", "hydra.sweeper.sampler.seed=null", "trainer.max_steps=null",
+                        "optimizer.lr=tag(log, interval(1e-6, 1e-4))"])  # an Optuna range on the command line

@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ftune.data import digests
+from ftune.paths import cache_root
 
 log = logging.getLogger("ftune")
 # 2: Arrow shards written in parallel + meta.json (was: one save_to_disk folder); keys from file digests
@@ -37,7 +38,7 @@ _JOB: dict = {}  # what forked workers inherit: task, examples, tokenizer, schem
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FTUNE_CACHE_DIR", Path.home() / ".cache" / "ftune")) / "features"
+    return cache_root() / "features"
 
 
 def available_cores() -> int:

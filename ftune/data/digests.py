@@ -15,9 +15,10 @@ from pathlib import Path
 
 
 def _memo_dir() -> Path:
-    from ftune.data.cache import cache_dir
+    # the cache root comes from ftune.paths, not ftune.data.cache: the feature cache imports this module
+    from ftune.paths import cache_root
 
-    return cache_dir().parent / "digests"
+    return cache_root() / "digests"
 
 
 def file_digest(path: str | os.PathLike) -> str:
