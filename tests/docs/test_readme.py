@@ -102,7 +102,7 @@ def test_readme_runnable_commands_run_as_written(tmp_path):
     prelude = f'set -euo pipefail\nftune() {{ "{sys.executable}" -m ftune "$@"; }}\n'
     for number, block in enumerate(blocks, 1):
         result = subprocess.run(
-            ["bash", "-c", prelude + block], cwd=work, env=env, capture_output=True, text=True, timeout=900
+            ["bash", "-c", prelude + block], cwd=work, env=env, capture_output=True, text=True, timeout=1800
         )
         assert result.returncode == 0, (
             f"README runnable block {number} failed (exit {result.returncode}):\n{block}\n"
