@@ -1,6 +1,6 @@
 """User-facing errors: one line on stderr, exit code 2, traceback only in debug mode.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/cli.md):
     0   success
     1   a metric gate failed (`ftune eval ... check='f1>=0.85'`); also Python's code for an unexpected
         internal error, which prints a traceback (a bug: please report it with FTUNE_DEBUG=1 output)

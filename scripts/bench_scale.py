@@ -149,7 +149,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     args = parser.parse_args()
     if not (CONLL / "train.txt").is_file() or (args.sft and not SQUAD.is_file()):
-        print(f"skipped: {CONLL} or {SQUAD} is missing (see README, 'Real data')")
+        print(f"skipped: {CONLL} or {SQUAD} is missing (see ../shared/data/README.md)")
         return 0
     rows, base = [], {}
     with tempfile.TemporaryDirectory(prefix="ftune-bench-scale-") as tmp:

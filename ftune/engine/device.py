@@ -42,7 +42,7 @@ def make_accelerator(precision: str, device: str):
     if accelerator.distributed_type.name == "FSDP":
         # ftune shards the model itself (ftune/engine/strategy.py); accelerate's FSDP would wrap it again
         raise FtuneError("accelerate's FSDP is not used by ftune", where="accelerate launch --use_fsdp",
-                         fix="launch without --use_fsdp and add trainer.strategy=fsdp (README, \"Scaling out\")")
+                         fix="launch without --use_fsdp and add trainer.strategy=fsdp (docs/distributed.md)")
     return accelerator, precision
 
 
