@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict:
             else:
                 from ftune.export.gguf import export_gguf
 
-                result.update(export_gguf(task, tokenizer, model, tmp, cfg.gguf_dtype, cfg.check))
+                result.update(export_gguf(inference, model, tmp, cfg.gguf_dtype, cfg.check))
         _write_meta(tmp, task, inference, result)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
