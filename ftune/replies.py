@@ -60,9 +60,11 @@ def generate(model: Any, tokenizer: Any, prompt: list[int], settings: Any, min_t
     device = next(model.parameters()).device
     ids = torch.tensor([prompt], device=device)
     pieces = _Pieces(tokenizer, on_text) if on_text is not None else None
+    # transformers streams greedy and sampled decoding only: a beam search's reply comes as one piece at the end
+    streamer = pieces if settings.num_beams == 1 else None
     with torch.inference_mode():
         output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
-                                streamer=pieces, min_new_tokens=min_tokens or None,
+                                streamer=streamer, min_new_tokens=min_tokens or None,
                                 **generate_kwargs(settings, tokenizer))
     new = output[0, 0 if model.config.is_encoder_decoder else len(prompt):].tolist()
     ended = tokenizer.eos_token_id in new
