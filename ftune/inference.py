@@ -50,6 +50,7 @@ class Inference:
         """From a command's config: run_dir= (its config.yaml) or model_dir= with task=; checkpoint, device,
         and optionally precision, batch_size and runtime (torch | onnx)."""
         run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else None
+        run = RunDir.of(run_dir)  # the run's files are read through it only
         model_dir = cfg.get("model_dir")
         runtime = cfg.get("runtime") or "torch"
         if runtime not in RUNTIMES:
@@ -62,13 +63,14 @@ class Inference:
                              fix="pass one: run_dir=<run> (its own model) or model=<folder> task=<task>")
         settings, warnings = None, []
         if run_dir is not None:
-            saved = RunDir(run_dir).config()
+            saved = run.config()
             task_cfg, warnings = loading.resolve_task(saved.task, cfg.get("task"), loading.given_task_keys())
             settings = OmegaConf.merge(saved, {"task": task_cfg})
         else:
             task_cfg = cfg.get("task")
-            if task_cfg is None and model_json(Path(str(model_dir)), "ftune.json"):
-                task_cfg = OmegaConf.create(model_json(Path(str(model_dir)), "ftune.json")["task"])
+            exported = model_json(Path(str(model_dir)), "ftune.json")  # written by `ftune export`
+            if task_cfg is None and exported:
+                task_cfg = OmegaConf.create(exported["task"])
             if task_cfg is None:
                 raise FtuneError("a model folder needs its task", where="task", fix="add task=ner (or another task)")
         trainer = settings.trainer if settings is not None else {}
@@ -79,8 +81,8 @@ class Inference:
         for line in warnings:
             log.warning("%s", line)
         if settings is not None:
-            provenance.warn_if_trained_elsewhere(RunDir(run_dir))
-        folder = loading.model_source(RunDir.of(run_dir), model_dir, cfg.get("checkpoint") or "best")
+            provenance.warn_if_trained_elsewhere(run)
+        folder = loading.model_source(run, model_dir, cfg.get("checkpoint") or "best")
         task = build_task(task_cfg)
         if runtime == "onnx":
             from ftune.export.onnx import load_onnx_model
@@ -147,7 +149,7 @@ class Inference:
         base = self.settings.model.name_or_path if self.settings is not None else None
         if base is None and peft.is_adapter_folder(self.folder):
             base = peft.base_model_path(self.folder)
-        return {"task": self.task.name, "labels": list(self.task.labels or []) if self.task.has_labels else [],
+        return {"task": self.task.name, "labels": list(getattr(self.task, "labels", None) or []),
                 "base_model": base, "model": str(self.folder), "run_dir": str(self.run_dir) if self.run_dir else None,
                 "max_length": task_cfg.get("max_length"), "runtime": self.runtime, "precision": self.precision,
                 "metrics": {k: v for k, v in results.items() if k in ("validation", "test", "best_step")},
