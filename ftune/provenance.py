@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ftune import __version__
+from ftune.run_dir import RunDir
 
 log = logging.getLogger("ftune")
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
@@ -44,16 +45,10 @@ def differences(saved: dict | None) -> list[str]:
     return found
 
 
-def warn_if_trained_elsewhere(run_dir: Path | None) -> None:
-    """One warning line when `run_dir`'s results.json records other versions than the installed ones."""
-    import json
-
-    results = run_dir / "results.json" if run_dir is not None else None
-    if results is None or not results.is_file():
-        return
-    try:
-        saved = json.loads(results.read_text()).get("versions")
-    except (json.JSONDecodeError, OSError):
+def warn_if_trained_elsewhere(run: RunDir | None) -> None:
+    """One warning line when the run's results.json records other versions than the installed ones."""
+    saved = run.versions() if run is not None else None
+    if saved is None:
         return
     found = differences(saved)
     if found:

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftune.errors import FtuneError
+from ftune.run_dir import RunDir
 
 log = logging.getLogger("ftune")
 
@@ -49,12 +50,12 @@ def changes(saved: DictConfig, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
             if before.get(key, missing) != now.get(key, missing) and not _no_effect(key)}
 
 
-def check(run_dir: Path, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+def check(run_dir: Path | RunDir, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
     """The accepted changes of this resume; refuses any other difference from the run's config.yaml."""
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
+    run = RunDir.of(run_dir)
+    if not run.is_run:
         return {}
-    saved = OmegaConf.load(saved_file)
+    saved = run.config()
     diff = changes(saved, cfg)
     allowed = [str(key) for key in (cfg.get("resume_allow") or [])]
     for key in allowed:

@@ -20,6 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from ftune.errors import EXIT_USAGE, FtuneError, report
+from ftune.run_dir import RunDir
 
 log = logging.getLogger("ftune")
 RECORDS = ".jobs"
@@ -50,9 +51,8 @@ class SweepSummary(Callback):
         value = job_return._return_value  # the property raises for a failed job; the record says why instead
         if job_return.status == JobStatus.FAILED or (isinstance(value, dict) and "error" in value):
             record.update(status="failed", error=str(value["error"] if isinstance(value, dict) else value))
-        results_file = output_dir / "results.json"
-        if record["status"] == "ok" and results_file.is_file():
-            results = json.loads(results_file.read_text())
+        results = RunDir(output_dir).results()
+        if record["status"] == "ok" and results:
             record.update(metric=results.get("main_metric"), value=results.get("validation", {}).get(
                 results.get("main_metric")), greater_is_better=results.get("greater_is_better", True))
         folder = Path(hydra.sweep.dir) / RECORDS

@@ -11,6 +11,7 @@ from ftune import provenance
 from ftune import run as R
 from ftune.errors import CheckFailed, FtuneError
 from ftune.inference import Inference
+from ftune.run_dir import RunDir
 
 log = logging.getLogger("ftune")
 
@@ -23,8 +24,8 @@ def run(cfg: DictConfig) -> dict:
     conditions = checks.parse(cfg.check) if cfg.check else []  # a malformed gate fails before any loading
     if cfg.split not in R.SPLITS:
         raise FtuneError(f"unknown split `{cfg.split}`", where="split", fix="choose from: train, validation, test")
-    if cfg.run_dir and (Path(cfg.run_dir) / "config.yaml").is_file():
-        handler = logging.FileHandler(Path(cfg.run_dir) / "eval.log")  # before loading: its warnings go there too
+    if cfg.run_dir and RunDir(cfg.run_dir).is_run:
+        handler = logging.FileHandler(RunDir(cfg.run_dir).file("eval.log"))  # before loading: its warnings go there too
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     inference = Inference.load(cfg)

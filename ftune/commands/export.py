@@ -23,6 +23,7 @@ from ftune import __version__, card, peft
 from ftune.errors import FtuneError
 from ftune.export import check_batches, torch_outputs
 from ftune.inference import Inference
+from ftune.run_dir import RunDir
 
 log = logging.getLogger("ftune")
 TOLERANCE = 1e-4  # fp32 merge of a low-rank update: differences are rounding, ~1e-6
@@ -68,7 +69,7 @@ def run(cfg: DictConfig) -> dict:
             else:
                 from ftune.export.gguf import export_gguf
 
-                result.update(export_gguf(task, tokenizer, model, tmp, cfg.gguf_dtype, cfg.check))
+                result.update(export_gguf(inference, model, tmp, cfg.gguf_dtype, cfg.check))
         _write_meta(tmp, task, inference, result)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -147,15 +148,14 @@ def _write_meta(tmp: Path, task, inference: Inference, result: dict) -> None:
 
 
 def _quantization(run_dir: Path | None) -> str | None:
-    saved = run_dir / "config.yaml" if run_dir is not None else None
-    return OmegaConf.select(OmegaConf.load(saved), "model.quantization") if saved and saved.is_file() else None
+    return RunDir(run_dir).setting("model.quantization") if run_dir is not None else None
 
 
 def _full_precision(task, folder: Path, run_dir: Path):
     """The run's adapter on its base model loaded unquantised (fp32)."""
     from ftune.models import locate
 
-    base = OmegaConf.load(run_dir / "config.yaml").model.name_or_path
+    base = RunDir(run_dir).config().model.name_or_path
     return peft.load_trained(task.build_model(locate(base)), folder)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ftune.errors import FtuneError
+from ftune.run_dir import RunDir
 
 log = logging.getLogger("ftune")
 
@@ -20,8 +21,8 @@ def run(cfg: DictConfig) -> dict:
                          fix="ftune report run_dir=runs/<task>/<model>/<time>, or sweep_dir=multirun/<time>")
     out = Path(cfg.out) if cfg.out else None
     if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        if not (run_dir / "metrics.jsonl").is_file():
+        run_dir = RunDir(cfg.run_dir)
+        if not run_dir.has_metrics:
             raise FtuneError(f"{run_dir} has no metrics.jsonl", where="run_dir",
                              fix="pass the folder that `ftune train` created (runs/<task>/<model>/<time>)")
         path = report.write_run_report(run_dir, out)

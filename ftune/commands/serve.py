@@ -29,12 +29,10 @@ def run(cfg: DictConfig) -> dict:
     _check_port(cfg.host, cfg.port)  # before the slow model load
     api_key = cfg.api_key or os.environ.get("FTUNE_API_KEY") or None
     inference = Inference.load(cfg)
-    from omegaconf import OmegaConf
+    from ftune.serve.app import create_app
+    from ftune.serve.http import ServeSettings
 
-    from ftune.serving import create_app
-
-    settings = OmegaConf.merge(cfg, {"api_key": api_key})
-    app = create_app(inference, settings)
+    app = create_app(inference, ServeSettings.from_cfg(cfg, api_key=api_key))
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: reachable from other machines%s", cfg.host,
                     "" if api_key else " and no api_key is set")

@@ -29,10 +29,12 @@ CHECK_PROMPTS = 8
 CHECK_TOKENS = 12
 
 
-def export_gguf(task: Any, tokenizer: Any, model: Any, out: Path, dtype: str, check: bool) -> dict:
+def export_gguf(inference: Any, model: Any, out: Path, dtype: str, check: bool) -> dict:
+    """`inference`: the run's loaded Inference (task, tokenizer); `model`: what to write (the adapter merged)."""
     import gguf
 
-    if task.name != "sft" or getattr(model.config, "model_type", None) != "llama":
+    task, tokenizer = inference.task, inference.tokenizer
+    if not task.gguf_export or getattr(model.config, "model_type", None) != "llama":
         raise FtuneError(f"format=gguf covers Llama-family causal LMs (an sft run), not task={task.name} "
                          f"({getattr(model.config, 'model_type', '?')})", where="format",
                          fix="use format=hf, or format=onnx for an encoder task")
@@ -59,7 +61,7 @@ def export_gguf(task: Any, tokenizer: Any, model: Any, out: Path, dtype: str, ch
     writer.close()
     result = {"format": "gguf", "gguf_dtype": dtype, "file": str(path.name)}
     if check:
-        result.update(_check(task, tokenizer, model, out))
+        result.update(_check(inference, model, out))
     modelfile = ollama_modelfile(tokenizer)
     if modelfile is None:
         log.warning("the chat template could not be translated for Ollama: no Modelfile written")
@@ -143,12 +145,16 @@ def _tensors(model, config):
         yield to_gguf[hf_name], tensor
 
 
-def _check(task, tokenizer, model, out: Path) -> dict:
+def _check(inference: Any, model: Any, out: Path) -> dict:
     """Read the file back with transformers: same token ids, same greedy tokens as the PyTorch model."""
+    from dataclasses import replace
+
+    from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    task, tokenizer = inference.task, inference.tokenizer
     examples = check_examples(task, CHECK_PROMPTS)
-    prompts = [task.prompt_ids(ex["messages"]) for ex in examples][:CHECK_PROMPTS]
+    prompts = [inference.prompt(ex["messages"]) for ex in examples][:CHECK_PROMPTS]
     loaded_tokenizer = AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
     texts = [task.render(ex["messages"][: max(i for i, m in enumerate(ex["messages"]) if m["role"] != "assistant") + 1],
                          generation_prompt=True) for ex in examples]
@@ -159,16 +165,18 @@ def _check(task, tokenizer, model, out: Path) -> dict:
     if loaded_tokenizer.chat_template != tokenizer.chat_template:
         raise FtuneError("the chat template did not survive the GGUF file", where="format=gguf")
     loaded = AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model.gguf", dtype=torch.float32).eval()
+    # both models generate through Inference, on the CPU in fp32, greedily (the run's sampling settings aside)
+    mine = replace(inference, model=model, folder=out, device="cpu", precision="fp32", _engine=None)
+    theirs = replace(mine, model=loaded)
+    greedy = OmegaConf.merge(task.cfg.generation, {"max_new_tokens": CHECK_TOKENS, "do_sample": False,
+                                                   "num_beams": 1, "repetition_penalty": 1.0})
     same, logit_difference = 0, 0.0
-    with torch.inference_mode():
-        for prompt in prompts:
+    for prompt in prompts:
+        with torch.inference_mode():
             ids = torch.tensor([prompt])
             logit_difference = max(logit_difference, (model(ids).logits - loaded(ids).logits).abs().max().item())
-            kwargs = {"max_new_tokens": CHECK_TOKENS, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
-            mine = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)[0, len(prompt):]
-            theirs = loaded.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)[0, len(prompt):]
-            same += int(torch.equal(mine, theirs))
-    del loaded
+        same += int(mine.generate(prompt, greedy)["tokens"] == theirs.generate(prompt, greedy)["tokens"])
+    del loaded, theirs
     if same < len(prompts):
         raise FtuneError(f"read back, the GGUF model's greedy tokens differ on {len(prompts) - same} of {len(prompts)} "
                          f"prompts (max |logit difference| {logit_difference:.2e})", where="format=gguf",

@@ -1,0 +1,99 @@
+"""ftune/serve in process (FastAPI's TestClient, no subprocess): the app is built from one Inference and a
+ServeSettings, its OpenAI routes answer with Inference.generate's text, and the package imports downwards."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+CHAT = [{"role": "user", "content": "what colour is the sky ?"}]
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama_dir):
+    from ftune.config import defaults
+    from ftune.inference import Inference
+
+    task = OmegaConf.merge(defaults("task", "sft"), {"max_length": 64, "generation": {"max_new_tokens": 4}})
+    return Inference.load(OmegaConf.create({"model_dir": str(tiny_llama_dir), "task": task, "device": "cpu",
+                                            "precision": "fp32"}))
+
+
+@pytest.fixture(scope="module")
+def client(llama):
+    from fastapi.testclient import TestClient
+
+    from ftune.serve.app import create_app
+    from ftune.serve.http import ServeSettings
+
+    settings = ServeSettings.from_cfg({"port": 1, "max_new_tokens": 8, "max_input_chars": 2000, "api_key": None})
+    with TestClient(create_app(llama, settings)) as test_client:
+        yield test_client
+
+
+def test_settings_come_from_the_serve_config():
+    from ftune.serve.http import ServeSettings
+
+    settings = ServeSettings.from_cfg(OmegaConf.create({"host": "0.0.0.0", "max_inputs": 3, "api_key": None,
+                                                        "run_dir": "ignored"}), api_key="k")
+    assert (settings.host, settings.max_inputs, settings.api_key, settings.port) == ("0.0.0.0", 3, "k", 8000)
+
+
+def test_chat_completion_is_inference_generate(client, llama):
+    expected = llama.generate(llama.prompt(CHAT))
+    answer = client.post("/v1/chat/completions", json={"messages": CHAT}).json()
+    assert answer["choices"][0]["message"]["content"] == expected["text"]
+    assert answer["usage"]["completion_tokens"] == expected["completion_tokens"]
+    streamed = client.post("/v1/chat/completions", json={"messages": CHAT, "stream": True}).text
+    events = [json.loads(line[6:]) for line in streamed.splitlines() if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == expected["text"]
+    assert events[-1]["choices"][0]["finish_reason"] == expected["finish_reason"]
+    assert streamed.rstrip().endswith("data: [DONE]")
+
+
+def test_a_prompt_over_the_run_limit_is_413_naming_the_field(client):
+    long = "the cat sat on the mat " * 40
+    for path, body, field in [("/v1/chat/completions", {"messages": [{"role": "user", "content": long}]}, "messages"),
+                              ("/v1/completions", {"prompt": long}, "prompt")]:
+        answer = client.post(path, json=body)
+        assert answer.status_code == 413
+        error = answer.json()["error"]
+        assert error["param"] == field and error["type"] == "request_too_large"
+        assert error["message"].startswith("the prompt is ") and error["message"].endswith("at most 64")
+
+
+def test_health_info_and_models(client, llama):
+    assert client.get("/health").json() == {"status": "ok", "task": "sft"}
+    info = client.get("/info").json()
+    assert info["generative"] is True and info["limits"]["max_new_tokens"] == 8
+    assert client.get("/v1/models").json()["data"][0]["id"] == info["model_id"]
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_serve_imports_downwards_only():
+    import ftune
+
+    root = Path(ftune.__file__).parent
+    for path in (root / "serve").glob("*.py"):  # serve → inference → engine/tasks; never a command or the CLI
+        assert not {m for m in _imports(path) if m.startswith(("ftune.commands", "ftune.cli"))}, path
+    below = [root / "inference.py", root / "replies.py", root / "loading.py", root / "run_dir.py"]
+    for path in below:
+        assert not {m for m in _imports(path) if m.startswith("ftune.serve")}, path
+    run_dir = {m for m in _imports(root / "run_dir.py") if m.startswith("ftune")}
+    assert run_dir <= {"ftune.errors", "ftune.paths"}  # the lowest layer
