@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tests.conftest import run_cli
 from tests.gpu.conftest import source_env
 

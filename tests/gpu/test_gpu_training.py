@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import crash_at_step
 from tests.gpu.conftest import record, train_events
 
