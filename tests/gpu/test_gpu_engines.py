@@ -18,8 +18,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def test_fsdp2_world_size_1_trains_saves_resumes_and_best_loads_on_the_cpu(ner_overrides, tmp_path):
-    """torchrun with one process on the GPU: NCCL process group, trainer.strategy=fsdp (one process: nothing
-    to shard, trained as usual), checkpoints, a SIGKILL after step 5 then resume=true, best/ on the CPU."""
+    """torchrun with one process on the GPU (NCCL), trainer.strategy=fsdp with the model really sharded by
+    FSDP2 over that one rank (tests/gpu/fsdp_one_gpu_worker.py: ftune itself shards only from 2 processes),
+    checkpoints with per-rank optimizer files, a SIGKILL after step 5 then resume=true, best/ on the CPU."""
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -27,7 +28,7 @@ def test_fsdp2_world_size_1_trains_saves_resumes_and_best_loads_on_the_cpu(ner_o
     jobs = [{"args": [*common, f"run_dir={tmp_path / 'full'}"]},
             {"args": [*common, f"run_dir={tmp_path / 'killed'}"], "kill_at": 5}]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    worker = str(REPO / "tests" / "fsdp_worker.py")
+    worker = str(REPO / "tests" / "gpu" / "fsdp_one_gpu_worker.py")
     first = subprocess.run([*TORCHRUN, worker, str(tmp_path / "jobs.json")], cwd=tmp_path, env=source_env(),
                            capture_output=True, text=True, timeout=300)
     assert (tmp_path / "full" / "results.json").exists(), first.stderr[-4000:]
@@ -39,6 +40,8 @@ def test_fsdp2_world_size_1_trains_saves_resumes_and_best_loads_on_the_cpu(ner_o
 
     full, again = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("full", "killed"))
     assert full["strategy"]["name"] == "fsdp" and full["train"]["processes"] == 1 and full["precision"] == "bf16"
+    shards = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("step-*/optimizer*"))
+    assert shards and all(name.startswith("optimizer-rank") for name in shards)  # the sharded optimizer's files
     assert again["steps"] == full["steps"] and again["best_step"] == full["best_step"]
     assert all(math.isfinite(e["loss"]) for e in train_events(tmp_path / "full"))
     assert again["validation"]["f1"] == pytest.approx(full["validation"]["f1"], abs=1e-3)
