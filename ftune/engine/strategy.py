@@ -156,7 +156,9 @@ class DataParallel:
     def load_weights(self, model, folder: Path) -> None:
         from ftune.engine.checkpoint import load_weights
 
-        load_weights(self.accelerator.unwrap_model(model), folder)
+        # keep_torch_compile=False: under trainer.compile=true the compiled wrapper's keys carry `_orig_mod.`,
+        # while best/ holds the model's own keys (save_pretrained reaches through the wrapper)
+        load_weights(self.accelerator.unwrap_model(model, keep_torch_compile=False), folder)
 
     def describe(self, model, optimizer=None) -> dict:
         """What each rank holds, measured on the tensors themselves (shards under FSDP)."""
