@@ -98,11 +98,18 @@ def sft_overrides(tiny_llama_dir, chat_file) -> list[str]:
 
 @pytest.fixture
 def deterministic():
-    """Deterministic CUDA kernels (warnings, not errors, where an op has none) for exact comparisons."""
+    """Deterministic CUDA kernels (warnings, not errors, where an op has none) for exact comparisons; the
+    attention of the math kernel (the fused ones' backward may accumulate in any order)."""
     import torch
 
     torch.use_deterministic_algorithms(True, warn_only=True)
+    fused = [kind for kind in ("flash", "mem_efficient", "cudnn")
+             if getattr(torch.backends.cuda, f"{kind}_sdp_enabled", lambda: False)()]
+    for kind in fused:
+        getattr(torch.backends.cuda, f"enable_{kind}_sdp")(False)
     yield
+    for kind in fused:
+        getattr(torch.backends.cuda, f"enable_{kind}_sdp")(True)
     torch.use_deterministic_algorithms(False)
 
 
