@@ -175,8 +175,11 @@ summary = {"cuda": cuda == "true", "wheels_installed": installed.split(), "versi
 if (out / "versions.json").is_file() and versions_rc == "0":
     summary["versions"] = json.loads((out / "versions.json").read_text())
 junit = out / "gpu_tier.xml"
-if junit.is_file():
-    cases = ET.parse(junit).getroot().iter("testcase")
+try:
+    cases = list(ET.parse(junit).getroot().iter("testcase")) if junit.is_file() else None
+except ET.ParseError as error:  # a run stopped while writing it
+    cases, summary["tier"]["junit_error"] = None, str(error)
+if cases is not None:
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     outcome = {}
     for case in cases:
