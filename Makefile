@@ -56,3 +56,7 @@ test-latest:  ## the suite in a separate .venv-latest with the newest versions t
 
 clean:
 	rm -rf runs multirun outputs .pytest_cache
+
+.PHONY: gpu-wheels
+gpu-wheels:  ## wheels a GPU machine without network lacks (Python 3.12, manylinux x86-64) into .whl/, within 64 MiB (docs/gpu.md)
+	$(PYTHON) scripts/gpu_wheels.py  # pip download only: no install needed

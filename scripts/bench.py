@@ -2,11 +2,17 @@
 
     python scripts/bench.py            # MiniLM, first 2,000 CoNLL-2003 sentences, 3 epochs (make bench)
     python scripts/bench.py --quick    # 200 / 100 sentences, 1 epoch: a smoke test
+    python scripts/bench.py --gpu-synthetic   # GPU only, offline: bert-base-sized bf16 from a config (gpu_check.sh)
 
 Each run (ftune, Trainer with random batches, Trainer with length-grouped batches) happens in its own
 subprocess, one after the other, so peak memory and imports are measured per run. On a CUDA GPU a second
 workload (a randomly initialised bert-base in bf16) adds MFU. Results: one table per workload on stdout,
 as markdown in --out, and as JSON in --json. Skips (exit 0) when ../shared/data is absent.
+
+--gpu-synthetic needs neither ../shared nor the hub (GPU machines without network, scripts/gpu_check.sh):
+long sentences drawn from the shipped NER demo set, a WordPiece tokenizer trained on them, and a randomly
+initialised bert-base (BertConfig's defaults) in bf16, through ftune and the Trainer (group_by_length, bf16);
+MFU against the card's peak dense bf16 rate (--peak-tflops, else looked up from the device name).
 """
 
 from __future__ import annotations
@@ -290,6 +296,8 @@ def render(report: dict) -> str:
         lines += ["", f"## {s['workload']}: {st['examples']} train sentences ({st['tokens']} real tokens) "
                   f"x {s['epochs']} epoch(s), batch {s['batch_size']}, lr {s['lr']}; "
                   f"eval on {st['eval_examples']} sentences", "", table(w["rows"])]
+        if w.get("failed"):
+            lines += ["", f"Failed (see the log): {', '.join(RUNS[k] for k in w['failed'])}."]
         if "ftune" in w["raw"]:
             lines += ["", f"ftune ran with precision `{w['raw']['ftune'].get('precision')}` "
                       f"(`trainer.precision={s.get('ftune_precision', s['precision'])}`)."]
@@ -318,6 +326,57 @@ def bert_base_folder(folder: Path, tokenizer_path: str) -> dict:
     return {"params": params, "layers": config.num_hidden_layers, "hidden": config.hidden_size}
 
 
+# peak dense bf16 TFLOP/s (no sparsity) by device name, for MFU when --peak-tflops is not given
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("H800", 989.0), ("GH200", 989.0),
+                    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0)]
+
+
+def peak_tflops(device_name: str) -> float | None:
+    return next((peak for name, peak in PEAK_BF16_TFLOPS if name in device_name), None)
+
+
+def synthetic_workload(folder: Path, train_sentences: int, eval_sentences: int, words: int) -> dict:
+    """CoNLL files of `words`-word sentences drawn (seeded) from the demo set's sentences, a WordPiece tokenizer
+    trained on them, and a random bert-base: everything a bert-base-sized run needs, made here."""
+    import random
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizerFast
+
+    from ftune.data.readers import read_conll
+
+    demo = REPO / "ftune" / "demo_data" / "ner"
+    pool = read_conll(str(demo / "train.conll"), "train") + read_conll(str(demo / "validation.conll"), "validation")
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(path: Path, count: int) -> None:
+        blocks = []
+        for _ in range(count):
+            tokens, tags = [], []
+            while len(tokens) < words:
+                sentence = rng.choice(pool)
+                tokens += sentence["tokens"]
+                tags += sentence["tags"]
+            blocks.append("\n".join(f"{t} {g}" for t, g in zip(tokens[:words], tags[:words], strict=True)))
+        path.write_text("\n\n".join(blocks) + "\n")
+
+    write(folder / "train.txt", train_sentences)
+    write(folder / "validation.txt", eval_sentences)
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=False)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece.train_from_iterator((" ".join(s["tokens"]) for s in pool),
+                                  trainers.WordPieceTrainer(vocab_size=8192, special_tokens=specials))
+    vocab = folder / "vocab"
+    vocab.mkdir(exist_ok=True)
+    wordpiece.model.save(str(vocab))
+    BertTokenizerFast(vocab_file=str(vocab / "vocab.txt"), do_lower_case=False).save_pretrained(vocab)
+    model = folder / "bert-base-random"
+    return {"data": folder, "model": model, **bert_base_folder(model, str(vocab))}
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "conll2003"))
@@ -330,10 +389,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="seed of every run (run several to see the F1 spread)")
     p.add_argument("--only", action="append", choices=list(RUNS), help="repeatable; default: all three")
     p.add_argument("--quick", action="store_true", help="200 train / 100 eval sentences, 1 epoch")
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak dense bf16 TFLOP/s (H100 SXM)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="GPU peak dense bf16 TFLOP/s for MFU (default: looked up from the device name; H100 SXM 989)")
+    p.add_argument("--gpu-synthetic", action="store_true",
+                   help="GPU only, offline: bert-base bf16 on synthetic data from the demo set (docs/gpu.md)")
+    p.add_argument("--words", type=int, default=115, help="--gpu-synthetic: words per sentence")
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.latest.md"), help="markdown report")
     p.add_argument("--json", default=None, help="also write all figures as JSON here")
     args = p.parse_args()
+    if args.gpu_synthetic:  # sizes for a GPU (explicit flags still win): ~250 optimizer steps of 64 x 128 tokens
+        given = set(sys.argv[1:])
+        for flag, attr, value in (("--train-sentences", "train_sentences", 8000), ("--eval-sentences", "eval_sentences", 500),
+                                  ("--epochs", "epochs", 2), ("--batch-size", "batch_size", 64)):
+            if flag not in given and not any(a.startswith(flag + "=") for a in given):
+                setattr(args, attr, value)
+        args.only = args.only or ["ftune", "trainer_grouped"]
     if args.quick:
         args.train_sentences, args.eval_sentences, args.epochs = 200, 100, 1
     return args
@@ -343,6 +413,8 @@ def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--worker":
         return worker(*sys.argv[2:])
     args = parse_args()
+    if args.gpu_synthetic:
+        return main_gpu_synthetic(args)
     data = Path(args.data)
     if not (data / "train.txt").is_file() or not (data / "validation.txt").is_file():
         print(f"bench: skipped: CoNLL-2003 not found at {data} (the ../shared checkout beside the repo)")
@@ -377,18 +449,69 @@ def main() -> None:
             folder = Path(tmp) / "bert-base-random"
             workloads.append({**base, **bert_base_folder(folder, model), "model": str(folder),
                               "model_name": folder.name, "batch_size": 64, "precision": "bf16", "ftune_precision": "bf16",
-                              "peak_tflops": args.peak_tflops, "workload": "bert-base (random init) bf16"})
-        for spec in workloads:
-            stats = workload_stats(spec)
-            folder = Path(tmp) / f"runs-{spec['model_name']}"
-            folder.mkdir()
-            results = {k: run_one(k, spec, folder) for k in kinds}
-            steps = {k: r["steps"] for k, r in results.items()}
-            if len(set(steps.values())) != 1:
-                sys.exit(f"bench: the runs took different numbers of optimizer steps: {steps}")
-            meta["device"] = next(iter(results.values()))["device"]
-            report["workloads"].append({"spec": spec, "stats": stats, "raw": results,
-                                        "rows": {k: derive(r, stats, spec) for k, r in results.items()}})
+                              "peak_tflops": args.peak_tflops or peak_tflops(torch.cuda.get_device_name()),
+                              "workload": "bert-base (random init) bf16"})
+        run_workloads(workloads, kinds, Path(tmp), report)
+    write_report(report, args)
+
+
+def run_workloads(workloads: list[dict], kinds: list[str], tmp: Path, report: dict, keep_going: bool = False) -> None:
+    """Each run of each workload; keep_going: a failed run is reported in the workload's `failed` and the
+    others still are (--gpu-synthetic: one short GPU lease, where the ftune row must survive a Trainer failure)."""
+    for spec in workloads:
+        stats = workload_stats(spec)
+        folder = tmp / f"runs-{spec['model_name']}"
+        folder.mkdir()
+        results, failed = {}, {}
+        for kind in kinds:
+            try:
+                results[kind] = run_one(kind, spec, folder)
+            except SystemExit as error:
+                if not keep_going:
+                    raise
+                print(error, file=sys.stderr)
+                failed[kind] = str(error)[-3000:]
+        steps = {k: r["steps"] for k, r in results.items()}
+        if len(set(steps.values())) > 1:
+            sys.exit(f"bench: the runs took different numbers of optimizer steps: {steps}")
+        if results:
+            report["meta"]["device"] = next(iter(results.values()))["device"]
+        report["workloads"].append({"spec": spec, "stats": stats, "raw": results, "failed": failed,
+                                    "rows": {k: derive(r, stats, spec) for k, r in results.items()}})
+
+
+def main_gpu_synthetic(args: argparse.Namespace) -> None:
+    """--gpu-synthetic: one bert-base bf16 workload, built here (no ../shared, no hub)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench: skipped: --gpu-synthetic needs a CUDA GPU")
+        return
+    command = shlex.join(["python", os.path.relpath(__file__, Path.cwd()), *sys.argv[1:]])
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": command,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": version("torch"),
+            "transformers": version("transformers"), "accelerate": version("accelerate"),
+            "device": torch.cuda.get_device_name()}
+    report = {"meta": meta, "workloads": []}
+    with tempfile.TemporaryDirectory(prefix="ftune-bench-") as tmp:
+        built = synthetic_workload(Path(tmp) / "synthetic", args.train_sentences, args.eval_sentences, args.words)
+        data = built["data"]
+        spec = {"model": str(built["model"]), "model_name": "bert-base-random", "train_file": str(data / "train.txt"),
+                "validation_file": str(data / "validation.txt"), "train_sentences": args.train_sentences,
+                "eval_sentences": args.eval_sentences, "epochs": args.epochs, "batch_size": args.batch_size,
+                "eval_batch_size": 128, "lr": args.lr, "weight_decay": 0.01, "warmup_ratio": 0.1, "max_grad_norm": 1.0,
+                "seed": args.seed, "max_length": 128, "precision": "bf16", "ftune_precision": "bf16",
+                "params": built["params"], "layers": built["layers"], "hidden": built["hidden"],
+                "peak_tflops": args.peak_tflops or peak_tflops(meta["device"]),
+                "workload": f"bert-base (random init) bf16, synthetic {args.words}-word sentences"}
+        run_workloads([spec], [k for k in RUNS if k in args.only], Path(tmp), report, keep_going=True)
+    write_report(report, args)
+    failed = [kind for w in report["workloads"] for kind in w["failed"]]
+    if failed:
+        sys.exit(f"bench: {', '.join(failed)} failed (the other runs are in the report)")
+
+
+def write_report(report: dict, args: argparse.Namespace) -> None:
     text = render(report)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -156,7 +156,10 @@ class DataParallel:
     def load_weights(self, model, folder: Path) -> None:
         from ftune.engine.checkpoint import load_weights
 
-        load_weights(self.accelerator.unwrap_model(model), folder)
+        # trainer.compile=true: the compiled wrapper's keys carry `_orig_mod.`, best/ holds the model's own
+        # (save_pretrained reaches through the wrapper); accelerate's unwrap keeps the wrapper, so it goes here
+        model = self.accelerator.unwrap_model(model)
+        load_weights(getattr(model, "_orig_mod", model), folder)
 
     def describe(self, model, optimizer=None) -> dict:
         """What each rank holds, measured on the tensors themselves (shards under FSDP)."""
