@@ -66,8 +66,10 @@ class Engine:
         self.model, self.optimizer = self.strategy.prepare(model, optimizer)
         self.device = accelerator.device
         if trainer_cfg.get("compile"):
-            # dynamic shapes: length-grouped batches change the sequence length from step to step
-            self.model = torch.compile(self.model, dynamic=True)
+            # in place (Module.compile), not torch.compile(model): its wrapper prefixes every state-dict key
+            # with `_orig_mod.`, and best/ and checkpoints could not be loaded. dynamic: length-grouped
+            # batches change the sequence length from step to step
+            self.model.compile(dynamic=True)
         self.seconds = {"eval": 0.0, "checkpoint": 0.0}  # time fit() spent outside training steps
         self.last_checkpoint: int | None = None
 
