@@ -17,6 +17,22 @@ from ftune.paths import resolve
 
 log = logging.getLogger("ftune")
 
+# bitsandbytes logs at import, on CPUs with AVX512-BF16 when the optional `kernels` package is missing, that
+# its faster 4-bit CPU kernel is unavailable. peft imports bitsandbytes whenever it is installed (and
+# transformers imports peft, e.g. for get_scheduler), so every run printed it, quantisation asked for or
+# not. ftune/__init__.py imports this module before either: the notice is dropped here, and let through by
+# check_quantization when model.quantization is set, when it is about the user's run.
+BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+class _KernelsNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+
+
+KERNELS_NOTICE = _KernelsNotice()
+logging.getLogger(BNB_CPU_LOGGER).addFilter(KERNELS_NOTICE)
+
 
 def locate(name_or_path: str, key: str = "model.name_or_path", allow_pickle: bool = False) -> str:
     """A local folder for `pkg:`/local paths, else the hub id unchanged (after a reachability check)."""
@@ -161,6 +177,7 @@ def check_quantization(model_cfg: Any, peft_name: str) -> None:
         # the quantised weights are frozen bytes: only an adapter next to them can train
         raise FtuneError(f"a {method} base model trains only through LoRA adapters (QLoRA), not peft={peft_name}",
                          where="model.quantization", fix="add peft=lora, or set model.quantization=null")
+    logging.getLogger(BNB_CPU_LOGGER).removeFilter(KERNELS_NOTICE)  # quantisation asked for: its notices count
     try:
         import bitsandbytes
     except ImportError as error:

@@ -51,6 +51,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     from ftune.optim import optimizer_args
 
     check_values(cfg)  # ranges, choices, plug-in names (the CLI checked them at composition; calls from Python too)
+    from ftune.config import constraints
+
+    constraints.check(cfg)  # one setting against another (the step-count ones: commands/train.py, once data is read)
     optimizer_args(cfg.optimizer)
     from ftune import freeze, peft
 

@@ -21,6 +21,7 @@ def run(cfg: DictConfig) -> dict:
     """Train as configured; returns the metrics dict (also written to <run_dir>/results.json)."""
     from accelerate.utils import set_seed
 
+    from ftune.config import constraints
     from ftune.data import cache
     from ftune.distributed import share_from_main
     from ftune.engine import checkpoint as ckpt
@@ -69,6 +70,7 @@ def run(cfg: DictConfig) -> dict:
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
+    constraints.check_steps(cfg, steps, len(features["train"]), accelerator.num_processes)  # before anything is written
     model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
     extras.insert(0, tokenizer)
     if hasattr(task, "prepare"):  # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step

@@ -66,8 +66,8 @@ class Engine:
         self.model, self.optimizer = self.strategy.prepare(model, optimizer)
         self.device = accelerator.device
         if trainer_cfg.get("compile"):
-            # dynamic shapes: length-grouped batches change the sequence length from step to step
-            self.model = torch.compile(self.model, dynamic=True)
+            # in place: torch.compile(model)'s wrapper adds `_orig_mod.` to every saved key; dynamic: batch lengths vary
+            self.model.compile(dynamic=True)
         self.seconds = {"eval": 0.0, "checkpoint": 0.0}  # time fit() spent outside training steps
         self.last_checkpoint: int | None = None
 

@@ -46,6 +46,9 @@ class DpoTask(SftTask):
             raise FtuneError(f"must be > 0, got {self.beta}", where="task.beta")
         if not 0 <= cfg.label_smoothing < 0.5:
             raise FtuneError(f"must be in [0, 0.5), got {cfg.label_smoothing}", where="task.label_smoothing")
+        if cfg.label_smoothing and cfg.loss != "sigmoid":  # only the sigmoid loss smooths (preference_losses.py)
+            raise FtuneError(f"task.loss={cfg.loss} does not use label smoothing, got {cfg.label_smoothing}",
+                             where="task.label_smoothing", fix="set task.label_smoothing=0, or use task.loss=sigmoid")
         if cfg.select not in ("loss", "reward_accuracy"):
             raise FtuneError(f"unknown value `{cfg.select}`", where="task.select", fix="choose from: loss, reward_accuracy")
         if cfg.select == "reward_accuracy":
