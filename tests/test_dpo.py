@@ -70,7 +70,7 @@ def test_losses_equal_their_closed_forms(loss, tokenizer, model):
     batch = task.collate(features)
     reference = {f["key"]: (-30.0 - i, -40.0 + 2 * i) for i, f in enumerate(features)}  # made-up reference sums
     task.reference.update(reference)
-    loss_sum, pairs = task.forward(model, batch)
+    _, loss_sum, pairs = task.forward(model, batch)
     beta, eps, gamma = task.beta, task.cfg.label_smoothing, task.cfg.simpo_gamma
     expected = 0.0
     for f in features:
@@ -110,7 +110,7 @@ def test_peft_reference_is_the_base_without_adapter_and_gets_no_gradient(tokeniz
     assert not chosen.requires_grad and not rejected.requires_grad
     torch.testing.assert_close(torch.cat([chosen, rejected]), torch.tensor(plain), atol=1e-4, rtol=1e-5)
     assert policy.training  # switched back to training after the reference pass
-    loss_sum, _ = task.forward(policy, batch)
+    _, loss_sum, _ = task.forward(policy, batch)
     loss_sum.backward()
     assert all(p.grad is None for n, p in policy.named_parameters() if "lora" not in n)  # the base never learns
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in policy.named_parameters() if "lora_A" in n)

@@ -17,11 +17,16 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import GenerationConfig, SftDataConfig
 from ftune.data.batching import pad
 from ftune.data.readers import DataErrors
 from ftune.errors import FtuneError
@@ -33,6 +38,32 @@ log = logging.getLogger("ftune")
 STATS = ("loss", "chosen", "rejected", "logp_chosen", "logp_rejected")
 
 
+@dataclass
+class DpoDataConfig(SftDataConfig):
+    """JSONL: a prompt in any chat format of sft (`prompt`, `messages`, Alpaca, ShareGPT) + `chosen` and
+    `rejected` replies (strings, or lists holding one assistant message)."""
+
+    chosen_field: str = MISSING
+    rejected_field: str = MISSING
+
+
+@dataclass
+class DpoTaskConfig:
+    name: str = MISSING
+    data: DpoDataConfig = section(DpoDataConfig)
+    loss: str = choice("sigmoid", "ipo", "orpo", "simpo")  # sigmoid = DPO; orpo and simpo need no reference model
+    beta: float | None = bounded(gt=0)  # null: the method's usual value (sigmoid, ipo, orpo: 0.1; simpo: 2.0)
+    label_smoothing: float = bounded(ge=0, lt=0.5)  # sigmoid: conservative DPO (probability of flipped labels)
+    simpo_gamma: float = MISSING  # simpo: the target reward margin γ
+    select: str = choice("loss", "reward_accuracy")  # what selects best/ (validation preference loss by default)
+    reference_model: str | None = MISSING  # full fine-tuning: the reference (the YAML default: ${model.name_or_path})
+    max_length: int = bounded(ge=8)  # tokens per prompt + reply; longer ones are cut at the end (and counted)
+    chat_template: str | None = MISSING
+    neftune_alpha: float | None = bounded(gt=0)
+    generation: GenerationConfig = section(GenerationConfig)
+
+
+@registry.task("dpo", DpoTaskConfig)
 class DpoTask(SftTask):
     name = "dpo"
     main_metric, greater_is_better = "loss", False
@@ -123,8 +154,9 @@ class DpoTask(SftTask):
                 "keys": [f["key"] for f in features]}
 
     # ---- the forward hook and the reference -------------------------------------------------------------
-    def forward(self, model: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chosen and rejected rows in one pass; the per-pair statistics stay in the batch for decode."""
+    def forward(self, model: Any, batch: dict) -> tuple[None, torch.Tensor, torch.Tensor]:
+        """Chosen and rejected rows in one pass; the per-pair statistics stay in the batch for decode (which
+        receives no outputs)."""
         logps, counts = sequence_logps(model(**batch["inputs"]).logits, batch["targets"]["labels"])
         n = len(batch["keys"])
         reference = self.reference_logps(model, batch) if self.uses_reference else None
@@ -132,7 +164,7 @@ class DpoTask(SftTask):
                                                      counts[n:], reference, self.cfg.label_smoothing,
                                                      self.cfg.simpo_gamma)
         batch["pairs"] = torch.stack([losses, reward_c, reward_r, logps[:n], logps[n:]], 1).detach()
-        return losses.sum(), torch.tensor(n, device=losses.device)
+        return None, losses.sum(), torch.tensor(n, device=losses.device)
 
     def reference_logps(self, model: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed reference log-probabilities of the batch's chosen and rejected replies (never a gradient)."""

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import DataSourceConfig
 from ftune.data import sources
 from ftune.data.batching import pad
 from ftune.data.examples import Rows
@@ -28,6 +33,28 @@ from ftune.tasks.base import TaskBase
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 
 
+@dataclass
+class NerDataConfig(DataSourceConfig):
+    """Files: CoNLL columns or JSONL {"tokens", "tags"}."""
+
+    format: str = choice("auto", "conll", "jsonl")
+    token_column: int = MISSING
+    tag_column: int = MISSING
+    tokens_field: str = MISSING
+    tags_field: str = MISSING
+
+
+@dataclass
+class NerTaskConfig:
+    name: str = MISSING
+    data: NerDataConfig = section(NerDataConfig)
+    scheme: str = choice("auto", "IOB1", "IOB2", "BIOES")
+    max_length: int = bounded(ge=8)  # sub-word tokens per window, special tokens included
+    stride: int = bounded(ge=0)  # context tokens kept on each side when a sentence is split into windows
+    label_all_tokens: bool = MISSING  # train on every sub-token (metrics still use the first one)
+
+
+@registry.task("ner", NerTaskConfig)
 class NerTask(TaskBase):
     name = "ner"
     main_metric = "f1"

@@ -12,11 +12,16 @@ from __future__ import annotations
 import collections
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import DataSourceConfig
 from ftune.data import sources
 from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors, read_lines
@@ -26,6 +31,24 @@ from ftune.tasks.base import TaskBase
 from ftune.tasks.generation import normalize_answer, token_f1
 
 
+@dataclass
+class QaDataConfig(DataSourceConfig):
+    """Files: SQuAD JSON ({"data": [...]}) or JSONL {"question", "context", "answers"}."""
+
+
+@dataclass
+class QaTaskConfig:
+    name: str = MISSING
+    data: QaDataConfig = section(QaDataConfig)
+    max_length: int = bounded(ge=16)  # tokens per window (question + context + special tokens)
+    doc_stride: int = bounded(ge=0)  # tokens shared by consecutive windows of a long context
+    n_best: int = bounded(ge=1)  # start and end candidates kept per window
+    max_answer_length: int = bounded(ge=1)  # tokens
+    version_2: Any = choice("auto", True, False)  # questions may have no answer (SQuAD v2)
+    null_threshold: float = MISSING  # v2: predict "" when null score - best span score > this
+
+
+@registry.task("qa", QaTaskConfig)
 class QaTask(TaskBase):
     name = "qa"
     main_metric = "f1"
@@ -35,6 +58,16 @@ class QaTask(TaskBase):
     pipeline_tag = "question-answering"
     auto_class = "AutoModelForQuestionAnswering"
     onnx_outputs = ("start_logits", "end_logits")
+    card_usage = ("inputs = tokenizer('Who won?', 'The Broncos beat the Panthers.', return_tensors='pt')",
+                  "out = model(**inputs)",
+                  "start, end = int(out.start_logits.argmax()), int(out.end_logits.argmax())",
+                  "print(tokenizer.decode(inputs['input_ids'][0][start:end + 1]))")
+
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        if cfg.doc_stride >= cfg.max_length // 2:
+            raise FtuneError(f"windows of {cfg.max_length} tokens cannot share {cfg.doc_stride}",
+                             where="task.doc_stride", fix=f"set task.doc_stride below {cfg.max_length // 2}")
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

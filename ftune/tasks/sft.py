@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import GenerationConfig, SftDataConfig
 from ftune.data import sources
 from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors, iter_jsonl, json_object
@@ -33,6 +38,20 @@ log = logging.getLogger("ftune")
 TRAIN_ON = ("all_turns", "last_turn")
 
 
+@dataclass
+class SftTaskConfig:
+    name: str = MISSING
+    data: SftDataConfig = section(SftDataConfig)
+    max_length: int = bounded(ge=8)  # tokens per conversation; longer ones are cut at the end (and counted)
+    chat_template: str | None = MISSING  # Jinja template used when the tokenizer has none (null: a ChatML-like one)
+    packing: bool = MISSING  # pack a batch's conversations into rows of max_length (attention kept per conversation)
+    eval_generate: bool = MISSING  # also generate the last assistant turn at evaluation: exact_match, token_f1, rougeL
+    train_on: str = choice("all_turns", "last_turn")  # last_turn: for templates that do not render turn by turn
+    neftune_alpha: float | None = bounded(gt=0)  # NEFTune: noise on the input embeddings in training (the paper: 5)
+    generation: GenerationConfig = section(GenerationConfig)
+
+
+@registry.task("sft", SftTaskConfig)
 class SftTask(TaskBase):
     name = "sft"
     main_metric, greater_is_better = "loss", False
