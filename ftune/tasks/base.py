@@ -131,6 +131,8 @@ class TaskBase:
     # where `pipeline_task` is None: code lines that predict once with `model` and `tokenizer` loaded by
     # `auto_class` (None: generate from `card_example`)
     card_usage: ClassVar[tuple[str, ...] | None] = None
+    # one line `ftune predict` reads (plain text or JSON): the conformance tests and docs feed it
+    example_input: ClassVar[str] = "This is a short example text ."
     # what the model and its predictions are
     has_labels: ClassVar[bool] = True  # the model's config carries the label set (id2label)
     generates: ClassVar[bool] = False  # predictions are generated text (the task defines `generate`)

@@ -271,6 +271,7 @@ class PairClassificationTask(ClassificationTask):
     """Classification of text pairs; adds `positive_f1`, the F1 of `positive_label` (binary: the second label)."""
 
     name = "pair_classification"
+    example_input = "great film\tawful film"  # the two texts of a pair, tab-separated
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

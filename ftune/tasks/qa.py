@@ -51,6 +51,7 @@ class QaTaskConfig:
 @registry.task("qa", QaTaskConfig)
 class QaTask(TaskBase):
     name = "qa"
+    example_input = '{"question": "Who won?", "context": "The Broncos beat the Panthers ."}'
     main_metric = "f1"
     greater_is_better = True
     pipeline_task = None  # transformers 5 removed the question-answering pipeline; best/ loads with AutoModelForQuestionAnswering

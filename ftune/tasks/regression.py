@@ -36,6 +36,10 @@ class RegressionTask(SequenceTask):
     problem_type = "regression"
     table_columns = ("pearson", "spearman", "mse", "examples")
 
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.labels = ["score"]  # one output, whatever the data: known before fit_labels (a loaded model has it)
+
     def parse_label(self, value: Any) -> float:
         return D.number(value)
 

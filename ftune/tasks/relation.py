@@ -56,6 +56,7 @@ class RelationTaskConfig:
 @registry.task("relation", RelationTaskConfig)
 class RelationTask(ClassificationTask):
     name = "relation"
+    example_input = '{"text": "Anna met Bob in Rome", "head": [0, 4], "tail": [9, 12]}'
     main_metric = "micro_f1"
 
     def __init__(self, cfg: Any):
