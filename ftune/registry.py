@@ -110,34 +110,38 @@ logger = _decorator(LOGGERS)
 strategy = _decorator(STRATEGIES)
 
 _discovered = False
+_out_of_tree: set[str] = set()  # plug-in modules of $FTUNE_PLUGINS already imported
 
 
 def discover() -> None:
-    """Import every plug-in module once (by name), so that each registers itself."""
+    """Import every plug-in module once (by name), so that each registers itself. $FTUNE_PLUGINS is read on
+    every call: a module named there later (a test, a notebook) registers on the next read of a table."""
     global _discovered
-    if _discovered:
-        return
-    _discovered = True  # set first: the modules read the tables while they register
-    try:
-        for package in _PACKAGES:
-            path = importlib.import_module(package).__path__
-            for module in sorted(m.name for m in pkgutil.iter_modules(path)):
-                importlib.import_module(f"{package}.{module}")
-        for module in _BUILT_IN:
-            importlib.import_module(module)
-        for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+    if not _discovered:
+        _discovered = True  # set first: the modules read the tables while they register
+        try:
+            for package in _PACKAGES:
+                path = importlib.import_module(package).__path__
+                for module in sorted(m.name for m in pkgutil.iter_modules(path)):
+                    importlib.import_module(f"{package}.{module}")
+            for module in _BUILT_IN:
+                importlib.import_module(module)
+            for entry in importlib.metadata.entry_points(group="ftune.plugins"):
+                _import_plugin(entry.value, f"entry point {entry.name}")
+        except BaseException:
+            _discovered = False  # a failed import is reported again on the next read, not hidden
+            raise
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        if module not in _out_of_tree:
+            _out_of_tree.add(module)
             _import_plugin(module, f"${PLUGINS_ENV}")
-        for entry in importlib.metadata.entry_points(group="ftune.plugins"):
-            _import_plugin(entry.value, f"entry point {entry.name}")
-    except BaseException:
-        _discovered = False  # a failed import is reported again on the next read, not hidden
-        raise
 
 
 def _import_plugin(module: str, where: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as error:
+        _out_of_tree.discard(module)
         raise FtuneError(f"cannot import plug-in module `{module}`: {error}", where=where,
                          fix="install it or put its folder on PYTHONPATH") from error
 
