@@ -200,3 +200,17 @@ def plain_cpu_kernels(model: Any) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+def add_neftune(model: Any, alpha: float | None) -> None:
+    """NEFTune (Jain et al., 2023): uniform noise of scale alpha/sqrt(length·hidden) on the input embeddings,
+    in training mode only (transformers' hook checks module.training), so eval, predict and chat see none."""
+    if not alpha:
+        return
+    if alpha < 0:
+        raise FtuneError(f"must be > 0, got {alpha}", where="task.neftune_alpha", fix="try 5 (the paper's value)")
+    from transformers.integrations.neftune import neftune_post_forward_hook
+
+    embeddings = model.get_input_embeddings()
+    embeddings.neftune_noise_alpha = alpha
+    embeddings.register_forward_hook(neftune_post_forward_hook)

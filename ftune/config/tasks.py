@@ -1,5 +1,5 @@
 """Data settings the tasks share: where examples come from (every task's data config extends
-DataSourceConfig), the table columns of the sequence-level tasks, the chat formats of sft and dpo, and the
+DataSourceConfig), the table columns of the sequence-level tasks, the chat formats of sft and dpo (dpo's adds the replies), and the
 `generate` settings. Each task's own schema sits in its module (ftune/tasks/), registered with its class."""
 
 from __future__ import annotations
@@ -65,3 +65,12 @@ class SftDataConfig(DataSourceConfig):
     response_field: str = MISSING
     text_field: str = MISSING  # format text: continued pre-training, every token trains
     system_prompt: str | None = MISSING  # added as a system message to prompt/response and Alpaca examples
+
+
+@dataclass
+class DpoDataConfig(SftDataConfig):
+    """JSONL: a prompt in any chat format of sft (`prompt`, `messages`, Alpaca, ShareGPT) + `chosen` and
+    `rejected` replies (strings, or lists holding one assistant message)."""
+
+    chosen_field: str = MISSING
+    rejected_field: str = MISSING

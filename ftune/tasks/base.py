@@ -173,6 +173,15 @@ class TaskBase:
         targets (predict) the forward pass is skipped and `decode` receives outputs=None."""
         raise NotImplementedError(f"{type(self).__name__} sets generates=True but defines no generate()")
 
+    def compute_metrics(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> dict:
+        """Metrics of a whole split: the task's metric stream in one chunk. A task defines either this or the
+        stream below (the stream's default calls this, so one of the two must be its own)."""
+        if type(self).final_metrics is TaskBase.final_metrics:
+            raise NotImplementedError(f"{type(self).__name__} defines neither compute_metrics nor final_metrics")
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
+
     # The metric stream: `Engine.evaluate` feeds a split EVAL_CHUNK examples at a time, so a task that counts
     # (running sums) never holds a large split's predictions. The default keeps everything and calls
     # compute_metrics once at the end: right for any task, bounded only by the split's size.

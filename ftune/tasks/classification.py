@@ -189,11 +189,6 @@ class SequenceTask(TaskBase, abc.ABC):
 
     # ---- metrics: counts (confusion matrix, per-label counts) or, for regression, the two columns, fed one
     # evaluation chunk at a time (Engine.evaluate), so a large split never holds all predictions and examples.
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
-
     def _gold_and_predicted(self, predictions: list, features, examples, first: int = 0):
         """Gold labels and predictions of examples[first:first + len(examples)] (one feature per example)."""
         labels = [ex["label"] for ex in examples]  # one Arrow read for a chunk on disk

@@ -7,8 +7,7 @@ through the model in one forward pass (the engine's `forward` hook); the losses 
 
 The reference of sigmoid and ipo is the PEFT base model with the adapter disabled, or, for full
 fine-tuning, the base model's log-probabilities computed once before training (`prepare`) and cached on
-disk next to the features. ORPO and SimPO need no reference. The loss is counted per pair; the metrics are
-the rewards' means, margin and accuracy.
+disk next to the features. ORPO and SimPO need no reference. Loss per pair; metrics: rewards, margin, accuracy.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from omegaconf import MISSING
 
 from ftune import registry
 from ftune.config.fields import bounded, choice, section
-from ftune.config.tasks import GenerationConfig, SftDataConfig
+from ftune.config.tasks import DpoDataConfig, GenerationConfig
 from ftune.data.batching import pad
 from ftune.data.readers import DataErrors
 from ftune.errors import FtuneError
@@ -36,15 +35,6 @@ from ftune.tasks.sft import SftTask
 
 log = logging.getLogger("ftune")
 STATS = ("loss", "chosen", "rejected", "logp_chosen", "logp_rejected")
-
-
-@dataclass
-class DpoDataConfig(SftDataConfig):
-    """JSONL: a prompt in any chat format of sft (`prompt`, `messages`, Alpaca, ShareGPT) + `chosen` and
-    `rejected` replies (strings, or lists holding one assistant message)."""
-
-    chosen_field: str = MISSING
-    rejected_field: str = MISSING
 
 
 @dataclass
@@ -266,11 +256,6 @@ class DpoTask(SftTask):
         n = max(state["pairs"], 1)
         # logp_accuracy: the policy alone prefers the chosen reply (summed log-probabilities; no reference)
         return {**{name: total / n for name, total in state["sums"].items()}, "pairs": state["pairs"]}
-
-    def compute_metrics(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
 
 
 METRIC_SUMS = ("loss", "reward_accuracy", "reward_margin", "rewards_chosen", "rewards_rejected", "logps_chosen",

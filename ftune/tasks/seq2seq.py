@@ -211,11 +211,6 @@ class Seq2seqTask(TaskBase):
             scores = G.bleu_chrf(state["hypotheses"], state["references"])
         return {**scores, "gen_len": state["gen_tokens"] / n}
 
-    def compute_metrics(self, predictions: list[str], features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
-
     def format_predictions(self, predictions: list[str], features: list[dict], examples: list[dict]) -> list[dict]:
         return [{"generated": prediction} for prediction in predictions]
 
