@@ -88,7 +88,9 @@ class Task(Protocol):
         """Set-up once the model is built, before the first training step."""
 
     def generate(self, model: Any, batch: dict) -> list[Any]:
-        """Generated outputs, one per feature (called only when `generates`)."""
+        """Only where `generates` is True: called by `Engine.infer` on every evaluation/prediction batch (the
+        unwrapped model, inference mode); the result goes to batch["generated"] before `decode`. On batches
+        without targets (predict) the forward pass is skipped and `decode` receives outputs=None."""
 
     def decode(self, outputs: Any, batch: dict) -> list[Any]:
         """Small per-feature predictions on the host (never whole logits), in batch order."""
@@ -167,11 +169,9 @@ class TaskBase:
         """Called by `train` once the model is built (None when resuming full fine-tuning), before the first
         step; dpo computes the reference log-probabilities there. Most tasks need nothing."""
 
-    def generate(self, model: Any, batch: dict) -> list[Any]:
-        """Where `generates` is True: called by `Engine.infer` on every evaluation/prediction batch (the unwrapped
-        model, inference mode); the result goes to batch["generated"] before `decode`. On batches without
-        targets (predict) the forward pass is skipped and `decode` receives outputs=None."""
-        raise NotImplementedError(f"{type(self).__name__} sets generates=True but defines no generate()")
+    # `generate(model, batch)` (see Task) has no default on purpose: a task defines it with generates=True.
+    # ftune/inference.py (owned by the serve branch) still reads `hasattr(task, "generate")` as "generative";
+    # a default here would make every task generative there until it reads `task.generates` (issue 25 merge).
 
     def compute_metrics(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> dict:
         """Metrics of a whole split: the task's metric stream in one chunk. A task defines either this or the
