@@ -12,21 +12,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ftune.registry import TASKS
 from ftune.run_dir import RunDir
+from ftune.tasks.base import DEFAULTS_TASK, TaskBase
 
-# ftune task → (pipeline tag on the hub, transformers Auto class, peft AutoPeft class, pipeline() task or None)
-TASKS: dict[str, tuple[str, str, str, str | None]] = {
-    "ner": ("token-classification", "AutoModelForTokenClassification", "AutoPeftModelForTokenClassification",
-            "token-classification"),
-    "classification": ("text-classification", "AutoModelForSequenceClassification",
-                       "AutoPeftModelForSequenceClassification", "text-classification"),
-    "qa": ("question-answering", "AutoModelForQuestionAnswering", "AutoPeftModelForQuestionAnswering", None),
-    "seq2seq": ("text2text-generation", "AutoModelForSeq2SeqLM", "AutoPeftModelForSeq2SeqLM", None),
-    "sft": ("text-generation", "AutoModelForCausalLM", "AutoPeftModelForCausalLM", "text-generation"),
-}
-for _name in ("pair_classification", "regression", "multilabel", "relation"):
-    TASKS[_name] = TASKS["classification"]
-EXAMPLES = {"ner": "Angela Merkel met Emmanuel Macron in Paris .", "sft": "What is the capital of France?"}
+GENERIC_EXAMPLE = "This is a short example text ."  # the usage example's input where the task names none
 LOSS_PLOT = "training_loss.png"
 
 
@@ -77,10 +67,18 @@ def eval_results(results: dict, pipeline_tag: str, dataset: str) -> list:
             for split in ("validation", "test") for key, value in _scalars(results.get(split)).items()]
 
 
-def usage(task_name: str, model_id: str, adapter: bool) -> str:
+def task_facts(task_name: str | None) -> type[TaskBase]:
+    """The registered task class, whose facts (pipeline tag, Auto class, example) the card reads; TaskBase's
+    defaults (a text classifier) for a folder whose task is unknown or no longer registered."""
+    return TASKS[task_name].target if task_name in TASKS else TaskBase
+
+
+def usage(task_name: str | None, model_id: str, adapter: bool) -> str:
     """Python that loads the model and predicts once: the card's `How to use` (tested as it is written)."""
-    tag, auto, auto_peft, pipe = TASKS.get(task_name, TASKS["classification"])
-    text = EXAMPLES.get(task_name, "This is a short example text .")
+    facts = task_facts(task_name)
+    auto, auto_peft, pipe = facts.auto_class, facts.auto_peft_class(), facts.pipeline_task
+    text = facts.card_example or GENERIC_EXAMPLE
+    chat = facts.chat_input == "messages"  # a chat model: the example goes through the chat template
     lines = [f"model_id = {model_id!r}  # this folder, or its hub repo id"]
     if adapter:
         lines = ["import json", "import os", "", *lines]
@@ -92,7 +90,7 @@ def usage(task_name: str, model_id: str, adapter: bool) -> str:
                   'labels = json.load(open(base_config)).get("id2label")',
                   f"model = {auto_peft}.from_pretrained(model_id, **({{'id2label': labels}} if labels else {{}}))",
                   "tokenizer = AutoTokenizer.from_pretrained(model_id)"]
-        if pipe == "text-generation":
+        if chat:
             lines += [f"inputs = tokenizer.apply_chat_template([{{'role': 'user', 'content': {text!r}}}], "
                       "add_generation_prompt=True, return_tensors='pt', return_dict=True)",
                       "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))"]
@@ -101,18 +99,15 @@ def usage(task_name: str, model_id: str, adapter: bool) -> str:
         return "\n".join(lines)
     if pipe is not None:
         lines += ["from transformers import pipeline", "", f"model = pipeline({pipe!r}, model=model_id)"]
-        if pipe == "text-generation":
+        if chat:
             lines += [f"print(model([{{'role': 'user', 'content': {text!r}}}], max_new_tokens=32))"]
         else:
             lines += [f"print(model({text!r}))"]
         return "\n".join(lines)
     lines += [f"from transformers import AutoTokenizer, {auto}", "",
               f"model = {auto}.from_pretrained(model_id)", "tokenizer = AutoTokenizer.from_pretrained(model_id)"]
-    if task_name == "qa":
-        lines += ["inputs = tokenizer('Who won?', 'The Broncos beat the Panthers.', return_tensors='pt')",
-                  "out = model(**inputs)",
-                  "start, end = int(out.start_logits.argmax()), int(out.end_logits.argmax())",
-                  "print(tokenizer.decode(inputs['input_ids'][0][start:end + 1]))"]
+    if facts.card_usage:
+        lines += list(facts.card_usage)
     else:
         lines += [f"print(tokenizer.decode(model.generate(**tokenizer({text!r}, return_tensors='pt'), "
                   "max_new_tokens=32)[0], skip_special_tokens=True))"]
@@ -146,8 +141,8 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
     folder = Path(folder)
     config, results, overrides = _load(run_dir)
     task = config.get("task") or {}
-    task_name = task.get("name") or results.get("task") or "classification"
-    pipeline_tag = TASKS.get(task_name, TASKS["classification"])[0]
+    task_name = task.get("name") or results.get("task") or DEFAULTS_TASK
+    pipeline_tag = task_facts(task_name).pipeline_tag
     adapter = (folder / "adapter_config.json").is_file()
     peft_cfg, freeze_cfg = config.get("peft") or {}, config.get("freeze") or {}
     base = base_model(config)

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         hint = did_you_mean(command, COMMANDS) or f"choose from {', '.join(COMMANDS)}"
         sys.exit(report(FtuneError(f"unknown command `{command}`", fix=hint)))
 
-    from ftune.config import register_configs
     from ftune.config.preflight import asks_hydra_info, hydra_args, preflight
+    from ftune.registry import register_configs
 
     register_configs()
     # configs/hydra/launcher/ray.yaml shares its name with the Ray plugin's schema, which Hydra then checks

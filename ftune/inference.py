@@ -103,9 +103,9 @@ class Inference:
     def engine(self):
         """The engine in inference mode (no optimizer), built on first use."""
         if self._engine is None:
-            from ftune.config import defaults
             from ftune.engine.device import make_accelerator
             from ftune.engine.loop import Engine
+            from ftune.registry import defaults
 
             precision = "fp32" if self.runtime == "onnx" else self.precision
             accelerator, self.precision = make_accelerator(precision, self.device)

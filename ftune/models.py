@@ -13,26 +13,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ftune.errors import FtuneError
+from ftune.notices import BNB_CPU_LOGGER, KERNELS_NOTICE
 from ftune.paths import resolve
 
 log = logging.getLogger("ftune")
-
-# bitsandbytes logs at import, on CPUs with AVX512-BF16 when the optional `kernels` package is missing, that
-# its faster 4-bit CPU kernel is unavailable. peft imports bitsandbytes whenever it is installed (and
-# transformers imports peft, e.g. for get_scheduler), so every run printed it, quantisation asked for or
-# not. ftune/__init__.py imports this module before either: the notice is dropped here, and let through by
-# check_quantization when model.quantization is set, when it is about the user's run.
-BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
-
-
-class _KernelsNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
-
-
-KERNELS_NOTICE = _KernelsNotice()
-logging.getLogger(BNB_CPU_LOGGER).addFilter(KERNELS_NOTICE)
-
 
 def locate(name_or_path: str, key: str = "model.name_or_path", allow_pickle: bool = False) -> str:
     """A local folder for `pkg:`/local paths, else the hub id unchanged (after a reachability check)."""
@@ -217,3 +201,17 @@ def plain_cpu_kernels(model: Any) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+def add_neftune(model: Any, alpha: float | None) -> None:
+    """NEFTune (Jain et al., 2023): uniform noise of scale alpha/sqrt(length·hidden) on the input embeddings,
+    in training mode only (transformers' hook checks module.training), so eval, predict and chat see none."""
+    if not alpha:
+        return
+    if alpha < 0:
+        raise FtuneError(f"must be > 0, got {alpha}", where="task.neftune_alpha", fix="try 5 (the paper's value)")
+    from transformers.integrations.neftune import neftune_post_forward_hook
+
+    embeddings = model.get_input_embeddings()
+    embeddings.neftune_noise_alpha = alpha
+    embeddings.register_forward_hook(neftune_post_forward_hook)

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
+from ftune.config.groups import OptimizerConfig, SchedulerConfig
 from ftune.errors import FtuneError, did_you_mean
-from ftune.registry import OPTIMIZERS, SCHEDULERS, lookup
+from ftune.registry import OPTIMIZERS, SCHEDULERS, declare, lookup
+
+# An optimizer: its class (keyword arguments from optimizer.args, checked against its signature). Adafactor is
+# named by its path: transformers loads only when a run builds it.
+declare(OPTIMIZERS, "adamw", torch.optim.AdamW, OptimizerConfig)
+declare(OPTIMIZERS, "sgd", torch.optim.SGD, OptimizerConfig)
+declare(OPTIMIZERS, "adafactor", "transformers.optimization:Adafactor", OptimizerConfig)
+# A learning-rate schedule: transformers.get_scheduler's name for it.
+declare(SCHEDULERS, "linear", "linear", SchedulerConfig)
+declare(SCHEDULERS, "cosine", "cosine", SchedulerConfig)
+declare(SCHEDULERS, "constant", "constant_with_warmup", SchedulerConfig)
 
 
 def optimizer_args(cfg: Any) -> tuple[type, dict]:
     """The optimizer class and its keyword arguments, bound to its signature (typos fail here, named)."""
-    cls = lookup(OPTIMIZERS, cfg.name, "optimizer", "optimizer.name").load()
+    cls = lookup(OPTIMIZERS, cfg.name).target
+    if isinstance(cls, str):  # "module:attribute", imported when a run uses it
+        module, _, name = cls.partition(":")
+        cls = getattr(importlib.import_module(module), name)
     args = OmegaConf.to_container(cfg.args, resolve=True) if OmegaConf.is_config(cfg.args) else dict(cfg.args)
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
@@ -51,6 +66,6 @@ def build_optimizer(cfg: Any, model: torch.nn.Module, fused: bool = False) -> to
 def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int):
     from transformers import get_scheduler
 
-    name = lookup(SCHEDULERS, cfg.name, "scheduler", "scheduler.name").target
+    name = lookup(SCHEDULERS, cfg.name).target
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(round(cfg.warmup_ratio * total_steps))
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

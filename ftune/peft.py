@@ -19,12 +19,11 @@ import torch
 from omegaconf import OmegaConf
 
 from ftune.errors import FtuneError, did_you_mean
+from ftune.registry import peft_plugin
 
 log = logging.getLogger("ftune")
 BASE_CONFIG = "base_config.json"
 ADAPTER_CONFIG = "adapter_config.json"
-PROMPT_METHODS = ("prefix_tuning", "prompt_tuning")
-LORA_FAMILY = ("lora", "dora", "rslora")  # one peft LoraConfig: DoRA and rsLoRA are its use_dora / use_rslora
 
 # peft's task types, from the class of the model a task builds (so no task is named here)
 _TASK_TYPES = (("ForTokenClassification", "TOKEN_CLS"), ("ForSequenceClassification", "SEQ_CLS"),
@@ -61,22 +60,19 @@ def head_modules(model: torch.nn.Module) -> list[str]:
 
 def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_ids: list[int]):
     """The peft config object for `cfg` (the `peft` group), checked against the model and task: the method's
-    builder (registry.PEFT_METHODS, below) gives peft's config class and its arguments; `peft.args` adds any
-    other field of that class."""
-    from ftune.registry import PEFT_METHODS, lookup
-
+    plug-in (ftune/peft_methods.py) gives peft's config class and its arguments; `peft.args` adds any other
+    field of that class."""
+    method = peft_plugin(cfg.name)
     kind = task_type(model)
     args = {"task_type": kind, "inference_mode": False}
     head = head_modules(model)
     if head:
         args["modules_to_save"] = head
-    method = cfg.name
-    if new_token_ids and method not in LORA_FAMILY:
+    if new_token_ids and not method.lora_weights:
         raise FtuneError(f"this task adds {len(new_token_ids)} token(s) to the vocabulary (e.g. entity markers) "
-                         f"whose embeddings must train; peft `{method}` cannot train them",
+                         f"whose embeddings must train; peft `{cfg.name}` cannot train them",
                          where="peft", fix="use peft=lora (it trains the new tokens) or peft=none")
-    config_class, method_args = lookup(PEFT_METHODS, method, "peft method", "peft.name").load()(
-        cfg, model=model, total_steps=total_steps, new_token_ids=new_token_ids)
+    config_class, method_args = method.build(cfg, model, total_steps, new_token_ids)
     args.update(method_args)
     extra = OmegaConf.to_container(cfg.args, resolve=True) if OmegaConf.is_config(cfg.args) else dict(cfg.args)
     fields = set(config_class.__dataclass_fields__)
@@ -86,73 +82,9 @@ def build_config(cfg: Any, model: torch.nn.Module, total_steps: int, new_token_i
             raise FtuneError(f"`{config_class.__name__}` has no field `{key}`", where=f"peft.args.{key}",
                              fix=hint or "see the peft documentation of this method")
     args.update(extra)
-    if method in PROMPT_METHODS:
+    if method.virtual_tokens:
         args.pop("modules_to_save", None)  # peft adds the classifier itself for prompt learning
     return config_class(**args)
-
-
-# One builder per PEFT method (registered in ftune/registry.py PEFT_METHODS): config → (peft class, arguments).
-
-def no_adapter(cfg: Any, **_):
-    raise FtuneError("peft=none trains no adapter", where="peft", fix="choose a method, e.g. peft=lora")
-
-
-def _low_rank(cfg: Any) -> dict:
-    return {"lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout, "bias": cfg.bias,
-            "target_modules": _list(cfg.target_modules)}
-
-
-def lora(cfg: Any, new_token_ids: list[int], **_):
-    """LoRA, DoRA (weight = magnitude · direction) and rsLoRA (scale alpha/sqrt(r), not alpha/r): one peft class.
-    Tokens a task adds to the vocabulary train through LoRA's trainable-token deltas."""
-    import peft
-
-    args = {**_low_rank(cfg), "r": cfg.r, "use_dora": bool(cfg.get("use_dora")),
-            "use_rslora": bool(cfg.get("use_rslora"))}  # .get: runs saved before DoRA had neither key
-    if new_token_ids:
-        args["trainable_token_indices"] = list(new_token_ids)
-    return peft.LoraConfig, args
-
-
-def adalora(cfg: Any, total_steps: int, **_):
-    import peft
-
-    tinit, tfinal = int(cfg.tinit * total_steps), int(cfg.tfinal * total_steps)
-    if tinit + tfinal >= total_steps:
-        raise FtuneError(f"AdaLoRA needs steps between tinit ({tinit}) and tfinal ({tfinal}) in a run of "
-                         f"{total_steps} steps", where="peft.tinit",
-                         fix="train for more steps or lower peft.tinit / peft.tfinal")
-    return peft.AdaLoraConfig, {**_low_rank(cfg), "init_r": cfg.init_r, "target_r": cfg.target_r, "tinit": tinit,
-                                "tfinal": tfinal, "deltaT": cfg.deltaT, "total_step": total_steps}
-
-
-def ia3(cfg: Any, **_):
-    import peft
-
-    return peft.IA3Config, {"target_modules": _list(cfg.target_modules),
-                            "feedforward_modules": _list(cfg.feedforward_modules)}
-
-
-def prefix_tuning(cfg: Any, **_):
-    import peft
-
-    args = {"num_virtual_tokens": cfg.num_virtual_tokens, "prefix_projection": cfg.prefix_projection}
-    if cfg.encoder_hidden_size:
-        args["encoder_hidden_size"] = cfg.encoder_hidden_size
-    return peft.PrefixTuningConfig, args
-
-
-def prompt_tuning(cfg: Any, model: torch.nn.Module, **_):
-    import peft
-
-    args = {"num_virtual_tokens": cfg.num_virtual_tokens}
-    if cfg.init == "text":
-        if not cfg.init_text:
-            raise FtuneError("peft.init=text needs the text", where="peft.init_text",
-                             fix='add peft.init_text="Classify the sentiment:"')
-        args.update(prompt_tuning_init="TEXT", prompt_tuning_init_text=cfg.init_text,
-                    tokenizer_name_or_path=model.name_or_path)
-    return peft.PromptTuningConfig, args
 
 
 def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list[int]):
@@ -167,23 +99,15 @@ def wrap(model: torch.nn.Module, cfg: Any, total_steps: int, new_token_ids: list
         # inputs that require gradients, so the frozen 4/8-bit layers still pass gradients to the adapters
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(getattr(model, "is_activation_checkpointing", False)))
-    if cfg.name == "prefix_tuning" and not _prefix_tuning_fits(model):
-        import peft as peft_library
-        import transformers
-
-        raise FtuneError(f"prefix tuning cannot drive {type(model).__name__} with transformers "
-                         f"{transformers.__version__} and peft {peft_library.__version__} (peft looks for a "
-                         "`past_key_values` argument, which transformers 5.24 renamed to `cache`)", where="peft",
-                         fix="use peft=lora, ia3 or prompt_tuning with this model; prefix tuning works on causal "
-                         "LMs and seq2seq models (task=sft, seq2seq)")
+    method = peft_plugin(cfg.name)
+    method.check_model(model)
     try:
         wrapped = get_peft_model(model, config)
     except ValueError as error:
         first = str(error).strip().splitlines()[0]
         raise FtuneError(f"peft `{cfg.name}` does not fit {type(model).__name__}: {first}", where="peft.target_modules",
                          fix="name the model's projection modules, e.g. peft.target_modules=[query,value]") from error
-    if cfg.name == "prompt_tuning" and task_type(model) in ("TOKEN_CLS", "QUESTION_ANS"):
-        _drop_virtual_positions(wrapped, cfg.num_virtual_tokens)
+    method.after_wrap(wrapped, model, cfg)
     if new_token_ids:
         # peft would save the whole resized embedding matrix (half of MiniLM); the new tokens' rows are
         # saved by the trainable-token adapter already, and the other rows are the base model's
@@ -200,7 +124,7 @@ def added_token_ids(model: torch.nn.Module, pretrained: str) -> list[int]:
     return list(range(before, now)) if before and now > before else []
 
 
-def _prefix_tuning_fits(model: torch.nn.Module) -> bool:
+def prefix_tuning_fits(model: torch.nn.Module) -> bool:
     """Whether peft can feed this model its prefix as past key values with the installed libraries.
 
     peft passes the prefix as the keyword `past_key_values`. Generative models get it straight in their forward,
@@ -216,7 +140,7 @@ def _prefix_tuning_fits(model: torch.nn.Module) -> bool:
     return task_type(model) in _GENERATIVE and "cache" in parameters
 
 
-def _drop_virtual_positions(model: torch.nn.Module, count: int) -> None:
+def drop_virtual_positions(model: torch.nn.Module, count: int) -> None:
     """Prompt tuning prepends `count` virtual tokens, so per-token outputs (token logits, QA start/end
     logits) have `count` extra leading positions; drop them so they line up with the input again."""
 
@@ -234,13 +158,11 @@ def _drop_virtual_positions(model: torch.nn.Module, count: int) -> None:
 
 
 def step_hook(model: torch.nn.Module, cfg: Any):
-    """AdaLoRA re-allocates ranks after each optimizer step, before the gradients are cleared."""
-    if cfg.name != "adalora":
-        return None
-    return lambda step: model.base_model.update_and_allocate(step)
+    """The method's hook after each optimizer step, before the gradients are cleared (AdaLoRA's ranks), or None."""
+    return peft_plugin(cfg.name).step_hook(model)
 
 
-def _list(value: Any) -> list[str] | str | None:
+def target_list(value: Any) -> list[str] | str | None:
     if value is None or isinstance(value, str):  # "all-linear": every linear layer but the head
         return value
     return list(value)
@@ -287,7 +209,7 @@ def load_trained(base: torch.nn.Module, folder: Path, trainable: bool = False):
     config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
     model = PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
     if config.get("peft_type") == "PROMPT_TUNING" and task_type(base) in ("TOKEN_CLS", "QUESTION_ANS"):
-        _drop_virtual_positions(model, config["num_virtual_tokens"])
+        drop_virtual_positions(model, config["num_virtual_tokens"])
     return model
 
 

@@ -170,7 +170,7 @@ def report(cfg: DictConfig, splits: dict[str, list[dict]], task, results: dict, 
         return None
     recipe, matched_by, experiment = found
     record = check(recipe, matched_by, results, differences(cfg, experiment, prints))
-    shown, warning = lines(record, getattr(task, "greater_is_better", True))
+    shown, warning = lines(record, task.greater_is_better)
     for line in shown:
         print(line, file=sys.stderr if to_stderr else sys.stdout)
     if warning:

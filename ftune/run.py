@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftune.errors import FtuneError
+from ftune.tasks.base import Task
 
 log = logging.getLogger("ftune")
 SPLITS = ("train", "validation", "test")
@@ -35,7 +36,7 @@ def check_run_dir(run_dir: Path, resume: Any, overwrite: bool) -> None:
                          fix="pick another run_dir, add resume=true to continue it, or overwrite=true to replace it")
 
 
-def load_splits(task, names=SPLITS) -> dict[str, list[dict]]:
+def load_splits(task: Task, names=SPLITS) -> dict[str, list[dict]]:
     splits = {name: task.load_split(name) for name in names}
     for name, examples in splits.items():
         if not examples and task.cfg.data.get(name):  # a configured file that holds nothing is a mistake
@@ -56,11 +57,13 @@ def validate_train_config(cfg: DictConfig) -> None:
     constraints.check(cfg)  # one setting against another (the step-count ones: commands/train.py, once data is read)
     optimizer_args(cfg.optimizer)
     from ftune import freeze, peft
+    from ftune.registry import peft_plugin, task_class
 
+    method = peft_plugin(cfg.peft.name)
     if peft.is_active(cfg.peft) and freeze.is_active(cfg.freeze):
         raise FtuneError(f"peft={cfg.peft.name} already freezes the pretrained weights; freeze={cfg.freeze.name} "
                          "is for full fine-tuning", where="freeze", fix="use freeze=none with a peft method")
-    if cfg.optimizer.get("loraplus_lr_ratio") and cfg.peft.name not in peft.LORA_FAMILY:
+    if cfg.optimizer.get("loraplus_lr_ratio") and not method.lora_weights:
         raise FtuneError(f"LoRA+ sets the learning rate of LoRA's B matrices; peft={cfg.peft.name} has none",
                          where="optimizer.loraplus_lr_ratio", fix="use peft=lora, dora or rslora, or leave it null")
     if cfg.trainer.epochs < 1 and not cfg.trainer.max_steps:
@@ -70,12 +73,8 @@ def validate_train_config(cfg: DictConfig) -> None:
 
     strategy.check(cfg.trainer, cfg.model, cfg.peft)
     check_quantization(cfg.model, cfg.peft.name)
-    if cfg.peft.name == "adalora" and cfg.peft.init_r < cfg.peft.target_r:
-        raise FtuneError(f"AdaLoRA shrinks ranks from init_r to target_r; init_r={cfg.peft.init_r} < "
-                         f"target_r={cfg.peft.target_r}", where="peft.init_r", fix="set peft.init_r ≥ peft.target_r")
-    if "doc_stride" in cfg.task and cfg.task.doc_stride >= cfg.task.max_length // 2:
-        raise FtuneError(f"windows of {cfg.task.max_length} tokens cannot share {cfg.task.doc_stride}",
-                         where="task.doc_stride", fix=f"set task.doc_stride below {cfg.task.max_length // 2}")
+    method.validate(cfg.peft)
+    task_class(cfg.task.name).validate(cfg.task)  # the task's rules across its keys
 
 
 def check_model_limits(task_cfg: DictConfig, model_path: str, key: str = "task") -> None:
@@ -139,14 +138,14 @@ def print_json(data: dict) -> None:
     print(json.dumps(data, default=float), flush=True)
 
 
-def print_table(task, metrics: dict, title: str, to_stderr: bool = False) -> None:
+def print_table(task: Task, metrics: dict, title: str, to_stderr: bool = False) -> None:
     """The task's metrics table on stdout, or stderr when stdout carries JSON. rich writes plain text when
     the stream is not a terminal and no colour when NO_COLOR is set."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    columns = getattr(task, "table_columns", ("precision", "recall", "f1", "support"))
+    columns = task.table_columns
     for column in ("", *columns):
         table.add_column(column, justify="left" if not column else "right")
     for name, *values in task.metrics_table(metrics):

@@ -95,8 +95,8 @@ def run_ftune(spec: dict) -> dict:
     from hydra import compose, initialize_config_module
 
     from ftune.commands import train
-    from ftune.config import register_configs
     from ftune.engine.loop import Engine
+    from ftune.registry import register_configs
 
     register_configs()
     overrides = [  # ftune's own default trainer.group_by_length=true is kept

@@ -245,7 +245,7 @@ def write_fingerprints(names: list[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from ftune import recipes
-    from ftune.config import register_configs
+    from ftune.registry import register_configs
 
     register_configs()
     for name in names:

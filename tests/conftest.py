@@ -149,7 +149,7 @@ def compose_config():
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from ftune.config import register_configs
+    from ftune.registry import register_configs
 
     register_configs()
 

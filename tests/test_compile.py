@@ -4,9 +4,9 @@ run). Compilation is lazy, so this runs no compiler; tests/gpu/test_gpu_engines.
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.engine.device import make_accelerator
 from ftune.engine.loop import Engine
+from ftune.registry import defaults
 from ftune.tasks.ner import NerTask
 
 

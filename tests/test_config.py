@@ -70,8 +70,8 @@ def test_plus_added_unknown_keys_are_rejected(compose_config):
     ("optimizer=adamw2", "unknown optimizer `adamw2`"),
 ])
 def test_preflight_turns_composition_errors_into_one_line(override, expected):
-    from ftune.config import register_configs
     from ftune.config.preflight import preflight as _preflight
+    from ftune.registry import register_configs
 
     register_configs()
     with pytest.raises(FtuneError) as error:

@@ -16,7 +16,7 @@ REQUIRED = {"export": {"run_dir", "out"}, "push": {"repo_id"}}  # `???` on purpo
 
 def _parent(group: str | None, text: DictConfig) -> DictConfig:
     """What the file's values land on: the schema it extends (`base_<name>`), or the option it extends."""
-    from ftune.config import defaults
+    from ftune.registry import defaults
 
     first = str(text.defaults[0])
     if not first.startswith("base_"):
@@ -78,11 +78,15 @@ def test_schemas_hold_no_value_an_option_chooses():
     """A schema default is "unset" (null, empty, off) or a value shared by all, never the choice of one option:
     the fields listed here are the shared values, so adding a schema default is a visible decision."""
     import dataclasses
+    import sys
 
+    from ftune import registry
     from ftune.config import commands, groups, tasks
 
     shared = {"length_penalty", "temperature", "top_p", "repetition_penalty", "source"}
-    for module in (commands, groups, tasks):
+    # each task's schemas sit in its own module (ftune/tasks/), registered with it
+    task_modules = {sys.modules[plugin.schema.__module__] for plugin in registry.TASKS.values()}
+    for module in (commands, groups, tasks, *task_modules):
         for schema in vars(module).values():
             if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
                 continue

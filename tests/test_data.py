@@ -6,9 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.data import cache
 from ftune.data.batching import eval_batches, train_batches
+from ftune.registry import defaults
 from ftune.tasks.ner import NerTask
 
 

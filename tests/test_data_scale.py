@@ -10,10 +10,10 @@ import logging
 import pytest
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.data import cache, examples
 from ftune.data.batching import feature_lengths, train_batches
 from ftune.errors import FtuneError
+from ftune.registry import defaults
 from ftune.tasks.ner import NerTask
 from tests.conftest import SHARED_DATA
 
@@ -130,9 +130,9 @@ def test_predictions_from_features_on_disk_equal_those_from_a_list(tiny_model_di
     """What `eval` and `predict` give is the same whether features are a list or a memory-mapped dataset."""
     from transformers import AutoTokenizer
 
-    from ftune.config import defaults
     from ftune.engine.device import make_accelerator
     from ftune.engine.loop import Engine
+    from ftune.registry import defaults
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     task = ner_task(train=str(tiny_ner_data["train"]))

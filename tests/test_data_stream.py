@@ -16,9 +16,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import defaults as group_defaults
 from ftune.data import cache, examples
 from ftune.errors import FtuneError
+from ftune.registry import defaults as group_defaults
 from ftune.tasks.classification import ClassificationTask, PairClassificationTask
 from ftune.tasks.multilabel import MultilabelTask
 from ftune.tasks.qa import QaTask

@@ -79,8 +79,8 @@ def test_each_rank_evaluates_its_own_share_and_the_gather_restores_order(tiny_mo
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from ftune.config import defaults
     from ftune.engine.loop import Engine
+    from ftune.registry import defaults
     from ftune.tasks.ner import NerTask
 
     task = NerTask(defaults("task", "ner"))

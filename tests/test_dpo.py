@@ -9,11 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.errors import FtuneError
+from ftune.registry import defaults
 from ftune.tasks.dpo import DpoTask
 
-from .conftest import run_cli
+from .conftest import cli_exit_code, run_cli
 
 PAIRS = [
     {"prompt": "what colour is the sky ?", "chosen": "the sky is blue", "rejected": "the cat sat on the mat"},
@@ -70,7 +70,7 @@ def test_losses_equal_their_closed_forms(loss, tokenizer, model):
     batch = task.collate(features)
     reference = {f["key"]: (-30.0 - i, -40.0 + 2 * i) for i, f in enumerate(features)}  # made-up reference sums
     task.reference.update(reference)
-    loss_sum, pairs = task.forward(model, batch)
+    _, loss_sum, pairs = task.forward(model, batch)
     beta, eps, gamma = task.beta, task.cfg.label_smoothing, task.cfg.simpo_gamma
     expected = 0.0
     for f in features:
@@ -110,18 +110,19 @@ def test_peft_reference_is_the_base_without_adapter_and_gets_no_gradient(tokeniz
     assert not chosen.requires_grad and not rejected.requires_grad
     torch.testing.assert_close(torch.cat([chosen, rejected]), torch.tensor(plain), atol=1e-4, rtol=1e-5)
     assert policy.training  # switched back to training after the reference pass
-    loss_sum, _ = task.forward(policy, batch)
+    _, loss_sum, _ = task.forward(policy, batch)
     loss_sum.backward()
     assert all(p.grad is None for n, p in policy.named_parameters() if "lora" not in n)  # the base never learns
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in policy.named_parameters() if "lora_A" in n)
     assert batch["pairs"][:, 1].abs().sum() > 0  # rewards: the adapter moved the policy away from the reference
 
 
-def test_bad_settings_and_rows_are_refused(tmp_path):
-    with pytest.raises(FtuneError, match="task.loss"):
-        dpo_task(loss="kto")
-    with pytest.raises(FtuneError, match="task.beta"):
-        dpo_task(beta=0.0)
+def test_bad_settings_and_rows_are_refused(tmp_path, capsys):
+    # loss and beta are bounded by DpoTaskConfig: refused at composition, before any file is read
+    assert cli_exit_code("train", "task=dpo", "task.loss=kto") == 2
+    assert "task.loss" in capsys.readouterr().err
+    assert cli_exit_code("train", "task=dpo", "task.beta=0.0") == 2
+    assert "task.beta" in capsys.readouterr().err
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [
         PAIRS[0], {"prompt": "q", "chosen": "a"}, {"text": "plain"},

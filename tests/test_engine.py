@@ -8,9 +8,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from ftune.commands import train
-from ftune.config import defaults
 from ftune.engine.device import make_accelerator
 from ftune.engine.loop import Engine
+from ftune.registry import defaults
 from ftune.tasks.ner import NerTask
 from tests.conftest import crash_at_step
 

@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ftune import peft
-from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.optim import build_optimizer, build_scheduler
+from ftune.registry import defaults
 from ftune.tasks.sft import add_neftune
 
 from .conftest import run_cli

@@ -51,8 +51,8 @@ def test_slurm_launcher_configs_compose(tmp_path):
 
 
 def test_preflight_keeps_null_values_and_reads_optuna_ranges():
-    from ftune.config import register_configs
     from ftune.config.preflight import preflight
+    from ftune.registry import register_configs
 
     register_configs()
     preflight("train", ["hparams_search=optuna", "hydra.sweeper.sampler.seed=null", "trainer.max_steps=null",

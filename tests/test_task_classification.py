@@ -11,9 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import defaults as group_defaults
 from ftune.data.readers import read_table
 from ftune.errors import FtuneError
+from ftune.registry import defaults as group_defaults
 from ftune.tasks import sequence_metrics as M
 from ftune.tasks.classification import ClassificationTask, PairClassificationTask
 from ftune.tasks.multilabel import MultilabelTask

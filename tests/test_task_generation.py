@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.errors import FtuneError
+from ftune.registry import defaults
 from ftune.tasks import generation as G
 from ftune.tasks.sft import DEFAULT_TEMPLATE, SftTask
 
@@ -103,7 +103,7 @@ def test_packing_refused_where_attention_ignores_position_ids(tiny_llama_dir, mo
 
 
 def test_data_errors_name_the_line(tmp_path):
-    from ftune.config import defaults
+    from ftune.registry import defaults
     from ftune.tasks.seq2seq import Seq2seqTask
 
     path = tmp_path / "bad.jsonl"

@@ -3,8 +3,8 @@
 import pytest
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.errors import FtuneError
+from ftune.registry import defaults
 from ftune.tasks import tag_schemes as ts
 from ftune.tasks.ner import NerTask, plan_windows
 

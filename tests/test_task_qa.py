@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.errors import FtuneError
+from ftune.registry import defaults
 from ftune.tasks.generation import normalize_answer, token_f1
 from ftune.tasks.qa import QaTask
 

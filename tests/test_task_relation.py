@@ -5,8 +5,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from ftune.config import defaults
 from ftune.errors import FtuneError
+from ftune.registry import defaults
 from ftune.tasks.relation import RelationTask, crop, mark
 
 ROWS = [

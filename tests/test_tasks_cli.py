@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ftune import registry
 from tests.conftest import run_cli
 
 SENTENCES = ["a great and moving film", "dull , slow and far too long", "the best thing this year",
@@ -55,8 +56,7 @@ def test_train_eval_predict(task, tmp_path, tiny_model_dir, tiny_ner_data):
 
     run_cli("eval", f"run_dir={run_dir}", "split=validation")
     evaluated = json.loads((run_dir / "eval_validation.json").read_text())
-    main = {"ner": "f1", "qa": "f1", "regression": "pearson", "multilabel": "micro_f1", "relation": "micro_f1"}
-    key = main.get(task, "accuracy")
+    key = registry.task_class(task).main_metric
     assert evaluated[key] == pytest.approx(results["validation"][key])
 
     source, target = tmp_path / "in.txt", tmp_path / "out.jsonl"

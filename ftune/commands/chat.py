@@ -19,14 +19,15 @@ log = logging.getLogger("ftune")
 
 
 def run(cfg: DictConfig) -> dict:
-    from ftune.config import defaults
+    from ftune.registry import defaults
 
-    if cfg.task is None and not cfg.run_dir:  # a plain model folder: the sft defaults are all it needs
-        cfg = OmegaConf.merge(cfg, {"task": defaults("task", "sft")})
+    if cfg.task is None and not cfg.run_dir:  # a plain model folder: chat.yaml's model_task defaults suffice
+        cfg = OmegaConf.merge(cfg, {"task": defaults("task", cfg.model_task)})
     inference = Inference.load(cfg)
     task, folder = inference.task, inference.folder
     if task.chat_input != "messages":  # a chat template over the turns: a tuned causal LM (sft, dpo)
-        raise FtuneError(f"chat needs a chat model's run (task=sft), this one is task={task.name}", where="run_dir")
+        raise FtuneError(f"chat needs a chat model's run (a task with a chat template, e.g. sft), this one is "
+                         f"task={task.name}", where="run_dir")
     inference.precision = "fp32"  # before the engine is built: generate() streams best without autocast
     generation = OmegaConf.merge(task.cfg.generation, {"max_new_tokens": cfg.max_new_tokens}
                                  if cfg.max_new_tokens else {})

@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict:
         return show(cfg, task, splits)
     summary = {"task": task.name, **{split: len(examples) for split, examples in splits.items()},
                "labels": task.labels}
-    if getattr(task, "scheme", None):
+    if task.scheme:
         summary["scheme"] = task.scheme
     sizes = ", ".join(f"{split} {len(examples)}" for split, examples in splits.items())
     labels = f"; {len(task.labels)} labels: {', '.join(task.labels[:20])}" if task.labels else ""

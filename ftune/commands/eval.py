@@ -12,6 +12,7 @@ from ftune import run as R
 from ftune.errors import CheckFailed, FtuneError
 from ftune.inference import Inference
 from ftune.run_dir import RunDir
+from ftune.tasks.base import Task
 
 log = logging.getLogger("ftune")
 
@@ -29,10 +30,11 @@ def run(cfg: DictConfig) -> dict:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     inference = Inference.load(cfg)
-    task, folder, run_dir = inference.task, inference.folder, inference.run_dir
+    task: Task = inference.task
+    folder, run_dir = inference.folder, inference.run_dir
     if cfg.file:
-        # streamed into a memory-mapped Arrow file, as a configured split (a plug-in without iter_file: a list)
-        examples = sources.load_path(cfg.file, "file", getattr(task, "iter_file", task.load_file))
+        # streamed into a memory-mapped Arrow file, as a configured split (TaskBase.iter_file: a list)
+        examples = sources.load_path(cfg.file, "file", task.iter_file)
         name = Path(cfg.file).stem
     else:
         examples, name = task.load_split(cfg.split), cfg.split

@@ -13,6 +13,7 @@ from ftune import freeze, peft, provenance, recipes, resume
 from ftune import run as R
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
+from ftune.tasks.base import Task
 
 log = logging.getLogger("ftune")
 
@@ -32,7 +33,7 @@ def run(cfg: DictConfig) -> dict:
     from ftune.loggers import check_backends
     from ftune.models import load_tokenizer, locate
     from ftune.optim import build_optimizer, build_scheduler
-    from ftune.registry import build_task
+    from ftune.registry import build_task, peft_plugin
 
     started = time.perf_counter()
     run_dir = R.hydra_output_dir(cfg.run_dir)
@@ -47,9 +48,7 @@ def run(cfg: DictConfig) -> dict:
     accepted: dict = {}
     if resume_from is not None:
         accepted = resume.check(run_dir, cfg)  # nothing is written before this passes
-        if cfg.peft.name == "adalora":  # its rank allocator's running scores are not part of what peft saves
-            raise FtuneError("AdaLoRA runs cannot be resumed exactly (peft does not save the rank allocator)",
-                             where="resume", fix="start a new run, or use peft=lora, whose runs resume exactly")
+        peft_plugin(cfg.peft.name).check_resume()
 
     # offline hub ids fail here, before data is read
     model_path = locate(cfg.model.name_or_path, allow_pickle=cfg.model.allow_pickle)
@@ -57,7 +56,7 @@ def run(cfg: DictConfig) -> dict:
     task = build_task(cfg.task)
     splits = R.load_splits(task)
     task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
-    if resume_from is not None and getattr(task, "has_labels", True):
+    if resume_from is not None and task.has_labels:
         _check_resumable(resume_from, task.labels)
     shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
     log.info("task %s%s, model %s", task.name, f", labels {shown}" if task.labels else "", model_path)
@@ -73,9 +72,8 @@ def run(cfg: DictConfig) -> dict:
     constraints.check_steps(cfg, steps, len(features["train"]), accelerator.num_processes)  # before anything is written
     model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
     extras.insert(0, tokenizer)
-    if hasattr(task, "prepare"):  # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step
-        task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path,
-                     accelerator)
+    # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step (a no-op for most tasks)
+    task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path, accelerator)
     parameters = parameter_counts(model)
     log.info("trainable parameters: %s of %s (%.2f%%)%s", f"{parameters['trainable']:,}", f"{parameters['total']:,}",
              parameters["percent"], f", peft={cfg.peft.name}" if peft.is_active(cfg.peft) else
@@ -112,10 +110,7 @@ def run(cfg: DictConfig) -> dict:
     train_seconds = time.perf_counter() - train_started
 
     # Final figures come from the selected model: best/ (the last model when there is no validation split).
-    if cfg.peft.name == "adalora":  # rebuilt, not loaded in place: AdaLoRA's ranks may differ between saves
-        engine.model = accelerator.prepare(peft.load_trained(task.build_model(model_path), run_dir / "best"))
-    else:
-        engine.load_weights(run_dir / "best")  # a sharded model loads through its strategy
+    peft_plugin(cfg.peft.name).load_best(engine, lambda: task.build_model(model_path), run_dir / "best")
     results = {"task": task.name, "model": cfg.model.name, "run_dir": str(run_dir), "main_metric": task.main_metric,
                "greater_is_better": task.greater_is_better,
                "best_step": state.best_step, "steps": state.step, "precision": precision,
@@ -153,7 +148,7 @@ def run(cfg: DictConfig) -> dict:
     return {"optimized_metric": main, **results}
 
 
-def _build_model(cfg: DictConfig, task, model_path: str, resume_from: Path | None, steps: int,
+def _build_model(cfg: DictConfig, task: Task, model_path: str, resume_from: Path | None, steps: int,
                  precision: str = "fp32"):
     """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
     and the extra objects every saved model folder needs."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ftune.config import catalog
 from ftune.config.commands import COMMANDS, TrainConfig
 from ftune.errors import FtuneError, did_you_mean
 
@@ -22,14 +23,13 @@ def command_schema(cfg: DictConfig) -> type:
 
 def group_schemas(cfg: DictConfig) -> dict[str, type]:
     """group → schema for each group present in `cfg`; the task's and the PEFT method's from their registry
-    entries (an unknown name keeps the group's base schema and is refused by `check_values`)."""
-    from ftune.registry import GROUPS, PEFT_METHODS, TASKS
-
-    schemas = {group: schema for group, schema in GROUPS.items() if isinstance(cfg.get(group), DictConfig)}
-    if "peft" in schemas and cfg.peft.get("name") in PEFT_METHODS:
-        schemas["peft"] = PEFT_METHODS[cfg.peft.name].schema
-    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("name") in TASKS:
-        schemas["task"] = TASKS[cfg.task.name].schema
+    entries, read through config/catalog.py (an unknown name keeps the group's base schema and is refused by `check_values`)."""
+    plugins = catalog.get()
+    schemas = {group: schema for group, schema in plugins.groups().items() if isinstance(cfg.get(group), DictConfig)}
+    if "peft" in schemas and plugins.schema("PEFT_METHODS", cfg.peft.get("name")) is not None:
+        schemas["peft"] = plugins.schema("PEFT_METHODS", cfg.peft.name)
+    if isinstance(cfg.get("task"), DictConfig) and plugins.schema("TASKS", cfg.task.get("name")) is not None:
+        schemas["task"] = plugins.schema("TASKS", cfg.task.name)
     return schemas
 
 
@@ -77,17 +77,12 @@ def _check_fields(node: DictConfig, schema: type, prefix: str) -> None:
             raise FtuneError(f"must be {allowed}, got {value}", where=key, fix=f"set {key} to a value {allowed}")
 
 
-_PLUGIN_KINDS = {"TASKS": "task", "PEFT_METHODS": "peft method", "OPTIMIZERS": "optimizer",
-                 "SCHEDULERS": "scheduler", "STRATEGIES": "strategy", "LOGGERS": "logger backend"}
-
-
 def _check_registered(name: object, table_name: str, key: str) -> None:
-    from ftune import registry
-
-    table = getattr(registry, table_name)
+    plugins = catalog.get()
+    table = plugins.names(table_name)
     if name not in table:
         hint = did_you_mean(str(name), table)
-        raise FtuneError(f"unknown {_PLUGIN_KINDS[table_name]} `{_show(name)}`", where=key,
+        raise FtuneError(f"unknown {plugins.kind(table_name)} `{_show(name)}`", where=key,
                          fix=f"{hint + ' ' if hint else ''}choose from: {', '.join(table)}")
 
 

@@ -54,6 +54,7 @@ class ChatConfig:
     run_dir: str | None = None  # a training run of task=sft
     model_dir: str | None = None  # or any causal-LM folder with a chat template; CLI: model=
     task: Any = None
+    model_task: str = MISSING  # the task a plain model folder (model=...) is chatted as
     checkpoint: str = MISSING
     system_prompt: str | None = None
     max_new_tokens: int | None = bounded(None, ge=1)  # default: the run's task.generation.max_new_tokens

@@ -119,3 +119,28 @@ def eval_batches(lengths, batch_size: int) -> list[np.ndarray]:
 def pad(sequences: list[list[int]], value: int) -> list[list[int]]:
     width = max(len(s) for s in sequences)
     return [s + [value] * (width - len(s)) for s in sequences]
+
+
+def pack_conversations(features: list[dict], max_length: int, pad_id: int) -> dict:
+    """A causal-LM batch of conversations packed first-fit into rows of at most max_length tokens (sft's
+    task.packing); position ids restart per conversation, so attention stays within each."""
+    rows: list[dict] = []
+    segments = []
+    for f in features:
+        row = next((r for r in rows if len(r["ids"]) + f["length"] <= max_length), None)
+        if row is None:
+            row = {"ids": [], "labels": [], "positions": []}
+            rows.append(row)
+        start = len(row["ids"])
+        segments.append((rows.index(row), start, start + f["length"]))
+        # the first token is never a target: it would be predicted from the previous conversation
+        row["ids"] += f["input_ids"]
+        row["labels"] += [-100, *f["labels"][1:]]
+        row["positions"] += list(range(f["length"]))
+    width = max(len(r["ids"]) for r in rows)
+    for r in rows:  # padding forms its own "conversation" (positions from 0): it cannot affect real tokens
+        r["positions"] += list(range(width - len(r["ids"])))
+    inputs = {"input_ids": torch.tensor(pad([r["ids"] for r in rows], pad_id)),
+              "position_ids": torch.tensor([r["positions"] for r in rows])}
+    return {"inputs": inputs, "targets": {"labels": torch.tensor(pad([r["labels"] for r in rows], -100))},
+            "tokens": sum(f["length"] for f in features), "segments": segments}

@@ -56,7 +56,7 @@ def fingerprint(task: Any, examples: Any, tokenizer: Any, source: str | None = N
         data.pop(split, None)
     digest.update(json.dumps({"version": FORMAT_VERSION, "task": task.name, "settings": settings,
                               "data": data if source else None, "labels": task.labels,
-                              "fitted": getattr(task, "scheme", None), "class": type(tokenizer).__name__,
+                              "fitted": task.scheme, "class": type(tokenizer).__name__,
                               # sft renders with it: two models may share a vocabulary but not a template
                               "chat_template": getattr(tokenizer, "chat_template", None)},
                              sort_keys=True, default=str).encode())

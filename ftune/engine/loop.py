@@ -29,6 +29,7 @@ from ftune.engine import strategy as strategies
 from ftune.engine.checkpoint import TrainState
 from ftune.engine.signals import StopOnSignal
 from ftune.errors import FtuneError, Interrupted
+from ftune.tasks.base import Task
 
 log = logging.getLogger("ftune")
 
@@ -54,7 +55,7 @@ def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]
 
 
 class Engine:
-    def __init__(self, model, task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
+    def __init__(self, model, task: Task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
                  run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None,
                  step_hook=None):
         self.task, self.cfg, self.accelerator = task, trainer_cfg, accelerator
@@ -226,11 +227,8 @@ class Engine:
         return True
 
     def _forward(self, model, batch: dict) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """(outputs, loss sum, targets); a task's own `forward(model, batch)` runs the passes it needs (dpo)."""
-        if hasattr(self.task, "forward"):
-            return None, *self.task.forward(model, batch)
-        outputs = model(**batch["inputs"])
-        return outputs, *self.task.loss(outputs, batch)
+        """(outputs, loss sum, targets): the task's `forward` (one pass + loss, or the passes it needs: dpo)."""
+        return self.task.forward(model, batch)
 
     def _log_train(self, state: TrainState, total: int, per_epoch: int, window: dict) -> None:
         # .item() is a host-device sync: done only here, at the log cadence
@@ -320,7 +318,7 @@ class Engine:
         loss_sum = torch.zeros((), device=self.device)
         targets = torch.zeros((), device=self.device)
         # generate(model, batch) → batch["generated"] for decode; without targets (predict) no forward pass
-        generate = getattr(self.task, "generate", None)
+        generate = self.task.generate if self.task.generates else None
         every = eval_batches(feature_lengths(features), batch_size)
         batches = every[rank::processes]
         for n, batch in enumerate(self._loader(features, batches + self.strategy.eval_padding(batches, every))):
@@ -355,18 +353,14 @@ class Engine:
         self.strategy.load_weights(self.model, folder)
 
     def evaluate(self, features, examples) -> dict:
-        """Metrics of a split. A task that counts (metric_state / update_metrics / final_metrics) is fed
-        EVAL_CHUNK examples at a time, so a large split's predictions are never all held at once."""
-        if not hasattr(self.task, "update_metrics"):
-            predictions, loss = self.infer(features, self.cfg.eval_batch_size)
-            metrics = self.task.compute_metrics(predictions, features, examples)
-        else:
-            state, loss_sum, count = self.task.metric_state(), 0.0, 0.0
-            for first, last, part in example_chunks(features, len(examples), EVAL_CHUNK):
-                predictions, part_loss, part_count = self._infer(part, self.cfg.eval_batch_size)
-                self.task.update_metrics(state, predictions, part, examples[first:last], first)
-                loss_sum, count = loss_sum + part_loss, count + part_count
-            metrics, loss = self.task.final_metrics(state), (loss_sum / count if count else None)
+        """Metrics of a split, through the task's metric stream (metric_state / update_metrics / final_metrics):
+        EVAL_CHUNK examples at a time, so a task that counts never holds a large split's predictions at once."""
+        state, loss_sum, count = self.task.metric_state(), 0.0, 0.0
+        for first, last, part in example_chunks(features, len(examples), EVAL_CHUNK):
+            predictions, part_loss, part_count = self._infer(part, self.cfg.eval_batch_size)
+            self.task.update_metrics(state, predictions, part, examples[first:last], first)
+            loss_sum, count = loss_sum + part_loss, count + part_count
+        metrics, loss = self.task.final_metrics(state), (loss_sum / count if count else None)
         if loss is not None:
             metrics["loss"] = loss
         return metrics

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ftune import registry
 from ftune.errors import FtuneError
 
 log = logging.getLogger("ftune")
@@ -25,10 +26,8 @@ log = logging.getLogger("ftune")
 
 def check(trainer_cfg, model_cfg, peft_cfg) -> None:
     """What FSDP cannot do here, said before anything loads."""
-    from ftune.registry import STRATEGIES, lookup
-
     strategy = trainer_cfg.get("strategy", "ddp")
-    lookup(STRATEGIES, strategy, "strategy", "trainer.strategy")
+    registry.lookup(registry.STRATEGIES, strategy)
     if strategy != "fsdp":
         return
     # torch < 2.10: gloo's reduce-scatter summed instead of averaging, silently (the gradients were N times too big)
@@ -41,9 +40,7 @@ def check(trainer_cfg, model_cfg, peft_cfg) -> None:
     if model_cfg.get("quantization"):
         raise FtuneError("quantised (bitsandbytes) weights cannot be sharded by FSDP2 in ftune",
                          where="model.quantization", fix="use trainer.strategy=ddp for QLoRA, or model.quantization=null")
-    if peft_cfg.name == "adalora":
-        raise FtuneError("AdaLoRA re-allocates ranks on whole tensors, which FSDP shards",
-                         where="peft", fix="use peft=lora with trainer.strategy=fsdp")
+    registry.peft_plugin(peft_cfg.name).check_sharding()
     if trainer_cfg.get("compile"):
         raise FtuneError("trainer.compile=true is not tested with FSDP in ftune", where="trainer.compile",
                          fix="use trainer.compile=false with trainer.strategy=fsdp")
@@ -110,6 +107,7 @@ def for_model(model: torch.nn.Module, accelerator) -> DataParallel:
     return FullySharded(accelerator) if isinstance(model, FSDPModule) else DataParallel(accelerator)
 
 
+@registry.strategy("ddp")  # the whole model on each process
 class DataParallel:
     """Whole parameters on every rank: accelerate wraps the model in DDP when there are several processes."""
 
@@ -171,6 +169,7 @@ class DataParallel:
                 "parameter_mb_per_rank": round(local / 2**20, 3), "optimizer_state_mb_per_rank": round(held / 2**20, 3)}
 
 
+@registry.strategy("fsdp")  # FSDP2: parameters, gradients, optimizer state sharded
 class FullySharded(DataParallel):
     """FSDP2: each rank holds 1/N of every parameter, gradient and optimizer state (DTensors). Whole
     parameters exist only inside a unit's forward and backward; saves gather them with collectives

@@ -19,10 +19,10 @@ import torch
 
 from ftune.errors import FtuneError
 from ftune.export import check_batches, torch_outputs
+from ftune.tasks.base import Task
 
 log = logging.getLogger("ftune")
 TOLERANCE = 1e-4  # fp32 both sides; measured differences are ~1e-6 (docs/serving.md)
-ENCODER_TASKS = ("ner", "classification", "pair_classification", "regression", "multilabel", "relation", "qa")
 
 
 class _Outputs(torch.nn.Module):
@@ -38,11 +38,11 @@ class _Outputs(torch.nn.Module):
         return tuple(outputs[name] for name in self.output_names)
 
 
-def export_onnx(task: Any, tokenizer: Any, model: Any, reference: Any, out: Path, opset: int,
+def export_onnx(task: Task, tokenizer: Any, model: Any, reference: Any, out: Path, opset: int,
                 tolerance: float | None, check: bool) -> dict:
     """Write model.onnx (+ tokenizer, config) into `out`; `reference` is the run's model as loaded (an
     adapter model before merging), whose outputs the ONNX graph must reproduce."""
-    if task.name not in ENCODER_TASKS:
+    if task.onnx_outputs is None:  # the task's fact: what its graph returns, None where there is no ONNX export
         raise FtuneError(f"format=onnx covers encoder tasks, not task={task.name}", where="format",
                          fix="use format=hf, or format=gguf for a Llama-family sft run")
     onnxruntime = _require("onnxruntime")
@@ -122,13 +122,13 @@ def load_onnx_model(task: Any, folder: Path) -> tuple[OnnxModel, Any]:
     if not (folder / "model.onnx").is_file():
         raise FtuneError(f"no model.onnx in {folder}", where="runtime=onnx",
                          fix="export first: ftune export run_dir=<run> format=onnx out=<folder>, then model=<folder>")
-    if getattr(task, "has_labels", True):
+    if task.has_labels:
         config = AutoConfig.from_pretrained(str(folder))
         task.labels = [config.id2label[i] for i in range(len(config.id2label))]
     tokenizer = load_tokenizer(str(folder))
     task.bind_tokenizer(tokenizer)
     meta = json.loads((folder / "ftune.json").read_text()) if (folder / "ftune.json").is_file() else {}
-    outputs = meta.get("export", {}).get("outputs") or (["start_logits", "end_logits"] if task.name == "qa" else ["logits"])
+    outputs = meta.get("export", {}).get("outputs") or list(task.onnx_outputs or ("logits",))
     return OnnxModel(folder / "model.onnx", outputs), tokenizer
 
 

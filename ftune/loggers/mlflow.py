@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+from ftune import registry
 from ftune.errors import FtuneError
 from ftune.loggers.base import RunInfo, Tracker, env, final_metrics
 
@@ -26,6 +27,7 @@ def key(name: str) -> str:
     return _NOT_ALLOWED.sub("_", name)[:250]
 
 
+@registry.logger("mlflow")  # its settings: logger.mlflow (LoggerConfig)
 class MlflowLogger(Tracker):
     name = "mlflow"
 

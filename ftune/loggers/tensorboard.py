@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ftune import registry
 from ftune.errors import FtuneError
 from ftune.loggers.base import RunInfo, Tracker, final_metrics
 
 HPARAM_TYPES = (int, float, str, bool)
 
 
+@registry.logger("tensorboard")
 class TensorBoardLogger(Tracker):
     name = "tensorboard"
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ftune import registry
 from ftune.errors import FtuneError
 from ftune.loggers.base import RunInfo, Tracker, env, final_metrics
 
 log = logging.getLogger("ftune")
 
 
+@registry.logger("wandb")  # its settings: logger.wandb (LoggerConfig)
 class WandbLogger(Tracker):
     name = "wandb"
 

@@ -1,4 +1,6 @@
-"""The task plug-in interface. The engine calls only these methods and never imports a task module.
+"""The task plug-in interface: `Task`, the Protocol the engine, run.py and the commands are typed against, and
+`TaskBase`, which every task inherits: the facts other parts read and the default of each optional hook. The
+engine never imports a task module and never asks `hasattr`: a hook a task does not need keeps its default.
 
 Examples are plain dicts and carry `where` ("file:line") for error messages. The engine adds "index" to
 each batch (positions of its features). A batch, as returned by `collate`, is a dict with:
@@ -7,27 +9,16 @@ each batch (positions of its features). A batch, as returned by `collate`, is a 
     "tokens":  number of real (non-padding) input tokens, for throughput figures
 plus anything else the task wants to keep on the host (offsets, word ids, ...).
 
-Optional hook for generative tasks: `generate(model, batch) -> list` (one item per feature). When a task
-defines it, `Engine.infer` calls it on every evaluation/prediction batch (unwrapped model, inference mode)
-and stores the result in batch["generated"] before calling `decode`; on batches without targets (predict)
-the forward pass is skipped and `decode` receives outputs=None.
-
-Optional hook for tasks that need more than one forward pass: `forward(model, batch) -> (loss sum,
-targets)`. When a task defines it, the engine calls it instead of `model(**batch["inputs"])` + `loss` in
-training (the prepared model: DDP-wrapped under several processes, autocast as configured; gradients flow
-from the returned sum) and on evaluation batches with targets (inference mode); `decode` then receives
-outputs=None, so the hook leaves what decode needs in the batch. task=dpo runs chosen and rejected replies in
-one pass and a reference model (the PEFT base with its adapter disabled, or precomputed log-probabilities).
-
-Optional set-up hook: `prepare(model, features, base_path, accelerator)`, called by `train` once the model
-is built and before the first step (dpo computes the reference log-probabilities of full fine-tuning there).
+A task registers itself with its config schema: `@registry.task("name", NameTaskConfig)` on its class (see
+docs/extending.md); its YAML is configs/task/<name>.yaml.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import torch
+if TYPE_CHECKING:  # annotations only: composing a config imports this module, and need not load torch
+    import torch
 
 
 class Task(Protocol):
@@ -36,12 +27,34 @@ class Task(Protocol):
     greater_is_better: bool
     labels: list[str]
     pipeline_task: str | None  # transformers.pipeline task name that loads best/ (None where there is none)
+    pipeline_tag: str
+    auto_class: str
+    card_example: str | None
+    has_labels: bool
+    generates: bool
+    chat_input: str | None
+    onnx_outputs: tuple[str, ...] | None
+    gguf_export: bool
+    table_columns: tuple[str, ...]
+    scheme: str | None
+
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        """Start-up checks across the keys of the task's config (ranges and choices are the schema's)."""
+
+    @classmethod
+    def auto_peft_class(cls) -> str:
+        """peft's AutoPeft class for an adapter folder."""
 
     def load_split(self, split: str) -> list[dict]:
         """Raw examples of a configured split (train | validation | test); [] when not configured."""
 
     def load_file(self, path: str) -> list[dict]:
         """Raw examples from a data file."""
+
+    def iter_file(self, path: str, key: str = "file") -> Any:
+        """The examples of a data file, possibly a generator (streamed into the example store); `key` names
+        the config key in errors."""
 
     def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
         """Examples for `predict` from raw input lines (plain text or JSON); `first_line` is the number of
@@ -68,11 +81,32 @@ class Task(Protocol):
     def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of per-target losses, number of targets): the engine normalises over a whole optimizer step."""
 
+    def forward(self, model: Any, batch: dict) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(outputs or None, loss sum, targets) of a batch with targets, in training and evaluation."""
+
+    def prepare(self, model: Any, features: dict[str, list[dict]], base_path: str, accelerator: Any) -> None:
+        """Set-up once the model is built, before the first training step."""
+
+    def generate(self, model: Any, batch: dict) -> list[Any]:
+        """Only where `generates` is True: called by `Engine.infer` on every evaluation/prediction batch (the
+        unwrapped model, inference mode); the result goes to batch["generated"] before `decode`. On batches
+        without targets (predict) the forward pass is skipped and `decode` receives outputs=None."""
+
     def decode(self, outputs: Any, batch: dict) -> list[Any]:
         """Small per-feature predictions on the host (never whole logits), in batch order."""
 
     def compute_metrics(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> dict:
         """Metrics of a split from its per-feature predictions; must contain `main_metric`."""
+
+    def metric_state(self) -> Any:
+        """An empty running state of the metric stream (`Engine.evaluate` feeds a split chunk by chunk)."""
+
+    def update_metrics(self, state: Any, predictions: list[Any], features: list[dict], examples: list[dict],
+                       first: int = 0) -> None:
+        """Fold one chunk into `state`; `first` is the index of examples[0] in the split."""
+
+    def final_metrics(self, state: Any) -> dict:
+        """The metrics of the whole split from the state."""
 
     def format_predictions(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> list[dict]:
         """One JSON-ready dict per example, for `predict`."""
@@ -80,6 +114,10 @@ class Task(Protocol):
     def metrics_table(self, metrics: dict) -> list[tuple]:
         """Rows (name, *values) for the console table; the value columns are the task's `table_columns`
         attribute when it has one, else (precision, recall, f1, support)."""
+
+
+# TaskBase's defaults are a text classifier's: a card for a model folder without a run names that task
+DEFAULTS_TASK = "classification"
 
 
 class TaskBase:
@@ -92,6 +130,11 @@ class TaskBase:
     auto_class: ClassVar[str] = "AutoModelForSequenceClassification"  # the transformers class that loads best/
     pipeline_task: ClassVar[str | None] = None  # transformers.pipeline task that loads best/ (None: there is none)
     card_example: ClassVar[str | None] = None  # an input for the card's usage example (None: a generic sentence)
+    # where `pipeline_task` is None: code lines that predict once with `model` and `tokenizer` loaded by
+    # `auto_class` (None: generate from `card_example`)
+    card_usage: ClassVar[tuple[str, ...] | None] = None
+    # one line `ftune predict` reads (plain text or JSON): the conformance tests and docs feed it
+    example_input: ClassVar[str] = "This is a short example text ."
     # what the model and its predictions are
     has_labels: ClassVar[bool] = True  # the model's config carries the label set (id2label)
     generates: ClassVar[bool] = False  # predictions are generated text (the task defines `generate`)
@@ -102,6 +145,56 @@ class TaskBase:
     gguf_export: ClassVar[bool] = False
     # the console/report metrics table's value columns
     table_columns: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1", "support")
+    # the tagging scheme fitted from the data (token tagging), part of the feature cache key; None: none
+    scheme: str | None = None
+
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        """Start-up checks across the keys of the task's config, before data or weights load (run.py); the
+        schema already checked each value's type, range and choices. Raise FtuneError naming the key."""
+
+    def iter_file(self, path: str, key: str = "file") -> Any:
+        """Examples of a data file for `eval file=...`; a task that streams large files returns a generator."""
+        return self.load_file(path)
+
+    def forward(self, model: Any, batch: dict) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """One forward pass and the task's loss. A task that needs more than one pass (dpo: chosen, rejected and
+        a reference model) overrides it, returns None as outputs and leaves in the batch what `decode` needs.
+        The engine calls it in training (the prepared model: DDP-wrapped, autocast) and on evaluation batches
+        with targets (inference mode)."""
+        outputs = model(**batch["inputs"])
+        return outputs, *self.loss(outputs, batch)
+
+    def prepare(self, model: Any, features: dict[str, list[dict]], base_path: str, accelerator: Any) -> None:
+        """Called by `train` once the model is built (None when resuming full fine-tuning), before the first
+        step; dpo computes the reference log-probabilities there. Most tasks need nothing."""
+
+    # `generate(model, batch)` (see Task) has no default on purpose: a task defines it with generates=True,
+    # and the engine and Inference call it only where `generates` says so.
+
+    def compute_metrics(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> dict:
+        """Metrics of a whole split: the task's metric stream in one chunk. A task defines either this or the
+        stream below (the stream's default calls this, so one of the two must be its own)."""
+        if type(self).final_metrics is TaskBase.final_metrics:
+            raise NotImplementedError(f"{type(self).__name__} defines neither compute_metrics nor final_metrics")
+        state = self.metric_state()
+        self.update_metrics(state, predictions, features, examples)
+        return self.final_metrics(state)
+
+    # The metric stream: `Engine.evaluate` feeds a split EVAL_CHUNK examples at a time, so a task that counts
+    # (running sums) never holds a large split's predictions. The default keeps everything and calls
+    # compute_metrics once at the end: right for any task, bounded only by the split's size.
+    def metric_state(self) -> Any:
+        return {"predictions": [], "features": [], "examples": []}
+
+    def update_metrics(self, state: Any, predictions: list[Any], features: list[dict], examples: list[dict],
+                       first: int = 0) -> None:
+        state["predictions"].extend(predictions)  # chunks come in order: features keep their split-wide example
+        state["features"].extend(features)
+        state["examples"].extend(examples)
+
+    def final_metrics(self, state: Any) -> dict:
+        return self.compute_metrics(state["predictions"], state["features"], state["examples"])
 
     @classmethod
     def auto_peft_class(cls) -> str:

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import abc
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import ClassificationDataConfig
 from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors
 from ftune.errors import FtuneError
@@ -29,6 +34,19 @@ from ftune.tasks import sequence_metrics as M
 from ftune.tasks.base import TaskBase
 
 log = logging.getLogger("ftune")
+
+
+@dataclass
+class ClassificationTaskConfig:
+    name: str = MISSING
+    data: ClassificationDataConfig = section(ClassificationDataConfig)
+    max_length: int = bounded(ge=4)  # sub-word tokens, special tokens included; longer inputs are truncated (and counted)
+    class_weights: str | None = choice(None, "auto")  # auto: inverse class frequency in train, in the training loss
+
+
+@dataclass
+class PairClassificationTaskConfig(ClassificationTaskConfig):
+    positive_label: str | None = MISSING  # class of `positive_f1`; default: the second label of a binary task
 
 
 class SequenceTask(TaskBase, abc.ABC):
@@ -171,17 +189,13 @@ class SequenceTask(TaskBase, abc.ABC):
 
     # ---- metrics: counts (confusion matrix, per-label counts) or, for regression, the two columns, fed one
     # evaluation chunk at a time (Engine.evaluate), so a large split never holds all predictions and examples.
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
-
     def _gold_and_predicted(self, predictions: list, features, examples, first: int = 0):
         """Gold labels and predictions of examples[first:first + len(examples)] (one feature per example)."""
         labels = [ex["label"] for ex in examples]  # one Arrow read for a chunk on disk
         return [labels[i - first] for i in feature_column(features, "example").tolist()], predictions
 
 
+@registry.task("classification", ClassificationTaskConfig)
 class ClassificationTask(SequenceTask):
     """Single-label classification. Main metric: accuracy; class weights `auto` = N / (K · count(class))."""
 
@@ -247,10 +261,12 @@ class ClassificationTask(SequenceTask):
         return self._with_errors(rows, examples)
 
 
+@registry.task("pair_classification", PairClassificationTaskConfig)
 class PairClassificationTask(ClassificationTask):
     """Classification of text pairs; adds `positive_f1`, the F1 of `positive_label` (binary: the second label)."""
 
     name = "pair_classification"
+    example_input = "great film\tawful film"  # the two texts of a pair, tab-separated
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

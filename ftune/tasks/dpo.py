@@ -7,8 +7,7 @@ through the model in one forward pass (the engine's `forward` hook); the losses 
 
 The reference of sigmoid and ipo is the PEFT base model with the adapter disabled, or, for full
 fine-tuning, the base model's log-probabilities computed once before training (`prepare`) and cached on
-disk next to the features. ORPO and SimPO need no reference. The loss is counted per pair; the metrics are
-the rewards' means, margin and accuracy.
+disk next to the features. ORPO and SimPO need no reference. Loss per pair; metrics: rewards, margin, accuracy.
 """
 
 from __future__ import annotations
@@ -17,40 +16,55 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import DpoDataConfig, GenerationConfig
 from ftune.data.batching import pad
 from ftune.data.readers import DataErrors
 from ftune.errors import FtuneError
 from ftune.tasks import chat_data as C
-from ftune.tasks.preference_losses import DEFAULT_BETA, LOSSES, preference_loss, sequence_logps
+from ftune.tasks.preference_losses import DEFAULT_BETA, preference_loss, sequence_logps
 from ftune.tasks.sft import SftTask
 
 log = logging.getLogger("ftune")
 STATS = ("loss", "chosen", "rejected", "logp_chosen", "logp_rejected")
 
 
+@dataclass
+class DpoTaskConfig:
+    name: str = MISSING
+    data: DpoDataConfig = section(DpoDataConfig)
+    loss: str = choice("sigmoid", "ipo", "orpo", "simpo")  # sigmoid = DPO; orpo and simpo need no reference model
+    beta: float | None = bounded(gt=0)  # null: the method's usual value (sigmoid, ipo, orpo: 0.1; simpo: 2.0)
+    label_smoothing: float = bounded(ge=0, lt=0.5)  # sigmoid: conservative DPO (probability of flipped labels)
+    simpo_gamma: float = MISSING  # simpo: the target reward margin γ
+    select: str = choice("loss", "reward_accuracy")  # what selects best/ (validation preference loss by default)
+    reference_model: str | None = MISSING  # full fine-tuning: the reference (the YAML default: ${model.name_or_path})
+    max_length: int = bounded(ge=8)  # tokens per prompt + reply; longer ones are cut at the end (and counted)
+    chat_template: str | None = MISSING
+    neftune_alpha: float | None = bounded(gt=0)
+    generation: GenerationConfig = section(GenerationConfig)
+
+
+@registry.task("dpo", DpoTaskConfig)
 class DpoTask(SftTask):
     name = "dpo"
     main_metric, greater_is_better = "loss", False
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        if cfg.loss not in LOSSES:
-            raise FtuneError(f"unknown loss `{cfg.loss}`", where="task.loss", fix=f"choose from: {', '.join(LOSSES)}")
+        # loss, beta, label_smoothing and select are bounded by the schema (DpoTaskConfig) at composition
         self.beta = cfg.beta if cfg.beta is not None else DEFAULT_BETA[cfg.loss]
-        if self.beta <= 0:
-            raise FtuneError(f"must be > 0, got {self.beta}", where="task.beta")
-        if not 0 <= cfg.label_smoothing < 0.5:
-            raise FtuneError(f"must be in [0, 0.5), got {cfg.label_smoothing}", where="task.label_smoothing")
         if cfg.label_smoothing and cfg.loss != "sigmoid":  # only the sigmoid loss smooths (preference_losses.py)
             raise FtuneError(f"task.loss={cfg.loss} does not use label smoothing, got {cfg.label_smoothing}",
                              where="task.label_smoothing", fix="set task.label_smoothing=0, or use task.loss=sigmoid")
-        if cfg.select not in ("loss", "reward_accuracy"):
-            raise FtuneError(f"unknown value `{cfg.select}`", where="task.select", fix="choose from: loss, reward_accuracy")
         if cfg.select == "reward_accuracy":
             self.main_metric, self.greater_is_better = "reward_accuracy", True
         self.uses_reference = cfg.loss in ("sigmoid", "ipo")
@@ -126,8 +140,9 @@ class DpoTask(SftTask):
                 "keys": [f["key"] for f in features]}
 
     # ---- the forward hook and the reference -------------------------------------------------------------
-    def forward(self, model: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chosen and rejected rows in one pass; the per-pair statistics stay in the batch for decode."""
+    def forward(self, model: Any, batch: dict) -> tuple[None, torch.Tensor, torch.Tensor]:
+        """Chosen and rejected rows in one pass; the per-pair statistics stay in the batch for decode (which
+        receives no outputs)."""
         logps, counts = sequence_logps(model(**batch["inputs"]).logits, batch["targets"]["labels"])
         n = len(batch["keys"])
         reference = self.reference_logps(model, batch) if self.uses_reference else None
@@ -135,7 +150,7 @@ class DpoTask(SftTask):
                                                      counts[n:], reference, self.cfg.label_smoothing,
                                                      self.cfg.simpo_gamma)
         batch["pairs"] = torch.stack([losses, reward_c, reward_r, logps[:n], logps[n:]], 1).detach()
-        return losses.sum(), torch.tensor(n, device=losses.device)
+        return None, losses.sum(), torch.tensor(n, device=losses.device)
 
     def reference_logps(self, model: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed reference log-probabilities of the batch's chosen and rejected replies (never a gradient)."""
@@ -237,11 +252,6 @@ class DpoTask(SftTask):
         n = max(state["pairs"], 1)
         # logp_accuracy: the policy alone prefers the chosen reply (summed log-probabilities; no reference)
         return {**{name: total / n for name, total in state["sums"].items()}, "pairs": state["pairs"]}
-
-    def compute_metrics(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
 
 
 METRIC_SUMS = ("loss", "reward_accuracy", "reward_margin", "rewards_chosen", "rewards_rejected", "logps_chosen",

@@ -3,17 +3,32 @@ labels and divided by their number). Data and truncation as the other sequence-l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, section
+from ftune.config.tasks import ClassificationDataConfig
 from ftune.errors import FtuneError
 from ftune.tasks import sequence_data as D
 from ftune.tasks import sequence_metrics as M
 from ftune.tasks.classification import SequenceTask
 
 
+@dataclass
+class MultilabelTaskConfig:
+    name: str = MISSING
+    data: ClassificationDataConfig = section(ClassificationDataConfig)
+    max_length: int = bounded(ge=4)
+    label_delimiter: str = MISSING  # splits a label cell such as "sports,politics" (a JSON list is read as such)
+    threshold: float = bounded(gt=0, lt=1)  # a label is predicted when its sigmoid probability is at least this
+
+
+@registry.task("multilabel", MultilabelTaskConfig)
 class MultilabelTask(SequenceTask):
     """Any subset of labels per text: sigmoid + BCE, labels at probability ≥ `threshold`. Main metric: micro F1."""
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import DataSourceConfig
 from ftune.data import sources
 from ftune.data.batching import pad
 from ftune.data.examples import Rows
@@ -24,10 +29,33 @@ from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import tag_schemes as ts
 from ftune.tasks.base import TaskBase
+from ftune.tasks.windows import plan_windows, special_tokens
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 
 
+@dataclass
+class NerDataConfig(DataSourceConfig):
+    """Files: CoNLL columns or JSONL {"tokens", "tags"}."""
+
+    format: str = choice("auto", "conll", "jsonl")
+    token_column: int = MISSING
+    tag_column: int = MISSING
+    tokens_field: str = MISSING
+    tags_field: str = MISSING
+
+
+@dataclass
+class NerTaskConfig:
+    name: str = MISSING
+    data: NerDataConfig = section(NerDataConfig)
+    scheme: str = choice("auto", "IOB1", "IOB2", "BIOES")
+    max_length: int = bounded(ge=8)  # sub-word tokens per window, special tokens included
+    stride: int = bounded(ge=0)  # context tokens kept on each side when a sentence is split into windows
+    label_all_tokens: bool = MISSING  # train on every sub-token (metrics still use the first one)
+
+
+@registry.task("ner", NerTaskConfig)
 class NerTask(TaskBase):
     name = "ner"
     main_metric = "f1"
@@ -239,11 +267,6 @@ class NerTask(TaskBase):
                 "accuracy": state["right"] / state["words"] if state["words"] else 0.0, "entities": int(entities),
                 "per_type": per_type}
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
-
     def metrics_table(self, metrics: dict) -> list[tuple]:
         rows = [(kind, m["precision"], m["recall"], m["f1"], m["support"]) for kind, m in metrics["per_type"].items()]
         return [*rows, ("micro avg", metrics["precision"], metrics["recall"], metrics["f1"], metrics["entities"])]
@@ -265,38 +288,3 @@ class NerTask(TaskBase):
             row = {"text": ex["text"]} if "text" in ex else {"tokens": ex["tokens"], "tags": ex_tags}
             results.append({**row, "entities": found})
         return results
-
-
-def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The ids a tokenizer puts before and after a single sequence ([CLS] / [SEP], <s> / </s>, ...)."""
-    bare = tokenizer(["word"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
-    full = tokenizer(["word"], is_split_into_words=True)["input_ids"]
-    start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
-    return full[:start], full[start + len(bare):]
-
-
-def plan_windows(sizes: list[int], budget: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """Windows over words as (context start, owned start, owned end, context end), each within `budget`
-    sub-tokens; owned ranges tile the sentence exactly once. `sizes` are sub-tokens per word (≤ budget)."""
-    n = len(sizes)
-    if sum(sizes) <= budget:
-        return [(0, 0, n, n)] if n else []
-    stride = min(stride, budget // 4)
-    own_budget = budget - 2 * stride
-    windows, start = [], 0
-    while start < n:
-        end, used = start, 0
-        while end < n and (end == start or used + sizes[end] <= own_budget):
-            used += sizes[end]
-            end += 1
-        left = start
-        while left > 0 and sum(sizes[left - 1:start]) <= stride and used + sum(sizes[left - 1:start]) <= budget:
-            left -= 1
-        total = used + sum(sizes[left:start])
-        right = end
-        while right < n and total + sizes[right] <= budget:
-            total += sizes[right]
-            right += 1
-        windows.append((left, start, end, right))
-        start = end
-    return windows

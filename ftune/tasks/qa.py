@@ -12,11 +12,16 @@ from __future__ import annotations
 import collections
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import DataSourceConfig
 from ftune.data import sources
 from ftune.data.batching import feature_column, pad
 from ftune.data.readers import DataErrors, read_lines
@@ -24,10 +29,30 @@ from ftune.errors import FtuneError
 from ftune.paths import existing_file
 from ftune.tasks.base import TaskBase
 from ftune.tasks.generation import normalize_answer, token_f1
+from ftune.tasks.squad import iter_squad, span_positions, top_pairs
 
 
+@dataclass
+class QaDataConfig(DataSourceConfig):
+    """Files: SQuAD JSON ({"data": [...]}) or JSONL {"question", "context", "answers"}."""
+
+
+@dataclass
+class QaTaskConfig:
+    name: str = MISSING
+    data: QaDataConfig = section(QaDataConfig)
+    max_length: int = bounded(ge=16)  # tokens per window (question + context + special tokens)
+    doc_stride: int = bounded(ge=0)  # tokens shared by consecutive windows of a long context
+    n_best: int = bounded(ge=1)  # start and end candidates kept per window
+    max_answer_length: int = bounded(ge=1)  # tokens
+    version_2: Any = choice("auto", True, False)  # questions may have no answer (SQuAD v2)
+    null_threshold: float = MISSING  # v2: predict "" when null score - best span score > this
+
+
+@registry.task("qa", QaTaskConfig)
 class QaTask(TaskBase):
     name = "qa"
+    example_input = '{"question": "Who won?", "context": "The Broncos beat the Panthers ."}'
     main_metric = "f1"
     greater_is_better = True
     pipeline_task = None  # transformers 5 removed the question-answering pipeline; best/ loads with AutoModelForQuestionAnswering
@@ -35,6 +60,16 @@ class QaTask(TaskBase):
     pipeline_tag = "question-answering"
     auto_class = "AutoModelForQuestionAnswering"
     onnx_outputs = ("start_logits", "end_logits")
+    card_usage = ("inputs = tokenizer('Who won?', 'The Broncos beat the Panthers.', return_tensors='pt')",
+                  "out = model(**inputs)",
+                  "start, end = int(out.start_logits.argmax()), int(out.end_logits.argmax())",
+                  "print(tokenizer.decode(inputs['input_ids'][0][start:end + 1]))")
+
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        if cfg.doc_stride >= cfg.max_length // 2:
+            raise FtuneError(f"windows of {cfg.max_length} tokens cannot share {cfg.doc_stride}",
+                             where="task.doc_stride", fix=f"set task.doc_stride below {cfg.max_length // 2}")
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -69,18 +104,7 @@ class QaTask(TaskBase):
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise FtuneError(f"not SQuAD JSON ({error})", where=str(path),
                              fix='expected {"data": [{"paragraphs": [{"context", "qas": [...]}]}]}') from error
-        return self._iter_squad(articles, str(path))
-
-    @staticmethod
-    def _iter_squad(articles: list, path: str):
-        for a, article in enumerate(articles):
-            for p, paragraph in enumerate(article.get("paragraphs", [])):
-                for q, qa in enumerate(paragraph.get("qas", [])):
-                    yield {"id": str(qa.get("id", f"{a}-{p}-{q}")), "question": qa.get("question", ""),
-                           "context": paragraph.get("context", ""),
-                           "answers": [{"text": x["text"], "start": x["answer_start"]} for x in qa.get("answers", [])],
-                           "impossible": bool(qa.get("is_impossible", False)),
-                           "where": f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"}
+        return iter_squad(articles, str(path))
 
     def _from_hub(self, dataset, split: str) -> list[dict]:
         return ({"id": row["id"], "question": row["question"], "context": row["context"],
@@ -163,7 +187,7 @@ class QaTask(TaskBase):
                            "length": len(encoded["input_ids"][i])}
                 if self.with_types:
                     feature["token_type_ids"] = encoded["token_type_ids"][i]
-                feature["start"], feature["end"] = _span_positions(chunk[local], offsets)
+                feature["start"], feature["end"] = span_positions(chunk[local], offsets)
                 features.append(feature)
         return features
 
@@ -195,7 +219,7 @@ class QaTask(TaskBase):
         k = min(self.cfg.n_best, start.shape[1])
         start_top = start.masked_fill(~context, -math.inf).topk(k, dim=-1)
         end_top = end.masked_fill(~context, -math.inf).topk(k, dim=-1)
-        return [(null[b], _pairs(start_top, b), _pairs(end_top, b)) for b in range(start.shape[0])]
+        return [(null[b], top_pairs(start_top, b), top_pairs(end_top, b)) for b in range(start.shape[0])]
 
     # ---- answers and metrics ------------------------------------------------------------------------
     def _answers(self, predictions: list, features, examples, first: int = 0) -> list[dict]:
@@ -260,11 +284,6 @@ class QaTask(TaskBase):
                                 f"{name}_questions": state[name][2]})
         return metrics
 
-    def compute_metrics(self, predictions: list, features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
-
     def metrics_table(self, metrics: dict) -> list[tuple]:
         table = [("all", metrics["exact"], metrics["f1"], metrics["questions"])]
         for name in ("HasAns", "NoAns"):
@@ -275,22 +294,3 @@ class QaTask(TaskBase):
     def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
         return [{"id": ex["id"], "question": ex["question"], **{k: v for k, v in answer.items() if k != "id"}}
                 for ex, answer in zip(examples, self._answers(predictions, features, examples), strict=True)]
-
-
-def _pairs(top, row: int) -> list[tuple[int, float]]:
-    return [(i, v) for i, v in zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True) if v > -math.inf]
-
-
-def _span_positions(example: dict, offsets: list) -> tuple[int, int]:
-    """Token positions of the first answer inside this window, or (0, 0) (the CLS token) when absent."""
-    if not example.get("answers"):
-        return 0, 0
-    answer = example["answers"][0]
-    begin, finish = answer["start"], answer["start"] + len(answer["text"])
-    inside = [i for i, o in enumerate(offsets) if o is not None]
-    if not inside or offsets[inside[0]][0] > begin or offsets[inside[-1]][1] < finish:
-        return 0, 0
-    start = next(i for i in inside if offsets[i][1] > begin)
-    end = next(i for i in reversed(inside) if offsets[i][0] < finish)
-    return start, max(start, end)
-

@@ -3,18 +3,31 @@ Data, truncation and loss units as the other sequence-level tasks (ftune/tasks/c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, section
+from ftune.config.tasks import ClassificationDataConfig
 from ftune.errors import FtuneError
 from ftune.tasks import sequence_data as D
 from ftune.tasks import sequence_metrics as M
 from ftune.tasks.classification import SequenceTask
 
 
+@dataclass
+class RegressionTaskConfig:
+    name: str = MISSING
+    data: ClassificationDataConfig = section(ClassificationDataConfig)
+    max_length: int = bounded(ge=4)
+
+
+@registry.task("regression", RegressionTaskConfig)
 class RegressionTask(SequenceTask):
     """One number per text (or pair), MSE loss. Main metric: Pearson's r (scale-free, as GLUE STS-B)."""
 
@@ -22,6 +35,10 @@ class RegressionTask(SequenceTask):
     main_metric = "pearson"
     problem_type = "regression"
     table_columns = ("pearson", "spearman", "mse", "examples")
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.labels = ["score"]  # one output, whatever the data: known before fit_labels (a loaded model has it)
 
     def parse_label(self, value: Any) -> float:
         return D.number(value)

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import DataSourceConfig
 from ftune.data import sources
 from ftune.data.readers import checked, iter_jsonl
 from ftune.errors import FtuneError
@@ -27,8 +32,31 @@ log = logging.getLogger("ftune")
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 
 
+@dataclass
+class RelationDataConfig(DataSourceConfig):
+    """JSONL: {"text", "head": [start, end), "tail": [start, end), "label"} (character offsets), or
+    {"tokens", "head", "tail", "label"} with token indices."""
+
+    format: str = choice("jsonl")
+    text_column: str = MISSING
+    label_column: str = MISSING
+    head_field: str = MISSING
+    tail_field: str = MISSING
+
+
+@dataclass
+class RelationTaskConfig:
+    name: str = MISSING
+    data: RelationDataConfig = section(RelationDataConfig)
+    max_length: int = bounded(ge=8)  # longer sentences are cropped around their two entities
+    class_weights: str | None = choice(None, "auto")
+    no_relation: str | None = MISSING  # left out of the micro P/R/F1 (null: count every label)
+
+
+@registry.task("relation", RelationTaskConfig)
 class RelationTask(ClassificationTask):
     name = "relation"
+    example_input = '{"text": "Anna met Bob in Rome", "head": [0, 4], "tail": [9, 12]}'
     main_metric = "micro_f1"
 
     def __init__(self, cfg: Any):

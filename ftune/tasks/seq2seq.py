@@ -9,11 +9,16 @@ also generates with the configured beam search and scores the text: ROUGE (metri
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import DataSourceConfig, GenerationConfig
 from ftune.data import sources
 from ftune.data.batching import feature_column, pad
 from ftune.data.readers import checked, iter_jsonl, iter_table, json_object
@@ -27,6 +32,28 @@ log = logging.getLogger("ftune")
 METRICS = {"rouge": ("rougeL", ("rouge1", "rouge2", "rougeL")), "bleu": ("bleu", ("bleu", "chrf"))}
 
 
+@dataclass
+class Seq2seqDataConfig(DataSourceConfig):
+    """Files: JSONL, CSV or TSV with a source and a target column (dotted names reach into nested fields,
+    e.g. `translation.de` in WMT hub datasets)."""
+
+    format: str = choice("auto", "csv", "tsv", "jsonl")  # auto: from the extension
+    source_column: str = MISSING
+    target_column: str = MISSING
+
+
+@dataclass
+class Seq2seqTaskConfig:
+    name: str = MISSING
+    data: Seq2seqDataConfig = section(Seq2seqDataConfig)
+    prefix: str = MISSING  # prepended to every source, e.g. T5's "summarize: "
+    max_source_length: int = bounded(ge=1)  # tokens; longer sources are truncated (and counted)
+    max_target_length: int = bounded(ge=1)  # tokens of the training targets
+    metrics: str = choice("rouge", "bleu")  # rouge (ROUGE-1/2/L, selects on rougeL) | bleu (BLEU + chrF, selects on bleu)
+    generation: GenerationConfig = section(GenerationConfig)
+
+
+@registry.task("seq2seq", Seq2seqTaskConfig)
 class Seq2seqTask(TaskBase):
     name = "seq2seq"
     greater_is_better = True
@@ -183,11 +210,6 @@ class Seq2seqTask(TaskBase):
         else:
             scores = G.bleu_chrf(state["hypotheses"], state["references"])
         return {**scores, "gen_len": state["gen_tokens"] / n}
-
-    def compute_metrics(self, predictions: list[str], features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
 
     def format_predictions(self, predictions: list[str], features: list[dict], examples: list[dict]) -> list[dict]:
         return [{"generated": prediction} for prediction in predictions]

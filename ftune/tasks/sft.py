@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
+from ftune import registry
+from ftune.config.fields import bounded, choice, section
+from ftune.config.tasks import GenerationConfig, SftDataConfig
 from ftune.data import sources
-from ftune.data.batching import feature_column, pad
+from ftune.data.batching import feature_column, pack_conversations, pad
 from ftune.data.readers import DataErrors, iter_jsonl, json_object
 from ftune.errors import FtuneError
+from ftune.models import add_neftune
 from ftune.tasks import chat_data as C
 from ftune.tasks import generation as G
 from ftune.tasks.base import TaskBase
@@ -33,6 +39,20 @@ log = logging.getLogger("ftune")
 TRAIN_ON = ("all_turns", "last_turn")
 
 
+@dataclass
+class SftTaskConfig:
+    name: str = MISSING
+    data: SftDataConfig = section(SftDataConfig)
+    max_length: int = bounded(ge=8)  # tokens per conversation; longer ones are cut at the end (and counted)
+    chat_template: str | None = MISSING  # Jinja template used when the tokenizer has none (null: a ChatML-like one)
+    packing: bool = MISSING  # pack a batch's conversations into rows of max_length (attention kept per conversation)
+    eval_generate: bool = MISSING  # also generate the last assistant turn at evaluation: exact_match, token_f1, rougeL
+    train_on: str = choice("all_turns", "last_turn")  # last_turn: for templates that do not render turn by turn
+    neftune_alpha: float | None = bounded(gt=0)  # NEFTune: noise on the input embeddings in training (the paper: 5)
+    generation: GenerationConfig = section(GenerationConfig)
+
+
+@registry.task("sft", SftTaskConfig)
 class SftTask(TaskBase):
     name = "sft"
     main_metric, greater_is_better = "loss", False
@@ -185,7 +205,7 @@ class SftTask(TaskBase):
     def collate(self, features: list[dict]) -> dict:
         labelled = all("labels" in f for f in features)
         if self.cfg.get("packing") and labelled and "prompt_ids" not in features[0]:
-            return self._packed(features)
+            return pack_conversations(features, self.cfg.max_length, self.pad_id)
         mask = torch.tensor(pad([[1] * f["length"] for f in features], 0))
         inputs = {"input_ids": torch.tensor(pad([f["input_ids"] for f in features], self.pad_id)),
                   "attention_mask": mask}
@@ -195,29 +215,6 @@ class SftTask(TaskBase):
         if "prompt_ids" in features[0]:
             batch["prompts"] = [f["prompt_ids"] for f in features]
         return batch
-
-    def _packed(self, features: list[dict]) -> dict:
-        """First-fit packing into rows of at most max_length tokens; position ids restart per conversation."""
-        rows: list[dict] = []
-        segments = []
-        for f in features:
-            row = next((r for r in rows if len(r["ids"]) + f["length"] <= self.cfg.max_length), None)
-            if row is None:
-                row = {"ids": [], "labels": [], "positions": []}
-                rows.append(row)
-            start = len(row["ids"])
-            segments.append((rows.index(row), start, start + f["length"]))
-            # the first token is never a target: it would be predicted from the previous conversation
-            row["ids"] += f["input_ids"]
-            row["labels"] += [-100, *f["labels"][1:]]
-            row["positions"] += list(range(f["length"]))
-        width = max(len(r["ids"]) for r in rows)
-        for r in rows:  # padding forms its own "conversation" (positions from 0): it cannot affect real tokens
-            r["positions"] += list(range(width - len(r["ids"])))
-        inputs = {"input_ids": torch.tensor(pad([r["ids"] for r in rows], self.pad_id)),
-                  "position_ids": torch.tensor([r["positions"] for r in rows])}
-        return {"inputs": inputs, "targets": {"labels": torch.tensor(pad([r["labels"] for r in rows], -100))},
-                "tokens": sum(f["length"] for f in features), "segments": segments}
 
     # ---- loss, generation, metrics --------------------------------------------------------------------
     def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,29 +280,9 @@ class SftTask(TaskBase):
                            rougeL=100 * state["rouge"]["rougeL"] / n)
         return metrics
 
-    def compute_metrics(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> dict:
-        state = self.metric_state()
-        self.update_metrics(state, predictions, features, examples)
-        return self.final_metrics(state)
-
     def format_predictions(self, predictions: list[dict], features: list[dict], examples: list[dict]) -> list[dict]:
         return [{"error": ex["error"]} if "error" in ex else {"response": p["text"]}
                 for p, ex in zip(predictions, examples, strict=True)]
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         return G.table_rows(metrics)
-
-
-
-def add_neftune(model: Any, alpha: float | None) -> None:
-    """NEFTune (Jain et al., 2023): uniform noise of scale alpha/sqrt(length·hidden) on the input embeddings,
-    in training mode only (transformers' hook checks module.training), so eval, predict and chat see none."""
-    if not alpha:
-        return
-    if alpha < 0:
-        raise FtuneError(f"must be > 0, got {alpha}", where="task.neftune_alpha", fix="try 5 (the paper's value)")
-    from transformers.integrations.neftune import neftune_post_forward_hook
-
-    embeddings = model.get_input_embeddings()
-    embeddings.neftune_noise_alpha = alpha
-    embeddings.register_forward_hook(neftune_post_forward_hook)

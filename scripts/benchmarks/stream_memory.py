@@ -71,11 +71,11 @@ def child(path: str, evaluate: bool) -> None:
     from omegaconf import OmegaConf
     from transformers import BertConfig, BertForSequenceClassification
 
-    from ftune.config import defaults
     from ftune.data import cache
     from ftune.engine.device import make_accelerator
     from ftune.engine.loop import Engine
     from ftune.models import load_tokenizer, locate
+    from ftune.registry import defaults
     from ftune.tasks.classification import ClassificationTask
 
     task = ClassificationTask(OmegaConf.merge(defaults("task", "classification"),

@@ -15,8 +15,8 @@ CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "
 
 
 def _load(folder: Path, task: str, **task_keys):
-    from ftune.config import defaults
     from ftune.inference import Inference
+    from ftune.registry import defaults
 
     task_cfg = OmegaConf.merge(defaults("task", task), task_keys)
     return Inference.load(OmegaConf.create({"model_dir": str(folder), "task": task_cfg, "device": "cpu",

@@ -27,15 +27,15 @@ def test_a_plain_train_prints_no_warning(tmp_path, tiny_model_dir, tiny_ner_data
 
 
 def test_the_bitsandbytes_kernel_notice_is_dropped_unless_quantisation_is_asked_for():
-    from ftune import models
+    from ftune import models, notices
 
-    notice = logging.LogRecord(models.BNB_CPU_LOGGER, logging.WARNING, __file__, 1,
+    notice = logging.LogRecord(notices.BNB_CPU_LOGGER, logging.WARNING, __file__, 1,
                                "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please ...",
                                ("No module named 'kernels'",), None)
-    logger = logging.getLogger(models.BNB_CPU_LOGGER)
+    logger = logging.getLogger(notices.BNB_CPU_LOGGER)
     try:
         assert not logger.filter(notice)  # the filter is in place from `import ftune` on
-        other = logging.LogRecord(models.BNB_CPU_LOGGER, logging.WARNING, __file__, 1, "something else", (), None)
+        other = logging.LogRecord(notices.BNB_CPU_LOGGER, logging.WARNING, __file__, 1, "something else", (), None)
         assert logger.filter(other)  # narrow: only that notice
         models.check_quantization(OmegaConf.create({"quantization": "nf4"}), "lora")
         assert logger.filter(notice)  # model.quantization set: the notice is about the user's run

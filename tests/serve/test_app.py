@@ -18,8 +18,8 @@ CHAT = [{"role": "user", "content": "what colour is the sky ?"}]
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama_dir):
-    from ftune.config import defaults
     from ftune.inference import Inference
+    from ftune.registry import defaults
 
     task = OmegaConf.merge(defaults("task", "sft"), {"max_length": 64, "generation": {"max_new_tokens": 4}})
     return Inference.load(OmegaConf.create({"model_dir": str(tiny_llama_dir), "task": task, "device": "cpu",
