@@ -68,10 +68,10 @@ def validate_train_config(cfg: DictConfig) -> None:
                          where="optimizer.loraplus_lr_ratio", fix="use peft=lora, dora or rslora, or leave it null")
     if cfg.trainer.epochs < 1 and not cfg.trainer.max_steps:
         raise FtuneError("train for at least one epoch or set max_steps", where="trainer.epochs")
-    from ftune.engine import strategy
+    from ftune.engine import sharding
     from ftune.models import check_quantization
 
-    strategy.check(cfg.trainer, cfg.model, cfg.peft)
+    sharding.check(cfg.trainer, cfg.model, cfg.peft)
     check_quantization(cfg.model, cfg.peft.name)
     method.validate(cfg.peft)
     task_class(cfg.task.name).validate(cfg.task)  # the task's rules across its keys

@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> dict:
     from ftune.engine.device import make_accelerator
     from ftune.engine.events import build_subscribers
     from ftune.engine.loop import Engine, total_steps
-    from ftune.engine.strategy import shard
+    from ftune.engine.sharding import shard
     from ftune.loggers import check_backends
     from ftune.models import load_tokenizer, locate
     from ftune.optim import build_optimizer, build_scheduler

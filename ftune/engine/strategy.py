@@ -3,9 +3,9 @@ sharded (FSDP2, `torch.distributed.fsdp.fully_shard`, applied by ftune itself: a
 only on accelerators, and the same code must run on gloo CPU processes and NCCL GPUs).
 
 The engine talks to a strategy through a few small functions (prepare, grad_norm, model_state, ...), so
-the step loop has no backend branches. `shard` is called by `ftune train` after PEFT and before the
-optimizer is built (the optimizer must see the sharded parameters); the engine recognises a sharded
-model and picks `FullySharded` for it.
+the step loop has no backend branches. The model is sharded before that by engine/sharding.py (called by
+`ftune train` after PEFT and before the optimizer is built); the engine recognises a sharded model and
+picks `FullySharded` for it.
 """
 
 from __future__ import annotations
@@ -22,72 +22,6 @@ from ftune import registry
 from ftune.errors import FtuneError
 
 log = logging.getLogger("ftune")
-
-
-def check(trainer_cfg, model_cfg, peft_cfg) -> None:
-    """What FSDP cannot do here, said before anything loads."""
-    strategy = trainer_cfg.get("strategy", "ddp")
-    registry.lookup(registry.STRATEGIES, strategy)
-    if strategy != "fsdp":
-        return
-    # torch < 2.10: gloo's reduce-scatter summed instead of averaging, silently (the gradients were N times too big)
-    if tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) < (2, 10):
-        raise FtuneError(f"trainer.strategy=fsdp needs torch >= 2.10, found {torch.__version__}",
-                         where="trainer.strategy", fix="pip install 'torch>=2.10', or use trainer.strategy=ddp")
-    if trainer_cfg.precision == "fp16":
-        raise FtuneError("fp16 under FSDP needs a sharded loss scaler, which ftune does not have",
-                         where="trainer.precision", fix="use trainer.precision=bf16 (or fp32) with trainer.strategy=fsdp")
-    if model_cfg.get("quantization"):
-        raise FtuneError("quantised (bitsandbytes) weights cannot be sharded by FSDP2 in ftune",
-                         where="model.quantization", fix="use trainer.strategy=ddp for QLoRA, or model.quantization=null")
-    registry.peft_plugin(peft_cfg.name).check_sharding()
-    if trainer_cfg.get("compile"):
-        raise FtuneError("trainer.compile=true is not tested with FSDP in ftune", where="trainer.compile",
-                         fix="use trainer.compile=false with trainer.strategy=fsdp")
-
-
-def shard(model: torch.nn.Module, trainer_cfg, accelerator) -> torch.nn.Module:
-    """`model` sharded with FSDP2 when trainer.strategy=fsdp runs on several processes; else unchanged.
-
-    Units, innermost first: modules whose parameters differ in dtype from the rest (FSDP2 all-gathers one
-    flat buffer per unit, of one dtype: peft adapters upcast to fp32 next to a bf16 base), then each
-    transformer layer (the model's `_no_split_modules`), then the root, which takes what is left
-    (embeddings, head, tied weights).
-    """
-    if trainer_cfg.get("strategy", "ddp") != "fsdp":
-        return model
-    if accelerator.num_processes == 1:
-        log.info("trainer.strategy=fsdp on one process: nothing to shard, training as usual")
-        return model
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
-    model.to(accelerator.device)
-    owners: dict[int, int] = {}  # parameter id -> how many modules hold it (tied weights: more than one)
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            owners[id(p)] = owners.get(id(p), 0) + 1
-    base_dtype, units = _main_dtype(model), _no_split_names(model)
-    adapters, layers = [], []  # chosen before sharding anything: fully_shard replaces the parameters
-    for module in model.modules():
-        params = list(module.parameters(recurse=False))
-        if params and all(p.dtype != base_dtype and owners[id(p)] == 1 for p in params):
-            adapters.append(module)  # e.g. an fp32 adapter next to a bf16 base: a unit of its own
-        elif type(module).__name__ in units and all(owners[id(p)] == 1 for p in module.parameters()):
-            layers.append(module)
-    for module in [*adapters, *layers]:
-        fully_shard(module, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    # transformers' generate() keeps every rank stepping until all are done (synced_gpus) only for models
-    # it knows to be sharded; without it a rank that finished early would leave the others' all-gathers hanging
-    for module in model.modules():
-        if hasattr(module, "generate") and hasattr(module, "config"):
-            module._is_fsdp_managed_module = True
-    local, full = _parameter_bytes(model)
-    log.info("FSDP2: %d layers sharded over %d processes; parameters per rank %.1f MB of %.1f MB",
-             len(layers), accelerator.num_processes, local / 2**20, full / 2**20)
-    return model
 
 
 def inference(method):
@@ -161,7 +95,7 @@ class DataParallel:
 
     def describe(self, model, optimizer=None) -> dict:
         """What each rank holds, measured on the tensors themselves (shards under FSDP)."""
-        local, _ = _parameter_bytes(self.accelerator.unwrap_model(model))
+        local, _ = parameter_bytes(self.accelerator.unwrap_model(model))
         states = [t for s in (_inner(optimizer).state.values() if optimizer is not None else []) for t in s.values()
                   if torch.is_tensor(t)]
         held = sum(_local(t).numel() * t.element_size() for t in states)
@@ -284,22 +218,7 @@ def _inner(optimizer):
     return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the real one
 
 
-def _main_dtype(model: torch.nn.Module) -> torch.dtype:
-    counts: dict[torch.dtype, int] = {}
-    for p in model.parameters():
-        counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
-    return max(counts, key=counts.get) if counts else torch.float32
-
-
-def _no_split_names(model: torch.nn.Module) -> set[str]:
-    """Transformer layer classes, from every transformers model inside (a PeftModel wraps one)."""
-    names = set()
-    for module in model.modules():
-        names.update(getattr(module, "_no_split_modules", None) or [])
-    return names
-
-
-def _parameter_bytes(model: torch.nn.Module) -> tuple[int, int]:
+def parameter_bytes(model: torch.nn.Module) -> tuple[int, int]:
     """(bytes of parameters held by this rank, bytes of the whole parameters)."""
     local = full = 0
     for p in model.parameters():

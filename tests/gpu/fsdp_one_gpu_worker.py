@@ -1,7 +1,7 @@
 """torchrun target of the gpu tier's FSDP2 test: tests/fsdp_worker.py (jobs, faults), with FSDP2 applied on a
 world of one process too.
 
-ftune does not shard a model that one process trains ("nothing to shard", ftune/engine/strategy.py), and
+ftune does not shard a model that one process trains ("nothing to shard", ftune/engine/sharding.py), and
 the GPU machines have one GPU. To run FSDP2's code on CUDA and NCCL all the same (fully_shard units, DTensor
 parameters and optimizer state, gathered saves of best/, per-rank optimizer files, resume), this worker
 lets `shard` see a world size that is 1 but does not compare equal to 1: the mesh has one rank, and every
@@ -35,11 +35,11 @@ class _Accelerator:
 
 
 def main() -> None:
-    import ftune.engine.strategy as strategy
+    import ftune.engine.sharding as sharding
     from tests import fsdp_worker
 
-    shard = strategy.shard
-    strategy.shard = lambda model, trainer_cfg, accelerator: shard(model, trainer_cfg, _Accelerator(accelerator))
+    shard = sharding.shard
+    sharding.shard = lambda model, trainer_cfg, accelerator: shard(model, trainer_cfg, _Accelerator(accelerator))
     fsdp_worker.main()
 
 
