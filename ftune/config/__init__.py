@@ -10,6 +10,8 @@ what may be set and what a value may be (fields are MISSING). Layout:
     commands.py  the primary config of each command (train, eval, predict, ...)
     checks.py    unknown keys and out-of-range values, refused before anything loads
     catalog.py   the plug-in names and schemas the checks read, handed down by the registry
+    constraints.py  rules between keys (stride vs max_length, warm-up vs steps, cadences), at start-up
+    preflight.py the command line's rewrites and the checks before Hydra composes
 """
 
 from __future__ import annotations
