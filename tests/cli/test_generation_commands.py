@@ -130,7 +130,7 @@ def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, 
 
 
 def test_prefix_tuning_on_a_causal_lm_trains_only_the_prefix(tmp_path, tiny_llama_dir):
-    """With the locked transformers/peft, prefix tuning drives causal LMs (encoders are refused: tests/test_peft.py)."""
+    """With the locked transformers/peft, prefix tuning drives causal LMs (encoders are refused: tests/peft/test_methods.py)."""
     from safetensors.torch import load_file
 
     data = _write(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)

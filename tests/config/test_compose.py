@@ -7,7 +7,7 @@ import pytest
 from ftune.config import check_known_keys
 from ftune.errors import FtuneError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 GROUPS = ["model", "task", "optimizer", "scheduler", "peft", "freeze", "trainer", "logger"]
 
 

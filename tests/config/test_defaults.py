@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftune.config import COMMANDS
 from ftune.registry import GROUPS, PEFT_METHODS, TASKS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 OPTIONS = [(group, path.stem) for group in [*GROUPS, "task"] for path in sorted((CONFIGS / group).glob("*.yaml"))]
 REQUIRED = {"export": {"run_dir", "out"}, "push": {"repo_id"}}  # `???` on purpose: the user must say
 

@@ -1,8 +1,8 @@
-"""torchrun target for tests/test_fsdp.py: several `ftune train` jobs in one launch (the imports are paid
+"""torchrun target for tests/distributed/test_fsdp.py: several `ftune train` jobs in one launch (the imports are paid
 once), each optionally with a fault: a NaN added to one rank's loss at one step, or a SIGKILL of rank 0
 once a step is done. The faults are patched in here, so ftune itself carries no test hooks.
 
-    python -m torch.distributed.run --nproc_per_node=2 tests/fsdp_worker.py jobs.json
+    python -m torch.distributed.run --nproc_per_node=2 tests/distributed/fsdp_worker.py jobs.json
 
 jobs.json: [{"args": [...], "exit": 0, "nan_at": [step, rank] | null, "kill_at": step | null}, ...]
 """

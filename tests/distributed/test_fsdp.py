@@ -1,6 +1,6 @@
 """FSDP2 (trainer.strategy=fsdp) on 2 gloo CPU processes against 1 process with the same global batch.
 
-All 2-process jobs run in one torchrun launch (tests/fsdp_worker.py) to pay the imports once; the faults
+All 2-process jobs run in one torchrun launch (tests/distributed/fsdp_worker.py) to pay the imports once; the faults
 (a NaN on one rank, a SIGKILL) are patched in by the worker. 1-process references run in-process.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "the sky is blue"}]
 
@@ -66,12 +66,12 @@ def runs(models, tiny_ner_data, tmp_path_factory, compose_config):
                {"args": [*jobs["bert_full"], *fsdp, "trainer.save_every=2", f"run_dir={root / 'killed'}"], "kill_at": 5}]
     (root / "jobs.json").write_text(json.dumps(launch))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    first = subprocess.run([*TORCHRUN, str(REPO / "tests" / "fsdp_worker.py"), str(root / "jobs.json")], cwd=root,
+    first = subprocess.run([*TORCHRUN, str(REPO / "tests" / "distributed" / "fsdp_worker.py"), str(root / "jobs.json")], cwd=root,
                            env=env, capture_output=True, text=True, timeout=600)
     assert (root / "nan_skip" / "results.json").exists(), first.stderr[-4000:]
     assert first.returncode != 0 and not (root / "killed" / "results.json").exists()  # rank 0 was SIGKILLed
     (root / "resume.json").write_text(json.dumps([{"args": [*launch[-1]["args"], "resume=true"]}]))
-    resumed = subprocess.run([*TORCHRUN, str(REPO / "tests" / "fsdp_worker.py"), str(root / "resume.json")],
+    resumed = subprocess.run([*TORCHRUN, str(REPO / "tests" / "distributed" / "fsdp_worker.py"), str(root / "resume.json")],
                              cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     # 1 process, the same global batch: 2 accumulated micro-batches of the same size

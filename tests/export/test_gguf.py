@@ -8,7 +8,7 @@ import pytest
 
 from tests import deploy_fixtures as F
 from tests.conftest import run_cli
-from tests.test_inference_settings import _cli_exit
+from tests.inference.test_saved_settings import _cli_exit
 
 gguf = pytest.importorskip("gguf")
 sft_run, ner_run = F.sft_run, F.ner_run  # fixtures

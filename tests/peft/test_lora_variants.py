@@ -15,7 +15,7 @@ from ftune.errors import FtuneError
 from ftune.optim import build_optimizer, build_scheduler
 from ftune.tasks.sft import add_neftune
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 
 def lora_cfg(name: str, **settings):

@@ -12,7 +12,7 @@ from ftune import recipes
 from ftune.sweep import across_seeds, print_summary, summarize
 from tests.conftest import SHARED_DATA, run_cli
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiment"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "configs" / "experiment"
 
 
 def _recipe(low, high, split="validation", metric="f1"):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.test_cli import ftune
+from tests.cli.test_installed import ftune
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher (the sweeps extra) is not installed")
 

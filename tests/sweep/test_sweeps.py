@@ -3,7 +3,7 @@
 import json
 
 from ftune.sweep import summarize
-from tests.test_cli import ftune
+from tests.cli.test_installed import ftune
 
 
 def _record(job, value, status="ok", greater=True):

@@ -13,7 +13,7 @@ from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.dpo import DpoTask
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 PAIRS = [
     {"prompt": "what colour is the sky ?", "chosen": "the sky is blue", "rejected": "the cat sat on the mat"},

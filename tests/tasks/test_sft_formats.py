@@ -13,7 +13,7 @@ from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.sft import SftTask
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 END = "<|im_end|>\n"  # the tiny Llama's ChatML template closes every turn with it (EOS + newline)
 ROWS = {  # one row per format → (messages it becomes, what trains)
