@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_data
 
 SENTENCES = ["a great and moving film", "dull , slow and far too long", "the best thing this year",
              "an awful mess", "warm , funny and wise", "nothing works here"] * 4
@@ -39,7 +39,7 @@ def test_train_eval_predict(task, tmp_path, tiny_model_dir, tiny_ner_data):
     else:
         path = tmp_path / "data.jsonl"
         rows = _rows(task)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_data(path, rows)
         data = [f"task.data.train={path}", f"task.data.validation={path}"]
         if task == "pair_classification":
             data.append("task.data.text_pair_column=text_pair")

@@ -10,18 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_data
 
 CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "blue"},
         {"role": "user", "content": "and the cat ?"}, {"role": "assistant", "content": "the cat sat on the mat"}]
 PAIRS = [("the cat sat on the mat", "a cat sat"), ("a dog ran in the park", "dog ran"),
          ("hello , how are you today ?", "fine , thank you")]
 
-
-
-def _write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _rows_out(path: Path) -> list[dict]:
@@ -31,7 +26,7 @@ def _rows_out(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory, tiny_llama_dir) -> Path:
     folder = tmp_path_factory.mktemp("sft")
-    data = _write(folder / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 4)
+    data = write_data(folder / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 4)
     run_cli("train", "task=sft", f"task.data.train={data}", f"task.data.validation={data}", "task.packing=true",
            "task.max_length=256",  # the tiny Llama's positions
            "task.eval_generate=true", "task.generation.max_new_tokens=4", f"model.name_or_path={tiny_llama_dir}",
@@ -43,7 +38,7 @@ def sft_run(tmp_path_factory, tiny_llama_dir) -> Path:
 @pytest.mark.parametrize("task", ["summarization", "translation"])
 def test_seq2seq_train_eval_predict(task, tmp_path, tiny_t5_dir):
     columns = ("document", "summary") if task == "summarization" else ("source", "target")
-    data = _write(tmp_path / "data.jsonl", [dict(zip(columns, pair, strict=True)) for pair in PAIRS * 3])
+    data = write_data(tmp_path / "data.jsonl", [dict(zip(columns, pair, strict=True)) for pair in PAIRS * 3])
     run_dir = tmp_path / "run"
     run_cli("train", f"task={task}", f"task.data.train={data}", f"task.data.validation={data}",
            f"model.name_or_path={tiny_t5_dir}", "model.name=tiny", "task.generation.max_new_tokens=6",
@@ -104,10 +99,10 @@ def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, 
     from safetensors.torch import load_file
 
     if task == "sft":
-        data = _write(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
+        data = write_data(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
         model, length = tiny_llama_dir, ["task.max_length=256"]
     else:
-        data = _write(tmp_path / "data.jsonl", [{"document": a, "summary": b} for a, b in PAIRS * 3])
+        data = write_data(tmp_path / "data.jsonl", [{"document": a, "summary": b} for a, b in PAIRS * 3])
         model, length = tiny_t5_dir, []
     run_dir = tmp_path / "run"
     run_cli("train", f"task={task}", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}", *length,
@@ -133,7 +128,7 @@ def test_prefix_tuning_on_a_causal_lm_trains_only_the_prefix(tmp_path, tiny_llam
     """With the locked transformers/peft, prefix tuning drives causal LMs (encoders are refused: tests/peft/test_methods.py)."""
     from safetensors.torch import load_file
 
-    data = _write(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
+    data = write_data(tmp_path / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
     run_dir = tmp_path / "run"
     run_cli("train", "task=sft", "peft=prefix_tuning", "peft.num_virtual_tokens=4", f"task.data.train={data}",
            "task.max_length=128",

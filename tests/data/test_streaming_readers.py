@@ -24,7 +24,7 @@ from ftune.tasks.multilabel import MultilabelTask
 from ftune.tasks.qa import QaTask
 from ftune.tasks.regression import RegressionTask
 from ftune.tasks.relation import RelationTask
-from tests.conftest import SHARED_DATA, run_cli
+from tests.conftest import SHARED_DATA, run_cli, write_data
 
 OLD = {  # sha256 of examples (`where` without the folder) and features, 3,000 generated rows, max_length 16
     "csv": ("4a56eeb8367feca964191b20cf1b2d76395e5c9467803eb1d88e110fa347ce31",
@@ -63,13 +63,6 @@ def make(name: str, **overrides):
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FTUNE_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def table_text(rows: int, delimiter: str, seed: int = 0) -> str:
@@ -341,7 +334,7 @@ def test_predict_in_chunks_writes_what_one_pass_over_the_whole_input_writes(task
         rows = [{"text": " ".join(random.Random(i).choices(WORDS, k=6)), "label": "ab"[i % 2]} for i in range(24)]
         inputs = [row["text"] for row in rows] + ['{"text": "a plot"}', "", "é ünïcode"]
         extra = []
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_data(data, rows)
     run_dir = tmp_path / "run"
     run_cli("train", f"task={task}", f"task.data.train={data}", f"model.name_or_path={tiny_model_dir}",
             "model.name=tiny", "trainer.max_steps=1", "logger.console=none", f"run_dir={run_dir}", *extra)

@@ -12,18 +12,6 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def no_dropout_model(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model without dropout: the ranks' random streams differ, so dropout masks would too."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-no-dropout")
-    config = AutoConfig.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    AutoModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    return folder
-
-
 def _train(tmp_path, launcher, overrides):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launcher, "-m", "ftune", "train", *overrides], cwd=tmp_path, env=env, capture_output=True,

@@ -14,21 +14,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import write_data
+
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "the sky is blue"}]
 
 
 @pytest.fixture(scope="module")
-def models(tiny_model_dir, tiny_llama_dir, tmp_path_factory) -> dict[str, Path]:
-    """The tiny BERT without dropout (the ranks' random streams differ, so dropout masks would too)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-no-dropout")
-    config = AutoConfig.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    AutoModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    return {"bert": folder, "llama": tiny_llama_dir}
+def models(no_dropout_model, tiny_llama_dir) -> dict[str, Path]:
+    """The tiny BERT without dropout (conftest) and the tiny Llama."""
+    return {"bert": no_dropout_model, "llama": tiny_llama_dir}
 
 
 def _jobs(models, data, root: Path) -> dict[str, list[str]]:
@@ -52,9 +48,7 @@ def runs(models, tiny_ner_data, tmp_path_factory, compose_config):
     from ftune.commands import train
 
     root = tmp_path_factory.mktemp("fsdp")
-    chat = root / "chat.jsonl"
-    chat.write_text("".join(json.dumps(row) + "\n" for row in
-                            [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 8))
+    chat = write_data(root / "chat.jsonl", [{"messages": CHAT}, {"prompt": "hello", "response": "fine , thank you"}] * 8)
     data = {**tiny_ner_data, "chat": chat}
     jobs = _jobs(models, data, root)
     # 96 NER sentences, 16 conversations: whole global batches of 16 and 8, so no rank repeats a batch

@@ -14,8 +14,7 @@ from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.optim import build_optimizer, build_scheduler
 from ftune.tasks.sft import add_neftune
-
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_data
 
 
 def lora_cfg(name: str, **settings):
@@ -57,7 +56,7 @@ def test_dora_trains_and_exports_merged_through_the_cli(tiny_llama_dir, tmp_path
     chat = [{"messages": [{"role": "user", "content": "what colour is the sky ?"},
                           {"role": "assistant", "content": "the sky is blue"}]}] * 8
     data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in chat))
+    write_data(data, chat)
     run_dir = tmp_path / "run"
     run_cli("train", "task=sft", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny", "peft=dora",
             f"task.data.train={data}", f"task.data.validation={data}", "trainer.max_steps=2", "trainer.batch_size=4", "task.max_length=128",

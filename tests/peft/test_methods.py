@@ -14,7 +14,7 @@ from ftune import cli
 from ftune import peft as ftune_peft
 from ftune.commands import train
 from ftune.errors import FtuneError
-from tests.conftest import crash_at_step, run_cli
+from tests.conftest import crash_at_step, run_cli, write_data
 
 SENTENCES = ["a great and moving film", "dull , slow and far too long", "the best thing this year",
              "an awful mess", "warm , funny and wise", "nothing works here"] * 4
@@ -206,7 +206,7 @@ def test_methods_that_do_not_fit_fail_at_start_up(overrides, message, compose_co
     if cfg.task.name == "relation":
         rows = [{"text": f"Anna met Bob in Rome {s}", "head": [0, 4], "tail": [9, 12], "label": ["met", "no_relation"][i % 2]}
                 for i, s in enumerate(SENTENCES)]
-        (tmp_path / "rel.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_data(tmp_path / "rel.jsonl", rows)
         cfg.task.data.train = str(tmp_path / "rel.jsonl")
     with pytest.raises(FtuneError, match=message):
         train.run(cfg)
@@ -217,7 +217,7 @@ def test_lora_trains_the_tokens_a_task_adds_and_saves_only_their_rows(tiny_model
     rows = [{"text": f"Anna met Bob in Rome {s}", "head": [0, 4], "tail": [9, 12], "label": ["met", "no_relation"][i % 2]}
             for i, s in enumerate(SENTENCES)]
     data = tmp_path / "rel.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_data(data, rows)
     run_dir = tmp_path / "run"
     run_cli("train", "task=relation", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}",
            f"model.name_or_path={tiny_model_dir}", "model.name=tiny", "trainer.max_steps=4", "trainer.batch_size=8",

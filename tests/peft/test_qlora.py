@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_data
 
 pytest.importorskip("bitsandbytes", reason="the quant extra (bitsandbytes) is not installed")
 CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "the sky is blue"}]
@@ -22,7 +22,7 @@ def _overrides(tiny_llama_dir, data, run_dir, quantization="nf4"):
 @pytest.fixture(scope="module")
 def chat_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("qlora") / "chat.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4))
+    write_data(path, [{"messages": CHAT}, {"prompt": "hello", "response": "fine"}] * 4)
     return path
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ftune import report
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_data
 
 pytest.importorskip("matplotlib")
 
@@ -27,7 +27,7 @@ def _run_dir(folder: Path, task: str, main: str, results: dict, extra_eval: tupl
             value = 0.5 + step / 100 if main != "loss" else 2.0 - step / 40
             rows.append({"event": "eval", "step": step, "epoch": step / 20, f"val/{main}": value, "val/loss": 1.5 - step / 80,
                          **{f"val/{k}": step / 50 for k in extra_eval}, "is_best": step == 30})
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_data(folder / "metrics.jsonl", rows)
     results = {"task": task, "model": "tiny", "main_metric": main, "greater_is_better": main != "loss", "best_step": 30,
                "steps": 40, "precision": "fp32", "peft": "none", "freeze": "none", "train": {"samples_per_s": 104.0}, **results}
     (folder / "results.json").write_text(json.dumps(results))

@@ -19,6 +19,7 @@ from ftune.tasks.classification import ClassificationTask, PairClassificationTas
 from ftune.tasks.multilabel import MultilabelTask
 from ftune.tasks.regression import RegressionTask
 from ftune.tasks.sequence_data import label_list, sort_labels
+from tests.conftest import write_data
 
 OPTIONS = {ClassificationTask: "classification", PairClassificationTask: "pair_classification",
            RegressionTask: "regression", MultilabelTask: "multilabel"}
@@ -27,19 +28,6 @@ OPTIONS = {ClassificationTask: "classification", PairClassificationTask: "pair_c
 def make(cls, **overrides):
     defaults = {"data": {"text_pair_column": "text_pair"}} if cls is PairClassificationTask else {}
     return cls(OmegaConf.merge(group_defaults("task", OPTIONS[cls]), defaults, overrides))
-
-
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 # ---- metrics -------------------------------------------------------------------------------------------
@@ -105,15 +93,15 @@ def test_multilabel_metrics_match_hand_counts():
 
 # ---- readers and label parsing ---------------------------------------------------------------------------
 def test_read_table_tsv_csv_quoting_and_where(tmp_path):
-    tsv = write(tmp_path, "a.tsv", 'sentence\tlabel\nit \'s "great" \t1\n\nbad\t0\n')
+    tsv = write_data(tmp_path / "a.tsv", 'sentence\tlabel\nit \'s "great" \t1\n\nbad\t0\n')
     rows = read_table(str(tsv), "task.data.train")
     assert [r["sentence"] for r in rows] == ['it \'s "great" ', "bad"]  # no quoting in TSV
     assert [r["where"] for r in rows] == [f"{tsv}:2", f"{tsv}:4"]
-    csv_file = write(tmp_path, "b.csv", '\ufefftext,label\n"a, b",x\n"two\nlines",y\nc,z\n')
+    csv_file = write_data(tmp_path / "b.csv", '\ufefftext,label\n"a, b",x\n"two\nlines",y\nc,z\n')
     rows = read_table(str(csv_file), "file")
     assert [r["text"] for r in rows] == ["a, b", "two\nlines", "c"]
     assert [r["where"].rsplit(":", 1)[1] for r in rows] == ["2", "3", "5"]
-    bad = write(tmp_path, "c.tsv", "text\tlabel\nok\t1\nno label\nx\t1\t2\n")
+    bad = write_data(tmp_path / "c.tsv", "text\tlabel\nok\t1\nno label\nx\t1\t2\n")
     with pytest.raises(FtuneError) as error:
         read_table(str(bad), "file")
     assert f"{bad}:3: 1 field(s), the header has 2" in str(error.value) and f"{bad}:4: 3 field(s)" in str(error.value)
@@ -121,26 +109,26 @@ def test_read_table_tsv_csv_quoting_and_where(tmp_path):
 
 def test_classification_data_errors_name_file_and_line(tmp_path):
     task = make(ClassificationTask)
-    path = write(tmp_path, "train.csv", "text,label\ngood film,pos\n  ,neg\nfine,\n")
+    path = write_data(tmp_path / "train.csv", "text,label\ngood film,pos\n  ,neg\nfine,\n")
     with pytest.raises(FtuneError) as error:
         task.load_file(str(path), "task.data.train")
     assert f"{path}:3: `text` is empty" in str(error.value) and f"{path}:4: `label`: not a class label" in str(error.value)
-    jsonl = write(tmp_path, "train.jsonl", '{"text": "a", "label": 1}\n{"label": 0}\n{"text": 5, "label": [1]}\n')
+    jsonl = write_data(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n{"label": 0}\n{"text": 5, "label": [1]}\n')
     with pytest.raises(FtuneError) as error:
         task.load_file(str(jsonl), "task.data.train")
     assert f"{jsonl}:2: no field `text`" in str(error.value)
     assert f"{jsonl}:3: `text` is not a string; `label`: not a class label: [1]" in str(error.value)
-    header = write(tmp_path, "h.tsv", "sentence\tlabel\nok\t1\n")
+    header = write_data(tmp_path / "h.tsv", "sentence\tlabel\nok\t1\n")
     with pytest.raises(FtuneError, match=r"no column `text` \(columns: sentence, label\).*task.data.text_column"):
         task.load_file(str(header), "task.data.train")
     with pytest.raises(FtuneError, match="cannot tell the format"):
-        task.load_file(str(write(tmp_path, "x.txt", "a\n")), "task.data.train")
+        task.load_file(str(write_data(tmp_path / "x.txt", "a\n")), "task.data.train")
 
 
 def test_labels_are_names_sorted_and_unseen_labels_are_reported(tmp_path):
     task = make(ClassificationTask, data={"text_column": "sentence"})
-    train = task.load_file(str(write(tmp_path, "t.tsv", "sentence\tlabel\na\t10\nb\t2\nc\t2\n")), "task.data.train")
-    dev = task.load_file(str(write(tmp_path, "d.tsv", "sentence\tlabel\na\t2\nb\t3\n")), "task.data.validation")
+    train = task.load_file(str(write_data(tmp_path / "t.tsv", "sentence\tlabel\na\t10\nb\t2\nc\t2\n")), "task.data.train")
+    dev = task.load_file(str(write_data(tmp_path / "d.tsv", "sentence\tlabel\na\t2\nb\t3\n")), "task.data.validation")
     assert train[0]["label"] == "10" and sort_labels(["10", "2", "1"]) == ["1", "2", "10"]
     with pytest.raises(FtuneError, match=r"d.tsv:3: label `3` does not occur in the training data"):
         task.fit_labels(train, {"validation": dev})
@@ -152,7 +140,7 @@ def test_labels_are_names_sorted_and_unseen_labels_are_reported(tmp_path):
 
 def test_regression_labels_must_be_finite_numbers(tmp_path):
     task = make(RegressionTask, data={"label_column": "score"})
-    path = write(tmp_path, "r.csv", "text,score\na,1.5\nb,high\nc,nan\nd, -2 \n")
+    path = write_data(tmp_path / "r.csv", "text,score\na,1.5\nb,high\nc,nan\nd, -2 \n")
     with pytest.raises(FtuneError) as error:
         task.load_file(str(path), "task.data.train")
     assert f"{path}:3: `score`: not a number: 'high'" in str(error.value)
@@ -166,10 +154,10 @@ def test_multilabel_label_parsing(tmp_path):
     with pytest.raises(ValueError, match="invalid JSON list"):
         label_list('["a"', ",")
     task = make(MultilabelTask, label_delimiter="|", data={"label_column": "labels"})
-    csv_file = write(tmp_path, "m.csv", 'text,labels\na,"[""x"", ""y""]"\nb,y|z\nc,\n')
+    csv_file = write_data(tmp_path / "m.csv", 'text,labels\na,"[""x"", ""y""]"\nb,y|z\nc,\n')
     examples = task.load_file(str(csv_file), "task.data.train")
     assert [ex["label"] for ex in examples] == [["x", "y"], ["y", "z"], []]
-    jsonl = write(tmp_path, "m.jsonl", '{"text": "a", "labels": ["x"]}\n{"text": "b", "labels": {"x": 1}}\n')
+    jsonl = write_data(tmp_path / "m.jsonl", '{"text": "a", "labels": ["x"]}\n{"text": "b", "labels": {"x": 1}}\n')
     with pytest.raises(FtuneError, match=r"m.jsonl:2: `labels`: not a list of labels"):
         task.load_file(str(jsonl), "task.data.train")
     task.fit_labels(examples, {})
@@ -302,19 +290,19 @@ def write_task_data(tmp_path, task: str) -> tuple[list[str], dict[str, str]]:
         texts = sentences(n, seed)
         if task == "classification":  # TSV like SST-2, integer ids
             body = "sentence\tlabel\n" + "".join(f"{t}\t{int('bank' in t)}\n" for t in texts)
-            files[split] = write(tmp_path, f"{split}.tsv", body)
+            files[split] = write_data(tmp_path / f"{split}.tsv", body)
         elif task == "pair_classification":  # CSV
             pairs = sentences(n, seed + 10)
             body = "text,text_pair,label\n" + "".join(f"{a},{b},{'yes' if i % 2 else 'no'}\n"
                                                      for i, (a, b) in enumerate(zip(texts, pairs, strict=True)))
-            files[split] = write(tmp_path, f"{split}.csv", body)
+            files[split] = write_data(tmp_path / f"{split}.csv", body)
         elif task == "regression":  # JSONL floats
             body = "".join(json.dumps({"text": t, "label": len(t.split()) / 3}) + "\n" for t in texts)
-            files[split] = write(tmp_path, f"{split}.jsonl", body)
+            files[split] = write_data(tmp_path / f"{split}.jsonl", body)
         else:  # multilabel: JSONL lists
             body = "".join(json.dumps({"text": t, "labels": [w for w in ("bank", "shares", "match") if w in t]}) + "\n"
                            for t in texts)
-            files[split] = write(tmp_path, f"{split}.jsonl", body)
+            files[split] = write_data(tmp_path / f"{split}.jsonl", body)
     overrides = [f"task={task}", f"task.data.train={files['train']}", f"task.data.validation={files['validation']}"]
     if task == "classification":
         overrides.append("task.data.text_column=sentence")
@@ -368,11 +356,11 @@ def test_eval_predict_and_pipeline_after_training(compose_config, tiny_model_dir
     metrics = evaluate.run(compose_config("eval", [f"run_dir={run_dir}", "split=validation"]))
     assert metrics["accuracy"] == pytest.approx(results["validation"]["accuracy"])
     assert json.loads((run_dir / "eval_validation.json").read_text())["confusion_matrix"]["labels"] == ["0", "1"]
-    unseen = write(tmp_path, "unseen.tsv", "sentence\tlabel\nthe bank\t7\n")
+    unseen = write_data(tmp_path / "unseen.tsv", "sentence\tlabel\nthe bank\t7\n")
     with pytest.raises(FtuneError, match=r"unseen.tsv:2: label `7` does not occur"):
         evaluate.run(compose_config("eval", [f"run_dir={run_dir}", f"file={unseen}"]))
 
-    source = write(tmp_path, "in.txt", 'the bank said\n{"text": "shares rose"}\n\n')
+    source = write_data(tmp_path / "in.txt", 'the bank said\n{"text": "shares rose"}\n\n')
     target = tmp_path / "out.jsonl"
     assert predict.run(compose_config("predict", [f"run_dir={run_dir}", f"input={source}", f"output={target}"]))["lines"] == 3
     rows = [json.loads(line) for line in target.read_text().splitlines()]

@@ -12,8 +12,7 @@ from omegaconf import OmegaConf
 from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.dpo import DpoTask
-
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_data
 
 PAIRS = [
     {"prompt": "what colour is the sky ?", "chosen": "the sky is blue", "rejected": "the cat sat on the mat"},
@@ -41,32 +40,25 @@ def by_hand(model, ids: list[int], labels: list[int]) -> tuple[float, int]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_llama_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_llama_dir)
-
-
-@pytest.fixture(scope="module")
 def model(tiny_llama_dir):
     return dpo_task().build_model(str(tiny_llama_dir)).eval()
 
 
-def test_replies_are_masked_after_the_prompt(tokenizer):
+def test_replies_are_masked_after_the_prompt(chat_tokenizer):
     task = dpo_task()
     examples = task._examples([{**p, "where": f"x:{i}"} for i, p in enumerate(PAIRS)], "x", True)
-    features = task.featurize(examples, tokenizer)
+    features = task.featurize(examples, chat_tokenizer)
     for feature, pair in zip(features, examples, strict=True):
         for side in ("chosen", "rejected"):
             labels = feature[f"{side}_labels"]
-            assert tokenizer.decode([t for t in labels if t != -100]) == pair[side] + "<|im_end|>\n"
+            assert chat_tokenizer.decode([t for t in labels if t != -100]) == pair[side] + "<|im_end|>\n"
     assert examples[2]["messages"][-1]["content"] == "summarize the long story\na dog ran in the park"  # Alpaca
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo", "orpo", "simpo"])
-def test_losses_equal_their_closed_forms(loss, tokenizer, model):
+def test_losses_equal_their_closed_forms(loss, chat_tokenizer, model):
     task = dpo_task(loss=loss, label_smoothing=0.1 if loss == "sigmoid" else 0.0)
-    features = task.featurize(task._examples(PAIRS, "x", True), tokenizer)
+    features = task.featurize(task._examples(PAIRS, "x", True), chat_tokenizer)
     batch = task.collate(features)
     reference = {f["key"]: (-30.0 - i, -40.0 + 2 * i) for i, f in enumerate(features)}  # made-up reference sums
     task.reference.update(reference)
@@ -92,11 +84,11 @@ def test_losses_equal_their_closed_forms(loss, tokenizer, model):
     assert task.beta == (2.0 if loss == "simpo" else 0.1)
 
 
-def test_peft_reference_is_the_base_without_adapter_and_gets_no_gradient(tokenizer, tiny_llama_dir):
+def test_peft_reference_is_the_base_without_adapter_and_gets_no_gradient(chat_tokenizer, tiny_llama_dir):
     from peft import LoraConfig, get_peft_model
 
     task = dpo_task()
-    features = task.featurize(task._examples(PAIRS, "x", True), tokenizer)
+    features = task.featurize(task._examples(PAIRS, "x", True), chat_tokenizer)
     batch = task.collate(features)
     base = task.build_model(str(tiny_llama_dir))
     plain = [by_hand(base, f[f"{side}_ids"], f[f"{side}_labels"])[0] for side in ("chosen", "rejected") for f in features]
@@ -134,8 +126,8 @@ def test_bad_settings_and_rows_are_refused(tmp_path):
 
 def _write_pairs(folder) -> tuple:
     train, dev = folder / "pairs.jsonl", folder / "dev.jsonl"
-    train.write_text("".join(json.dumps(p) + "\n" for p in PAIRS * 4))
-    dev.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+    write_data(train, PAIRS * 4)
+    write_data(dev, PAIRS)
     return train, dev
 
 

@@ -14,13 +14,6 @@ def make_task(**overrides) -> NerTask:
     return NerTask(cfg)
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def example(tokens: str, tags: str) -> dict:
     return {"tokens": tokens.split(), "tags": tags.split(), "where": "test:1"}
 

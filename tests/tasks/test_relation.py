@@ -1,6 +1,5 @@
 """Relation extraction: entity markers, spans from offsets or tokens, cropping, micro-F1 without no_relation."""
 
-import json
 
 import pytest
 from omegaconf import OmegaConf
@@ -8,6 +7,7 @@ from omegaconf import OmegaConf
 from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.relation import RelationTask, crop, mark
+from tests.conftest import write_data
 
 ROWS = [
     {"text": "Bill Gates founded Microsoft in Albuquerque .", "head": [0, 10], "tail": [19, 28], "label": "founded"},
@@ -22,14 +22,8 @@ def make_task(**overrides) -> RelationTask:
     return RelationTask(OmegaConf.merge(defaults("task", "relation"), overrides))
 
 
-def write(tmp_path, rows, name="rel.jsonl"):
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def test_markers_from_offsets_and_from_tokens(tmp_path):
-    examples = make_task().load_file(str(write(tmp_path, ROWS)))
+    examples = make_task().load_file(str(write_data(tmp_path / "rel.jsonl", ROWS)))
     assert examples[0]["text"] == "[E1] Bill Gates [/E1] founded [E2] Microsoft [/E2] in Albuquerque ."
     assert examples[1]["text"] == "[E1] Paris [/E1] is the capital of [E2] France [/E2] ."
     assert mark("a b c", (4, 5), (0, 1)) == "[E2] a [/E2] b [E1] c [/E1]"  # tail before head
@@ -40,7 +34,7 @@ def test_bad_spans_are_reported_with_file_and_line(tmp_path):
            {"text": "short", "head": [0, 30], "tail": [0, 1], "label": "x"},
            {"tokens": ["a"], "head": [0, 1], "label": "x"}]
     with pytest.raises(FtuneError) as error:
-        make_task().load_file(str(write(tmp_path, bad)))
+        make_task().load_file(str(write_data(tmp_path / "rel.jsonl", bad)))
     message = error.value.one_line()
     assert ":1: head and tail overlap" in message and ":2: entity offset beyond" in message
     assert ":3: `tail` must be [start, end)" in message
@@ -65,7 +59,7 @@ def test_markers_become_tokens_and_long_sentences_are_cropped_around_entities(ti
 
 def test_micro_f1_leaves_out_no_relation(tmp_path):
     task = make_task()
-    examples = task.load_file(str(write(tmp_path, ROWS)))
+    examples = task.load_file(str(write_data(tmp_path / "rel.jsonl", ROWS)))
     task.fit_labels(examples, {})
     ids = {label: i for i, label in enumerate(task.labels)}
     features = [{"example": i} for i in range(4)]
