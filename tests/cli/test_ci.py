@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_ci_example_script_and_the_gate(tmp_path, tiny_model_dir, tiny_ner_data):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "FTUNE": f"{sys.executable} -m ftune", "OUT": str(tmp_path / "ci"),
            "GATE": "f1>=0.0,loss<=100"}

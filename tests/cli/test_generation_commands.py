@@ -81,6 +81,7 @@ def test_sft_train_eval_predict(sft_run, tmp_path):
     assert "error" in rows[2]
 
 
+@pytest.mark.slow
 def test_chat_through_a_pipe(sft_run):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "ftune", "chat", f"run_dir={sft_run}", "max_new_tokens=3"],

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts the installed command as a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 FTUNE = [sys.executable, "-m", "ftune"]
 

@@ -20,6 +20,7 @@ def _train(tmp_path, launcher, overrides):
     return done
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, no_dropout_model, tiny_ner_data):
     common = [f"model.name_or_path={no_dropout_model}", "model.name=tiny", f"task.data.train={tiny_ner_data['train']}",
               f"task.data.validation={tiny_ner_data['validation']}", f"task.data.test={tiny_ner_data['test']}",

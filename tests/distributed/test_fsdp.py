@@ -80,6 +80,7 @@ def _train_events(run_dir: Path) -> list[dict]:
     return [row for row in rows if row.get("event", "train") == "train" and "loss" in row and "lr" in row]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert_full", "bert_lora", "llama_full", "llama_lora"])
 def test_two_fsdp_processes_match_one_process(runs, name):
     root, _ = runs
@@ -105,6 +106,7 @@ def test_two_fsdp_processes_match_one_process(runs, name):
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 def test_tight_clipping_is_applied_to_the_global_norm(runs):
     """max_grad_norm=0.05 clips every step; were each rank clipping its own shard's norm, the updates
     (and so the second step's norm and the final weights) would differ from one process's."""
@@ -113,6 +115,7 @@ def test_tight_clipping_is_applied_to_the_global_norm(runs):
     assert all(e["grad_norm"] > 0.05 for e in events)
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_rank_makes_both_ranks_skip_or_stop_at_the_same_step(runs):
     root, stderr = runs
     assert stderr.count("step 3: loss or gradients not finite, update skipped") == 2  # rank 0 and rank 1
@@ -122,6 +125,7 @@ def test_a_nan_on_one_rank_makes_both_ranks_skip_or_stop_at_the_same_step(runs):
     assert not (root / "nan_stop" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_matches_the_uninterrupted_run(runs):
     root, _ = runs
     full, resumed = (json.loads((root / d / "results.json").read_text()) for d in ("fsdp_bert_full", "killed"))
@@ -134,6 +138,7 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(runs):
         torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-7, msg=key)
 
 
+@pytest.mark.slow
 def test_best_loads_with_from_pretrained_and_the_adapter_is_whole(runs):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
@@ -150,6 +155,7 @@ def test_best_loads_with_from_pretrained_and_the_adapter_is_whole(runs):
     assert all(v.shape[0] == 8 or v.shape[1] == 8 for v in saved.values())  # r=8 by full hidden size: gathered
 
 
+@pytest.mark.slow
 def test_parameters_per_rank_are_about_half_under_fsdp(runs):
     root, _ = runs
     for name in ("bert_full", "llama_full"):

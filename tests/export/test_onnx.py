@@ -71,6 +71,7 @@ def test_a_corrupted_weight_is_refused_and_nothing_is_written(ner_run, tmp_path,
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_the_folder_runs_with_onnxruntime_alone(ner_run, tmp_path):
     out = tmp_path / "onnx"
     run_cli("export", f"run_dir={ner_run}", "format=onnx", f"out={out}")

@@ -88,6 +88,7 @@ def test_unknown_backend_fails_at_start_with_one_line(compose_config, tiny_train
     assert not (tmp_path / "run").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_mlflow_run_killed_9_then_resumed_is_one_run_equal_to_metrics_jsonl(
         compose_config, tiny_train_overrides, tmp_path, trackers_offline):
     client = trackers_offline
@@ -205,6 +206,7 @@ def test_a_two_job_sweep_gives_two_runs_per_tracker_with_the_sweep_tag(
     assert "optimizer.lr" in report and "data:image/png;base64," in report
 
 
+@pytest.mark.slow
 def test_two_torchrun_processes_make_one_wandb_run(tmp_path, tiny_model_dir, tiny_ner_data):
     import os
     import subprocess

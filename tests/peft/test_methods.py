@@ -142,6 +142,7 @@ def test_eval_predict_and_peft_loaders_read_the_adapter(lora_run, tmp_path):
     assert model.config.num_labels == len(labels)
 
 
+@pytest.mark.slow
 def test_export_merge_gives_the_adapter_runs_outputs_without_peft(lora_run, tmp_path):
     from omegaconf import OmegaConf
 

@@ -17,6 +17,8 @@ import pytest
 from tests import deploy_fixtures as F
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # a real uvicorn server process per task
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 ner_run, classification_run, qa_run, sft_run = F.ner_run, F.classification_run, F.qa_run, F.sft_run  # fixtures

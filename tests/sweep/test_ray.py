@@ -7,6 +7,8 @@ import pytest
 
 from tests.cli.test_installed import ftune
 
+pytestmark = pytest.mark.slow  # the installed command as a subprocess, and a local Ray cluster
+
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher (the sweeps extra) is not installed")
 
 

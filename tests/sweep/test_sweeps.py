@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ftune.sweep import summarize
 from tests.cli.test_installed import ftune
 
@@ -21,6 +23,7 @@ def test_summary_marks_the_best_job_in_the_task_direction():
     assert summarize([_record(0, None, "failed")])["best_job"] is None
 
 
+@pytest.mark.slow
 def test_optuna_three_trials_in_parallel_with_joblib(tmp_path, tiny_model_dir, tiny_ner_data):
     sweep = tmp_path / "optuna"
     result = ftune("train", "hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -42,6 +45,7 @@ def test_optuna_three_trials_in_parallel_with_joblib(tmp_path, tiny_model_dir, t
     assert {k: str(v) for k, v in summary["optuna"]["best_params"].items()} == best["params"]
 
 
+@pytest.mark.slow
 def test_slurm_launcher_configs_compose(tmp_path):
     for launcher in ("submitit_slurm", "slurm"):
         shown = ftune("train", f"hydra/launcher={launcher}", "hydra.launcher.partition=gpu", "--cfg", "hydra",
