@@ -1,6 +1,8 @@
 """Extractive QA: SQuAD normalisation and scores, span labels across windows, answer assembly, validation."""
 
 import json
+import string
+from collections import Counter
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from ftune.config import defaults
 from ftune.errors import FtuneError
 from ftune.tasks.generation import normalize_answer, token_f1
 from ftune.tasks.qa import QaTask
+from tests.conftest import run_cli, write_data
 
 CONTEXT = ("The Denver Broncos defeated the Carolina Panthers 24 to 10 to earn their third Super Bowl title . "
            "The game was played on February 7 , 2016 , at Levi 's Stadium in Santa Clara , California .")
@@ -108,5 +111,28 @@ def test_qa_trains_end_to_end_with_the_tiny_model(compose_config, tiny_model_dir
                                    "task.doc_stride=16", "trainer.max_steps=3", "trainer.batch_size=4",
                                    "logger.console=none", f"run_dir={tmp_path / 'run'}"])
     results = train.run(cfg)
-    assert results["validation"]["questions"] == 4 and 0 <= results["validation"]["f1"] <= 100
+    assert results["validation"]["questions"] == 4
     assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+    # The reported scores are the SQuAD scores of what the trained model answers: predict the same questions with
+    # best/ and score the answers here, by the SQuAD v1.1 definition written out (not through the task's metric code).
+    source, target = tmp_path / "questions.jsonl", tmp_path / "answers.jsonl"
+    write_data(source, [{"id": q["id"], "question": q["question"], "context": CONTEXT} for q in questions])
+    run_cli("predict", f"run_dir={tmp_path / 'run'}", f"input={source}", f"output={target}")
+    answers = {row["id"]: row["answer"] for row in map(json.loads, target.read_text().splitlines())}
+    assert sorted(answers) == ["a", "b", "c", "d"]
+
+    def words(text: str) -> list[str]:
+        text = "".join(c for c in text.lower() if c not in string.punctuation)
+        return [w for w in text.split() if w not in ("a", "an", "the")]
+
+    def f1(predicted: str, gold: str) -> float:
+        common = sum((Counter(words(predicted)) & Counter(words(gold))).values())
+        if not words(predicted) or not words(gold):
+            return float(words(predicted) == words(gold))
+        return 0.0 if common == 0 else 2 * common / (len(words(predicted)) + len(words(gold)))
+
+    gold = {q["id"]: q["answers"][0]["text"] for q in questions}
+    expected_f1 = 100 * sum(f1(answers[i], gold[i]) for i in gold) / len(gold)
+    expected_exact = 100 * sum(words(answers[i]) == words(gold[i]) for i in gold) / len(gold)
+    assert results["validation"]["f1"] == pytest.approx(expected_f1, abs=1e-6)
+    assert results["validation"]["exact"] == pytest.approx(expected_exact, abs=1e-6)
