@@ -63,7 +63,7 @@ def test_a_corrupted_weight_is_refused_and_nothing_is_written(ner_run, tmp_path,
         return real_export(module, *args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", corrupted)
-    from tests.test_inference_settings import _cli_exit
+    from tests.inference.test_saved_settings import _cli_exit
 
     out = tmp_path / "onnx"
     assert _cli_exit("export", f"run_dir={ner_run}", "format=onnx", f"out={out}") == 2
@@ -97,7 +97,7 @@ print(json.dumps([labels[str(i)] for i in logits[0].argmax(-1)]))
 
 
 def test_onnx_refusals(sft_run, ner_run, tmp_path, capsys):
-    from tests.test_inference_settings import _cli_exit
+    from tests.inference.test_saved_settings import _cli_exit
 
     assert _cli_exit("export", f"run_dir={sft_run}", "format=onnx", f"out={tmp_path / 'x'}") == 2
     assert "format=onnx covers encoder tasks, not task=sft" in capsys.readouterr().err
