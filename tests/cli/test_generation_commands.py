@@ -109,7 +109,7 @@ def test_lora_on_generative_models_trains_adapters_and_predicts(task, tmp_path, 
     run_cli("train", f"task={task}", "peft=lora", f"task.data.train={data}", f"task.data.validation={data}", *length,
            f"model.name_or_path={model}", "model.name=tiny", "task.generation.max_new_tokens=4",
            "trainer.max_steps=2", "trainer.batch_size=4", "optimizer.lr=1e-2", "logger.console=none",
-           f"run_dir={run_dir}")
+           "logger.report=false", f"run_dir={run_dir}")  # report.html: tests/report/, and the seq2seq/sft runs above
     results = json.loads((run_dir / "results.json").read_text())
     assert 0 < results["parameters"]["percent"] < 50
     saved = load_file(run_dir / "best" / "adapter_model.safetensors")
@@ -135,7 +135,7 @@ def test_prefix_tuning_on_a_causal_lm_trains_only_the_prefix(tmp_path, tiny_llam
            "task.max_length=128",
            f"task.data.validation={data}", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny",
            "trainer.max_steps=2", "trainer.batch_size=4", "optimizer.lr=1e-2", "logger.console=none",
-           f"run_dir={run_dir}")
+           "logger.report=false", f"run_dir={run_dir}")  # report.html: tests/report/, and the seq2seq/sft runs above
     saved = load_file(run_dir / "best" / "adapter_model.safetensors")
     assert list(saved) == ["prompt_embeddings"] and saved["prompt_embeddings"].shape[0] == 4
     run_cli("eval", f"run_dir={run_dir}")

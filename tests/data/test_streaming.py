@@ -245,7 +245,8 @@ def test_predict_in_chunks_writes_what_one_pass_over_the_whole_input_writes(task
     write_data(data, rows)
     run_dir = tmp_path / "run"
     run_cli("train", f"task={task}", f"task.data.train={data}", f"model.name_or_path={tiny_model_dir}",
-            "model.name=tiny", "trainer.max_steps=1", "logger.console=none", f"run_dir={run_dir}", *extra)
+            "model.name=tiny", "trainer.max_steps=1", "logger.console=none", "logger.report=false", f"run_dir={run_dir}",
+            *extra)
     source = tmp_path / "in.txt"
     source.write_text("\n".join(inputs) + "\n")
     outputs = {}

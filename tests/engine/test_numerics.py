@@ -52,7 +52,8 @@ def _run(compose_config, overrides):
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(compose_config, tiny_train_overrides, tmp_path):
     common = [o for o in tiny_train_overrides if not o.startswith("run_dir=")]
-    common += ["trainer.save_every=3", "trainer.eval_every=4", "trainer.keep_last=10"]
+    common += ["trainer.save_every=3", "trainer.eval_every=4", "trainer.keep_last=10",
+               "logger.report=false"]  # report.html is not compared here; drawing it is most of a run's time
     full = _run(compose_config, [*common, f"run_dir={tmp_path / 'full'}"])
 
     with crash_at_step(5), pytest.raises(RuntimeError, match="simulated crash"):
@@ -104,10 +105,11 @@ def test_run_directory_layout_and_pipeline_loads_best(compose_config, tiny_train
 def test_refuses_to_overwrite_a_run(compose_config, tiny_train_overrides):
     from ftune.errors import FtuneError
 
-    _run(compose_config, [*tiny_train_overrides, "trainer.max_steps=1"])
+    one_step = [*tiny_train_overrides, "trainer.max_steps=1", "logger.report=false"]
+    _run(compose_config, one_step)
     with pytest.raises(FtuneError, match="already holds a run"):
-        _run(compose_config, [*tiny_train_overrides, "trainer.max_steps=1"])
-    _run(compose_config, [*tiny_train_overrides, "trainer.max_steps=1", "overwrite=true"])
+        _run(compose_config, one_step)
+    _run(compose_config, [*one_step, "overwrite=true"])
 
 
 def test_sigterm_saves_a_checkpoint_and_stops_with_143(compose_config, tiny_train_overrides, tmp_path, monkeypatch):

@@ -174,6 +174,7 @@ def _wandb_run(run_dir: Path) -> dict:
     return {"history": history, "run": run, "config": config, "summary": summary}
 
 
+@pytest.mark.slow  # W&B starts its wandb-core service process for each job
 def test_a_two_job_sweep_gives_two_runs_per_tracker_with_the_sweep_tag(
         tiny_train_overrides, tmp_path, trackers_offline):
     client = trackers_offline

@@ -60,7 +60,8 @@ def test_dora_trains_and_exports_merged_through_the_cli(tiny_llama_dir, tmp_path
     run_dir = tmp_path / "run"
     run_cli("train", "task=sft", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny", "peft=dora",
             f"task.data.train={data}", f"task.data.validation={data}", "trainer.max_steps=2", "trainer.batch_size=4", "task.max_length=128",
-            "optimizer.lr=1e-2", "optimizer.loraplus_lr_ratio=16", "logger.console=none", f"run_dir={run_dir}")
+            "optimizer.lr=1e-2", "optimizer.loraplus_lr_ratio=16", "logger.console=none", "logger.report=false",
+            f"run_dir={run_dir}")
     assert json.loads((run_dir / "best" / "adapter_config.json").read_text())["use_dora"] is True
     run_cli("export", f"run_dir={run_dir}", "merge=true", f"out={tmp_path / 'merged'}")  # refuses beyond 1e-4
     assert (tmp_path / "merged" / "config.json").is_file() and not (tmp_path / "merged" / "adapter_config.json").exists()
