@@ -38,6 +38,10 @@ try:  # absl comes with rouge-score
 except ImportError:
     pass
 
+# The tiny trained runs of the deployment tests (ner_run, classification_run, qa_run, sft_run): registered once
+# here, so each is built once per session rather than once per module that imports it.
+pytest_plugins = ["tests.deploy_fixtures"]
+
 _connect = socket.socket.connect
 
 

@@ -1,7 +1,8 @@
 """Tiny trained runs shared by the deployment tests (serve, ONNX, GGUF, inference settings).
 
-Import the fixtures into a test module (`from tests.deploy_fixtures import ner_run, ...`); each is built once
-per test session, in a few seconds, from the tiny random models of conftest.py.
+conftest.py loads this module as a plugin, so every test module sees the fixtures and each is built once per test
+session, in a few seconds, from the tiny random models of conftest.py. (Importing a fixture into a test module
+instead would register it again there, and rebuild it once per module.)
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from tests.conftest import run_cli
 from tests.inference.test_saved_settings import _cli_exit
 
 gguf = pytest.importorskip("gguf")
-sft_run, ner_run = F.sft_run, F.ner_run  # fixtures
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ import pytest
 from tests import deploy_fixtures as F
 from tests.conftest import SHARED_DATA, run_cli
 
-ner_run, classification_run, qa_run, sft_run = F.ner_run, F.classification_run, F.qa_run, F.sft_run  # fixtures
-
 pytest.importorskip("onnxruntime")
 INPUTS = {"ner": ["Angela Merkel visited Paris .", "the cat sat on the mat", ""],
           "classification": ["a great and moving film", "an awful mess", "nothing works here"],

@@ -7,11 +7,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from tests import deploy_fixtures as F
 from tests.conftest import cli_exit_code as _cli_exit
 from tests.conftest import run_cli
-
-ner_run = F.ner_run  # a fixture
 
 
 def _eval(run, *args) -> tuple[dict, str]:

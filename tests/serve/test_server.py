@@ -21,7 +21,6 @@ pytestmark = pytest.mark.slow  # a real uvicorn server process per task
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
-ner_run, classification_run, qa_run, sft_run = F.ner_run, F.classification_run, F.qa_run, F.sft_run  # fixtures
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 INPUTS = {"ner": ["Angela Merkel visited Paris .", "the cat sat on the mat", "", {"tokens": ["Bob", "ran"]}],
