@@ -27,11 +27,11 @@ install:  ## (re)install; e.g. make install TORCH="torch==2.13.0 --index-url htt
 demo: $(STAMP)  ## the embedded default: MiniLM on the shipped NER demo set, offline, on CPU
 	$(BIN)/ftune train
 
-test: $(STAMP)  ## unit tests + the real-data integration test (skips when ../shared is absent)
+test: $(STAMP)  ## everything (what CI runs): unit, slow and integration (which skips when ../shared is absent)
 	$(BIN)/python -m pytest
 
-test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration"
+test-unit: $(STAMP)  ## the fast tier: in-process tests on tiny models, no subprocess/torchrun/Ray/server, no real data
+	$(BIN)/python -m pytest -m "not slow and not integration"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py

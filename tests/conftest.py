@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny random BERT with its own vocab, small NER files, and config composition."""
+"""Shared fixtures, defined once for every area of tests/: one tiny random model per family built from a config
+(encoder: `tiny_model_dir`, a BERT; causal: `tiny_llama_dir`; seq2seq: `tiny_t5_dir`), their tokenizers
+(`tokenizer`, `chat_tokenizer`), small NER files, one writer of data files (`write_data`) and config composition."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -34,6 +37,10 @@ try:  # absl comes with rouge-score
     absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 except ImportError:
     pass
+
+# The tiny trained runs of the deployment tests (ner_run, classification_run, qa_run, sft_run): registered once
+# here, so each is built once per session rather than once per module that imports it.
+pytest_plugins = ["tests.deploy_fixtures"]
 
 _connect = socket.socket.connect
 
@@ -105,6 +112,18 @@ def crash_at_step(step: int):
         events.build_subscribers = original
 
 
+def write_data(path: Path, content: list[dict] | str | bytes) -> Path:
+    """The one writer of test data files: a list of rows becomes JSON Lines (one object a line, each ended by a
+    newline); text or bytes are written as given (CSV, TSV, CoNLL, or deliberately broken files)."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in content))
+    return path
+
+
 def head_of_conll(source: Path, target: Path, sentences: int) -> Path:
     """The first `sentences` sentences of a CoNLL file (keeps tests fast and independent of file size)."""
     blocks = [b for b in source.read_text().split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
@@ -133,6 +152,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     tokenizer.save_pretrained(folder)
     (folder / "vocab.txt").unlink()  # tokenizer.json is the tokenizer; keep the folder like a hub model
     return folder
+
+
+@pytest.fixture(scope="session")
+def no_dropout_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny BERT without dropout, for comparing processes: the ranks' random streams differ, so dropout masks
+    would too."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-no-dropout")
+    config = AutoConfig.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    AutoModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    """The tiny BERT's word-level tokenizer (per module: tasks may set attributes on the tokenizer they get)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -234,3 +274,11 @@ def tiny_t5_dir(tmp_path_factory) -> Path:
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tiny_llama_dir):
+    """The tiny Llama's BPE tokenizer with its ChatML template (per module: sft/dpo set its pad token)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)

@@ -1,4 +1,4 @@
-"""torchrun target of the gpu tier's FSDP2 test: tests/fsdp_worker.py (jobs, faults), with FSDP2 applied on a
+"""torchrun target of the gpu tier's FSDP2 test: tests/distributed/fsdp_worker.py (jobs, faults), with FSDP2 applied on a
 world of one process too.
 
 ftune does not shard a model that one process trains ("nothing to shard", ftune/engine/sharding.py), and
@@ -36,7 +36,7 @@ class _Accelerator:
 
 def main() -> None:
     import ftune.engine.sharding as sharding
-    from tests import fsdp_worker
+    from tests.distributed import fsdp_worker
 
     shard = sharding.shard
     sharding.shard = lambda model, trainer_cfg, accelerator: shard(model, trainer_cfg, _Accelerator(accelerator))

@@ -42,7 +42,7 @@ def test_serve_on_cuda_answers_alone_and_batched_alike(task, precision, ner_over
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from tests.test_serve import Server
+    from tests.serve.test_server import Server
 
     overrides = ner_overrides if task == "ner" else sft_overrides
     run = tmp_path / "run"

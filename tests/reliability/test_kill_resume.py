@@ -80,6 +80,7 @@ def _assert_same(full, resumed, run_dir):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", sorted(random.Random(7).sample(range(2, 12), 3)))
 def test_kill_9_at_a_step_then_resume_matches(step, uninterrupted, tmp_path, tiny_model_dir, tiny_ner_data,
                                               compose_config):
@@ -87,6 +88,7 @@ def test_kill_9_at_a_step_then_resume_matches(step, uninterrupted, tmp_path, tin
     _assert_same(uninterrupted, resumed, run_dir)
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_checkpoint_save_resumes_from_the_previous_one(uninterrupted, tmp_path, tiny_model_dir,
                                                                       tiny_ner_data, compose_config, caplog):
     run_dir, resumed = _kill_then_resume(KILL_DURING_SAVE, 5, tmp_path, tiny_model_dir, tiny_ner_data, compose_config)

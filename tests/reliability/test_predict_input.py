@@ -9,6 +9,8 @@ import pytest
 
 from ftune.commands import train
 
+pytestmark = pytest.mark.slow  # ftune predict runs as a subprocess behind a shell pipe
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir, tiny_ner_data, compose_config):

@@ -1,0 +1,114 @@
+"""The installed command, run as a user would: a few subprocess runs (each pays ~5 s of imports)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here starts the installed command as a subprocess
+
+REPO = Path(__file__).resolve().parents[2]
+FTUNE = [sys.executable, "-m", "ftune"]
+
+
+def ftune(*args, cwd=None, stdin=None, env=None, check=True):
+    result = subprocess.run([*FTUNE, *map(str, args)], cwd=cwd, input=stdin, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_help_lists_subcommands_and_config_groups():
+    top = ftune("--help")
+    assert all(word in top.stdout for word in ("train", "eval", "predict", "exit codes"))
+    train_help = ftune("train", "--help").stdout
+    assert "Configuration groups" in train_help and "model: " in train_help and "minilm" in train_help
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path):
+    result = ftune("train", "trainer.epochz=3", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "did you mean `trainer.epochs`" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+    unknown = ftune("trian", check=False)
+    assert unknown.returncode == 2 and "did you mean `train`" in unknown.stderr
+
+
+def test_missing_data_file_is_one_line_and_exit_2(tmp_path, tiny_model_dir):
+    result = ftune("train", f"model.name_or_path={tiny_model_dir}", "task.data.train=missing.conll",
+                   f"run_dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ftune: error: task.data.train: file not found: missing.conll" in result.stderr
+
+
+def test_train_eval_predict_end_to_end(tmp_path, tiny_model_dir, tiny_ner_data):
+    run_dir = tmp_path / "run"
+    train = ftune("train", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+                  f"task.data.train={tiny_ner_data['train']}", f"task.data.validation={tiny_ner_data['validation']}",
+                  f"task.data.test={tiny_ner_data['test']}", "trainer.epochs=1", "optimizer.lr=1e-3",
+                  f"run_dir={run_dir}", cwd=tmp_path)
+    assert "micro avg" in train.stdout  # the F1 table
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "train.log").stat().st_size > 0
+    results = json.loads((run_dir / "results.json").read_text())
+
+    evaluated = ftune("eval", f"run_dir={run_dir}", "split=test", cwd=tmp_path)
+    assert "micro avg" in evaluated.stdout
+    saved = json.loads((run_dir / "eval_test.json").read_text())
+    assert saved["f1"] == pytest.approx(results["test"]["f1"])
+
+    text = "Angela Merkel met Emmanuel Macron in Paris .\n\n" + json.dumps({"tokens": ["Rome", "is", "big"]}) + "\n"
+    predicted = ftune("predict", f"run_dir={run_dir}", "input=-", "output=-", stdin=text, cwd=tmp_path)
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert len(rows) == 3 and rows[0]["text"].startswith("Angela") and rows[1] == {"text": "", "entities": []}
+    assert rows[2]["tokens"] == ["Rome", "is", "big"] and len(rows[2]["tags"]) == 3
+    for entity in rows[0]["entities"]:
+        assert rows[0]["text"][entity["start"]:entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
+
+
+def test_multirun_2x2_summary_with_failed_jobs(tmp_path, tiny_model_dir, tiny_ner_data):
+    """Every job in its own folder; a failing job is in the table and does not stop the others."""
+    sweep = tmp_path / "sweep"
+    result = ftune("train", "-m", "optimizer.lr=1e-3,5e-3", f"task.data.train={tiny_ner_data['train']},missing.conll",
+                   f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+                   f"task.data.validation={tiny_ner_data['validation']}", "trainer.max_steps=2",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "2 job(s) failed: #1, #3" in result.stderr
+    assert "[HYDRA]" not in result.stdout  # Hydra's own messages go to stderr
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1", "2", "3"]
+    assert "lr: 0.001" in (sweep / "0" / "config.yaml").read_text()
+    assert "lr: 0.005" in (sweep / "2" / "config.yaml").read_text()
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["metric"] == "f1" and summary["failed"] == 2
+    assert summary["swept"] == ["optimizer.lr", "task.data.train"]
+    rows = {row["job"]: row for row in summary["jobs"]}
+    assert [rows[n]["status"] for n in range(4)] == ["ok", "failed", "ok", "failed"]
+    assert "file not found: missing.conll" in rows[1]["error"]
+    values = {n: json.loads((sweep / str(n) / "results.json").read_text())["validation"]["f1"] for n in (0, 2)}
+    assert rows[0]["value"] == pytest.approx(values[0]) and rows[2]["value"] == pytest.approx(values[2])
+    best = max((0, 2), key=lambda n: (values[n], -n))
+    assert summary["best_job"] == best and rows[best]["best"] and sum(r["best"] for r in rows.values()) == 1
+    csv_rows = (sweep / "summary.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("job,optimizer.lr,task.data.train,f1,status,best") and len(csv_rows) == 5
+    assert "failed: task.data.train: file not found" in result.stdout  # the table
+
+
+def test_installed_package_ships_its_configs(tmp_path):
+    """A non-editable install works from any directory: configs travel inside the wheel as ftune.configs."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target",
+                    str(target), str(REPO)], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    info = subprocess.run([sys.executable, "-m", "ftune", "train", "--info", "searchpath"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+    assert "pkg://ftune.configs" in info.stdout
+    where = subprocess.run([sys.executable, "-c", "import ftune, ftune.configs; print(ftune.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(target))
+    assert (target / "ftune" / "configs" / "task" / "ner.yaml").is_file()
+    assert (target / "ftune" / "demo_data" / "ner" / "train.conll").is_file()
