@@ -201,7 +201,7 @@ QA_CONTEXT = ("The Denver Broncos defeated the Carolina Panthers 24 to 10 to ear
 
 def test_evaluation_in_chunks_equals_one_pass_through_the_engine(tokenizer, tiny_model_dir, fresh_cache, tmp_path,
                                                                  monkeypatch):
-    from ftune.engine import loop
+    from ftune.engine import evaluation
     from ftune.engine.device import make_accelerator
     from ftune.engine.loop import Engine
 
@@ -215,7 +215,7 @@ def test_evaluation_in_chunks_equals_one_pass_through_the_engine(tokenizer, tiny
     engine = Engine(task.build_model(str(tiny_model_dir)), task, group_defaults("trainer", "default"),
                     make_accelerator("fp32", "cpu")[0])
     whole = engine.evaluate(features, split)
-    monkeypatch.setattr(loop, "EVAL_CHUNK", 13)  # ten chunks of examples on disk
+    monkeypatch.setattr(evaluation, "EVAL_CHUNK", 13)  # ten chunks of examples on disk
     chunked = engine.evaluate(features, split)
     predictions, loss = engine.infer(features, 8)  # the whole split in one pass, as lists
     listed = task.compute_metrics(predictions, list(features), list(split))
