@@ -7,6 +7,8 @@ import pytest
 from ftune import registry
 from tests.conftest import run_cli, write_data
 
+pytestmark = pytest.mark.slow  # every task through the whole CLI (train → eval → predict): make test, not make test-unit
+
 SENTENCES = ["a great and moving film", "dull , slow and far too long", "the best thing this year",
              "an awful mess", "warm , funny and wise", "nothing works here"] * 4
 QA_CONTEXT = "The Denver Broncos defeated the Carolina Panthers to win Super Bowl 50 in Santa Clara ."

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import run_cli, write_data
 
+pytestmark = pytest.mark.slow  # generative tasks and chat through the whole CLI: make test, not make test-unit
+
 CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "blue"},
         {"role": "user", "content": "and the cat ?"}, {"role": "assistant", "content": "the cat sat on the mat"}]
 PAIRS = [("the cat sat on the mat", "a cat sat"), ("a dog ran in the park", "dog ran"),

@@ -78,6 +78,8 @@ import json, sys
 sys.modules["torch"] = None  # importing torch would fail: the folder must not need it
 import numpy as np, onnxruntime
 from tokenizers import Tokenizer
+
+pytestmark = pytest.mark.slow  # exports and runs ONNX graphs end to end: make test, not make test-unit
 folder = {str(out)!r}
 tokenizer = Tokenizer.from_file(folder + "/tokenizer.json")
 labels = json.load(open(folder + "/config.json"))["id2label"]

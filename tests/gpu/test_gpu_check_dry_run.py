@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs scripts/gpu_check.sh in a subprocess: make test, not make test-unit
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -7,7 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from omegaconf import OmegaConf
+
+pytestmark = pytest.mark.slow  # a train in a subprocess: make test, not make test-unit
 
 # a logged warning ("12:00:00 WARNING ..."), a Python warning ("...: UserWarning: ..."), or a bare notice
 WARNING = re.compile(r"\bWARNING\b|Warning:|warn", re.IGNORECASE)

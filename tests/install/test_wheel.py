@@ -7,6 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds the wheel in a subprocess: make test, not make test-unit
+
 REPO = Path(__file__).resolve().parents[2]
 # what setuptools says about a project's metadata; pip's own notes (e.g. byte-compiling disabled) are not it
 METADATA_WARNINGS = ("SetuptoolsDeprecationWarning", "BuildBackendWarning", "is absent from the `packages`",

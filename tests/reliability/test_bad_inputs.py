@@ -12,6 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from ftune import cli
 
+pytestmark = pytest.mark.slow  # each bad input through the whole CLI: make test, not make test-unit
+
 CONLL = "Paris B-LOC\nis O\n\nBob B-PER\nsang O\n"
 
 
