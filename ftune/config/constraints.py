@@ -5,9 +5,11 @@ reads. A combination that cannot do what it says is an error (FtuneError: one li
 the run directory is written); one that runs as configured but is likely a mistake is a one-line warning.
 A rule that belongs to one task alone (DPO's label_smoothing) is checked by that task's own code.
 
-    error    task.stride > task.max_length // 4      windows keep at most a quarter of max_length as context
-                                                     on each side (ftune.tasks.ner.plan_windows): the rest
-                                                     would be silently ignored
+    error    task.stride ≥ task.max_length          context on each side as long as the window itself
+    warning  task.stride > task.max_length // 4      windows keep at most a quarter of max_length as context
+                                                     on each side (ftune.tasks.ner.plan_windows): the rest is
+                                                     ignored (a warning, not an error: the default stride
+                                                     with a short max_length still trains as it always did)
     error    scheduler.warmup_steps ≥ total steps    the run would end inside the warm-up: optimizer.lr is
                                                      never reached and the decay never starts
     warning  task.generation.max_new_tokens > what training ever showed the model (max_target_length, or
@@ -35,10 +37,13 @@ def check(cfg: Any) -> None:
     """The constraints that need only the configuration (before any data or weights are read)."""
     task = cfg.task
     stride, length = task.get("stride"), task.get("max_length")
+    if isinstance(stride, int) and isinstance(length, int) and stride >= length:
+        raise FtuneError(f"{stride} tokens of context on each side do not fit windows of task.max_length={length}",
+                         where="task.stride", fix=f"set task.stride={length // 4} or less, or raise task.max_length "
+                                                  f"to {4 * stride}")
     if isinstance(stride, int) and isinstance(length, int) and stride > length // 4:
-        raise FtuneError(f"{stride} tokens of context on each side do not fit windows of task.max_length={length} "
-                         f"(at most a quarter: {length // 4})", where="task.stride",
-                         fix=f"set task.stride={length // 4} or less, or raise task.max_length to {4 * stride}")
+        log.warning("task.stride=%d is cut to %d: windows of task.max_length=%d keep at most a quarter as context "
+                    "on each side", stride, length // 4, length)
     generation = task.get("generation")
     new_tokens = generation.get("max_new_tokens") if generation is not None else None
     trained = next(((key, task.get(key)) for key in ("max_target_length", "max_length")

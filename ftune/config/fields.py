@@ -2,7 +2,7 @@
 
 A default is written once. A value an option chooses is in its YAML (configs/<group>/<option>.yaml), and the
 schema field is MISSING; a value every option of the group shares (mostly "unset": null, empty, off) is the
-schema's default, and no YAML repeats it (tests/test_config.py checks both). `check_values`
+schema's default, and no YAML repeats it (tests/config/test_compose.py checks both). `check_values`
 (ftune/config/checks.py) refuses a value outside a field's range, choices or registry table."""
 
 from __future__ import annotations

@@ -25,12 +25,18 @@ def _refused(args: list[str], expected: str, run_dir, capsys) -> None:
         assert sorted(p.name for p in run_dir.iterdir()) in ([], ["train.log"]), list(run_dir.iterdir())
 
 
-def test_stride_beyond_a_quarter_of_max_length_is_refused(tmp_path, tiny_model_dir, tiny_ner_data, capsys, monkeypatch):
+def test_stride_as_long_as_max_length_is_refused(tmp_path, tiny_model_dir, tiny_ner_data, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _refused([f"model.name_or_path={tiny_model_dir}", "task=ner", f"task.data.train={tiny_ner_data['train']}",
-              "task.max_length=64", "task.stride=17"],
-             "task.stride: 17 tokens of context on each side do not fit windows of task.max_length=64", tmp_path / "run",
+              "task.max_length=64", "task.stride=64"],
+             "task.stride: 64 tokens of context on each side do not fit windows of task.max_length=64", tmp_path / "run",
              capsys)
+
+
+def test_stride_beyond_a_quarter_of_max_length_warns_that_it_is_cut(warnings):
+    constraints.check(_cfg({"max_length": 64, "stride": 17}))
+    assert warnings() == ["task.stride=17 is cut to 16: windows of task.max_length=64 keep at most a quarter as "
+                          "context on each side"]
 
 
 def test_warmup_longer_than_the_run_is_refused(tmp_path, tiny_model_dir, tiny_ner_data, capsys, monkeypatch):
@@ -95,7 +101,7 @@ def test_limits_are_inclusive_where_the_setting_still_works(warnings):
     constraints.check_steps(_cfg({}, {"eval_every": 300, "save_every": 300}, warmup=299), total=300, features=32)
     assert warnings() == []
     with pytest.raises(FtuneError, match="task.stride"):
-        constraints.check(_cfg({"max_length": 64, "stride": 17}))
+        constraints.check(_cfg({"max_length": 64, "stride": 64}))
 
 
 @pytest.mark.parametrize("task", ["ner", "qa", "classification", "seq2seq", "translation", "sft", "dpo"])

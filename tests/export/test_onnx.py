@@ -12,6 +12,8 @@ import pytest
 from tests import deploy_fixtures as F
 from tests.conftest import SHARED_DATA, run_cli
 
+pytestmark = pytest.mark.slow  # exports and runs ONNX graphs end to end: make test, not make test-unit
+
 pytest.importorskip("onnxruntime")
 INPUTS = {"ner": ["Angela Merkel visited Paris .", "the cat sat on the mat", ""],
           "classification": ["a great and moving film", "an awful mess", "nothing works here"],
@@ -78,8 +80,6 @@ import json, sys
 sys.modules["torch"] = None  # importing torch would fail: the folder must not need it
 import numpy as np, onnxruntime
 from tokenizers import Tokenizer
-
-pytestmark = pytest.mark.slow  # exports and runs ONNX graphs end to end: make test, not make test-unit
 folder = {str(out)!r}
 tokenizer = Tokenizer.from_file(folder + "/tokenizer.json")
 labels = json.load(open(folder + "/config.json"))["id2label"]
