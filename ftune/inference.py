@@ -149,7 +149,7 @@ class Inference:
         base = self.settings.model.name_or_path if self.settings is not None else None
         if base is None and peft.is_adapter_folder(self.folder):
             base = peft.base_model_path(self.folder)
-        return {"task": self.task.name, "labels": list(getattr(self.task, "labels", None) or []),
+        return {"task": self.task.name, "labels": list(self.task.labels),
                 "base_model": base, "model": str(self.folder), "run_dir": str(self.run_dir) if self.run_dir else None,
                 "max_length": task_cfg.get("max_length"), "runtime": self.runtime, "precision": self.precision,
                 "metrics": {k: v for k, v in results.items() if k in ("validation", "test", "best_step")},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sysconfig
 from importlib import metadata
 
 import pytest
@@ -27,7 +28,10 @@ def _locked() -> dict[str, str]:
 @pytest.mark.skipif(os.environ.get("FTUNE_UNLOCKED") == "1", reason="make test-latest: newest versions, not the lock")
 def test_every_installed_package_is_locked_at_its_version():
     locked = _locked()
-    installed = {_canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # the installed environment: site-packages, not what an import put on sys.path later (setuptools, once
+    # imported, e.g. by torch's inductor in a compile test, adds its _vendor folder with its own copies)
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {_canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=site)}
     installed.pop("ftune", None)  # the project itself, installed editable
     # a local build label (torch 2.13.0+cpu) is the same release as the lock's plain version
     wrong = {name: (version, locked.get(name)) for name, version in installed.items()
