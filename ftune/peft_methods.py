@@ -28,10 +28,13 @@ class PeftMethod:
     lora_weights: ClassVar[bool] = False  # LoRA A/B matrices: trains tokens a task adds, LoRA+ applies
     virtual_tokens: ClassVar[bool] = False  # prompt learning: peft adds the task head to what trains itself
 
-    @classmethod
-    def build(cls, cfg: Any, model: Any, total_steps: int, new_token_ids: list[int]) -> tuple[type, dict]:
-        """peft's config class for this method and its arguments (the caller adds task type and head)."""
-        raise NotImplementedError
+    # Each method defines `build(cfg, model, total_steps, new_token_ids) -> (peft config class, its arguments)`
+    # (the caller adds task type and head); a class without one is refused when it is defined.
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "build", None)):
+            raise TypeError(f"PEFT method {cls.__name__} must define the classmethod build(cfg, model, total_steps, "
+                            f"new_token_ids)")
 
     @classmethod
     def validate(cls, cfg: Any) -> None:

@@ -169,14 +169,21 @@ class TaskBase:
         """Called by `train` once the model is built (None when resuming full fine-tuning), before the first
         step; dpo computes the reference log-probabilities there. Most tasks need nothing."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        abstract = any(getattr(getattr(cls, name, None), "__isabstractmethod__", False) for name in dir(cls))
+        if not abstract and cls.compute_metrics is TaskBase.compute_metrics and \
+                cls.final_metrics is TaskBase.final_metrics:  # a base class of tasks (abc) may leave both
+            raise TypeError(f"{cls.__name__} must define compute_metrics or final_metrics (each default calls the "
+                            f"other)")
+
     # `generate(model, batch)` (see Task) has no default on purpose: a task defines it with generates=True,
     # and the engine and Inference call it only where `generates` says so.
 
     def compute_metrics(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> dict:
         """Metrics of a whole split: the task's metric stream in one chunk. A task defines either this or the
-        stream below (the stream's default calls this, so one of the two must be its own)."""
-        if type(self).final_metrics is TaskBase.final_metrics:
-            raise NotImplementedError(f"{type(self).__name__} defines neither compute_metrics nor final_metrics")
+        stream below (the stream's default calls this, so one of the two must be its own: checked when the
+        class is defined, by __init_subclass__)."""
         state = self.metric_state()
         self.update_metrics(state, predictions, features, examples)
         return self.final_metrics(state)
