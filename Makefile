@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ftune-installed
 LATEST := .venv-latest
 
-.PHONY: install demo test test-unit test-latest bench lint lock clean
+.PHONY: install demo test test-unit test-latest bench lint lock lock-add clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ lint: $(STAMP)
 lock:  ## regenerate requirements.lock: the newest versions pyproject.toml's ranges allow (pip-tools, in .venv-lock)
 	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools)
 	.venv-lock/bin/python scripts/lock.py --extras $(EXTRAS) --torch "$(TORCH)" --output $(LOCK)
+
+lock-add:  ## after adding a dependency: resolve only what is new, every pin already in requirements.lock kept
+	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools)
+	.venv-lock/bin/python scripts/lock.py --keep --extras $(EXTRAS) --torch "$(TORCH)" --output $(LOCK)
 
 test-latest:  ## the suite in a separate .venv-latest with the newest versions the ranges allow (not CI)
 	rm -rf $(LATEST)
