@@ -3,10 +3,13 @@ the epochs up to trainer.max_epochs), with the start-up line that reports it (ft
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from omegaconf import OmegaConf
 
 from ftune.engine.steps import epochs_for, plan, steps_per_epoch, total_steps
+from tests.conftest import run_cli
 
 
 def trainer(**overrides):
@@ -49,3 +52,13 @@ def test_the_start_up_line_says_what_decided():
         "1,000 examples: 10 epochs, 320 steps (trainer.min_steps=1000 raised trainer.epochs=3; "
         "capped by trainer.max_epochs=10)")
     assert plan(3400, trainer(max_steps=50)) == "3,400 examples: 1 epoch, 50 steps (trainer.max_steps=50)"
+
+
+def test_train_prints_the_plan_and_trains_the_raised_epochs(tiny_train_overrides, tmp_path):
+    """`ftune train` logs the start-up line and makes the steps it announced (96 sentences, batch 16: 6 a epoch)."""
+    run_cli("train", *tiny_train_overrides, "trainer.epochs=1", "trainer.min_steps=10", "logger.report=false")
+    run = tmp_path / "run"
+    line = "96 examples: 2 epochs, 12 steps (trainer.min_steps=10 raised trainer.epochs=1)"
+    assert any(text.endswith(line) for text in (run / "train.log").read_text().splitlines())
+    events = [json.loads(text) for text in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "end"] == [12]
