@@ -95,7 +95,9 @@ def run_key(task: str, model: str, sizes: dict, setting: dict, seed: int) -> str
 def setting_name(setting: dict) -> str:
     name = f"lr={setting['lr']:g} warmup={setting['warmup']:g} wd={setting['weight_decay']:g} ep={setting['epochs']}"
     # batch size only when the grid sets it: the runs measured before it was a grid axis keep their keys
-    return name + (f" bs={setting['batch_size']}" if setting.get("batch_size") else "")
+    name += f" bs={setting['batch_size']}" if setting.get("batch_size") else ""
+    # the step rule (trainer.min_steps, capped by trainer.max_epochs): one row across data sizes
+    return name + (f" min_steps={setting['min_steps']}/{setting['max_epochs']}" if setting.get("min_steps") else "")
 
 
 def train_once(overrides: list[str]) -> dict:
@@ -141,9 +143,10 @@ def grid(args: argparse.Namespace) -> list[tuple[str, str, dict, int]]:
     todo = []  # setting outermost: a search stopped early has whole settings (all tasks, all seeds)
     for model in args.models:
         lrs = args.lrs or LRS[model]
-        for lr, (warmup, wd), batch, epochs in itertools.product(lrs, pairs, args.batch_sizes or [None],
-                                                                 args.epochs or scale["epochs"]):
-            setting = {"lr": lr, "warmup": warmup, "weight_decay": wd, "epochs": epochs, "batch_size": batch}
+        for lr, (warmup, wd), batch, epochs, least in itertools.product(
+                lrs, pairs, args.batch_sizes or [None], args.epochs or scale["epochs"], args.min_steps or [None]):
+            setting = {"lr": lr, "warmup": warmup, "weight_decay": wd, "epochs": epochs, "batch_size": batch,
+                       "min_steps": least, "max_epochs": args.max_epochs if least else None}
             todo += [(task, model, setting, seed) for task in args.tasks for seed in seeds]
     if args.shard:  # every n-th run from the i-th: n processes (one per core or machine), each its own --out
         index, count = args.shard
@@ -175,12 +178,14 @@ def search(args: argparse.Namespace) -> None:
             continue
         # readable and unique (the data sizes hashed in), free of the `=` Hydra's override grammar refuses
         run_dir = (args.work / "runs" / task / model / (f"lr{setting['lr']:g}_w{setting['warmup']:g}_wd"
-                   f"{setting['weight_decay']:g}_ep{setting['epochs']}_bs{setting['batch_size'] or ''}_s{seed}_" + hashlib.sha1(key.encode()).hexdigest()[:8]))
+                   f"{setting['weight_decay']:g}_ep{setting['epochs']}_bs{setting['batch_size'] or ''}_ms{setting['min_steps'] or ''}_s{seed}_" + hashlib.sha1(key.encode()).hexdigest()[:8]))
         overrides = [*task_overrides(task, scale[task], args.work), f"model={model}",
                      f"optimizer.lr={setting['lr']}", f"optimizer.weight_decay={setting['weight_decay']}",
                      f"scheduler.warmup_ratio={setting['warmup']}", "scheduler.warmup_steps=0",
                      f"trainer.epochs={setting['epochs']}", f"trainer.seed={seed}",
-                     *([f"trainer.batch_size={setting['batch_size']}"] if setting["batch_size"] else []), "trainer.keep_last=1",
+                     *([f"trainer.batch_size={setting['batch_size']}"] if setting["batch_size"] else []),
+                     *([f"trainer.min_steps={setting['min_steps']}", f"trainer.max_epochs={setting['max_epochs']}"]
+                       if setting["min_steps"] else []), "trainer.keep_last=1",
                      "logger.console=none", f"run_dir={run_dir}", "overwrite=true", *args.extra]
         started = time.perf_counter()
         results = train_once(overrides)
@@ -300,6 +305,9 @@ def main() -> None:
     parser.add_argument("--epochs", nargs="+", type=int)
     parser.add_argument("--batch-sizes", nargs="+", type=int, help="default: ftune's (trainer.batch_size)")
     parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--min-steps", nargs="+", type=int,
+                        help="the step rule as an axis: trainer.min_steps values (epochs raised up to --max-epochs)")
+    parser.add_argument("--max-epochs", type=int, default=10, help="trainer.max_epochs with --min-steps")
     parser.add_argument("--train-size", type=int, help="NER sentences / SST-2 rows to train on (default: the scale's)")
     parser.add_argument("--validation-size", type=int, help="NER sentences / SST-2 rows to validate on")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "recipes.latest.json")
