@@ -93,7 +93,11 @@ def run_key(task: str, model: str, sizes: dict, setting: dict, seed: int) -> str
 
 
 def setting_name(setting: dict) -> str:
-    return f"lr={setting['lr']:g} warmup={setting['warmup']:g} wd={setting['weight_decay']:g} ep={setting['epochs']}"
+    name = f"lr={setting['lr']:g} warmup={setting['warmup']:g} wd={setting['weight_decay']:g} ep={setting['epochs']}"
+    # batch size only when the grid sets it: the runs measured before it was a grid axis keep their keys
+    name += f" bs={setting['batch_size']}" if setting.get("batch_size") else ""
+    # the step rule (trainer.min_steps, capped by trainer.max_epochs): one row across data sizes
+    return name + (f" min_steps={setting['min_steps']}/{setting['max_epochs']}" if setting.get("min_steps") else "")
 
 
 def train_once(overrides: list[str]) -> dict:
@@ -139,8 +143,10 @@ def grid(args: argparse.Namespace) -> list[tuple[str, str, dict, int]]:
     todo = []  # setting outermost: a search stopped early has whole settings (all tasks, all seeds)
     for model in args.models:
         lrs = args.lrs or LRS[model]
-        for lr, (warmup, wd), epochs in itertools.product(lrs, pairs, args.epochs or scale["epochs"]):
-            setting = {"lr": lr, "warmup": warmup, "weight_decay": wd, "epochs": epochs}
+        for lr, (warmup, wd), batch, epochs, least in itertools.product(
+                lrs, pairs, args.batch_sizes or [None], args.epochs or scale["epochs"], args.min_steps or [None]):
+            setting = {"lr": lr, "warmup": warmup, "weight_decay": wd, "epochs": epochs, "batch_size": batch,
+                       "min_steps": least, "max_epochs": args.max_epochs if least else None}
             todo += [(task, model, setting, seed) for task in args.tasks for seed in seeds]
     if args.shard:  # every n-th run from the i-th: n processes (one per core or machine), each its own --out
         index, count = args.shard
@@ -148,8 +154,20 @@ def grid(args: argparse.Namespace) -> list[tuple[str, str, dict, int]]:
     return todo
 
 
+def sizes_of(args: argparse.Namespace) -> dict:
+    """The scale's data sizes, NER's and SST-2's train / validation sizes replaced by --train-size /
+    --validation-size (the keys carry the sizes, so each size is its own table and gap-table column)."""
+    scale = {task: dict(sizes) if isinstance(sizes, dict) else sizes for task, sizes in SCALES[args.scale].items()}
+    for task in ("ner", "sst2"):
+        if args.train_size:
+            scale[task]["train"] = args.train_size
+        if args.validation_size:
+            scale[task]["validation"] = args.validation_size
+    return scale
+
+
 def search(args: argparse.Namespace) -> None:
-    scale = SCALES[args.scale]
+    scale = sizes_of(args)
     data = load(args.out)
     todo = grid(args)
     done = sum(run_key(t, m, scale[t], s, seed) in data["runs"] for t, m, s, seed in todo)
@@ -160,11 +178,14 @@ def search(args: argparse.Namespace) -> None:
             continue
         # readable and unique (the data sizes hashed in), free of the `=` Hydra's override grammar refuses
         run_dir = (args.work / "runs" / task / model / (f"lr{setting['lr']:g}_w{setting['warmup']:g}_wd"
-                   f"{setting['weight_decay']:g}_ep{setting['epochs']}_s{seed}_" + hashlib.sha1(key.encode()).hexdigest()[:8]))
+                   f"{setting['weight_decay']:g}_ep{setting['epochs']}_bs{setting['batch_size'] or ''}_ms{setting['min_steps'] or ''}_s{seed}_" + hashlib.sha1(key.encode()).hexdigest()[:8]))
         overrides = [*task_overrides(task, scale[task], args.work), f"model={model}",
                      f"optimizer.lr={setting['lr']}", f"optimizer.weight_decay={setting['weight_decay']}",
                      f"scheduler.warmup_ratio={setting['warmup']}", "scheduler.warmup_steps=0",
-                     f"trainer.epochs={setting['epochs']}", f"trainer.seed={seed}", "trainer.keep_last=1",
+                     f"trainer.epochs={setting['epochs']}", f"trainer.seed={seed}",
+                     *([f"trainer.batch_size={setting['batch_size']}"] if setting["batch_size"] else []),
+                     *([f"trainer.min_steps={setting['min_steps']}", f"trainer.max_epochs={setting['max_epochs']}"]
+                       if setting["min_steps"] else []), "trainer.keep_last=1",
                      "logger.console=none", f"run_dir={run_dir}", "overwrite=true", *args.extra]
         started = time.perf_counter()
         results = train_once(overrides)
@@ -282,7 +303,13 @@ def main() -> None:
     parser.add_argument("--warmup", nargs="+", type=float)
     parser.add_argument("--weight-decay", nargs="+", type=float)
     parser.add_argument("--epochs", nargs="+", type=int)
+    parser.add_argument("--batch-sizes", nargs="+", type=int, help="default: ftune's (trainer.batch_size)")
     parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--min-steps", nargs="+", type=int,
+                        help="the step rule as an axis: trainer.min_steps values (epochs raised up to --max-epochs)")
+    parser.add_argument("--max-epochs", type=int, default=10, help="trainer.max_epochs with --min-steps")
+    parser.add_argument("--train-size", type=int, help="NER sentences / SST-2 rows to train on (default: the scale's)")
+    parser.add_argument("--validation-size", type=int, help="NER sentences / SST-2 rows to validate on")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "recipes.latest.json")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe_search",
                         help="run directories and derived data (SQuAD by article)")

@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> dict:
     from ftune.engine import checkpoint as ckpt
     from ftune.engine.device import make_accelerator
     from ftune.engine.events import build_subscribers
-    from ftune.engine.loop import Engine, total_steps
+    from ftune.engine.loop import Engine, plan, total_steps
     from ftune.engine.sharding import shard
     from ftune.loggers import check_backends
     from ftune.models import load_tokenizer, locate
@@ -69,6 +69,7 @@ def run(cfg: DictConfig) -> dict:
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
+    log.info("%s", plan(len(features["train"]), cfg.trainer, accelerator.num_processes))  # what the step rule decided
     constraints.check_steps(cfg, steps, len(features["train"]), accelerator.num_processes)  # before anything is written
     model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
     extras.insert(0, tokenizer)

@@ -120,6 +120,8 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainerConfig:
     epochs: int = bounded(ge=0)
     max_steps: int | None = bounded(ge=1)  # optimizer steps; overrides epochs when set
+    min_steps: int | None = bounded(ge=1)  # small data: epochs raised until the run makes this many steps
+    max_epochs: int | None = bounded(ge=1)  # the most epochs min_steps may raise trainer.epochs to (null: no cap)
     batch_size: int = bounded(ge=1)  # examples per optimizer step on each device, before accumulation
     eval_batch_size: int = bounded(ge=1)
     grad_accum: int = bounded(ge=1)  # micro-batches per optimizer step; the loss is normalised over all their targets

@@ -26,19 +26,11 @@ from ftune.engine import strategy as strategies
 from ftune.engine.checkpoint import TrainState
 from ftune.engine.evaluation import Evaluation
 from ftune.engine.signals import StopOnSignal
+from ftune.engine.steps import epochs_for, plan, steps_per_epoch, total_steps  # noqa: F401 (re-exported)
 from ftune.errors import FtuneError, Interrupted
 from ftune.tasks.base import Task
 
 log = logging.getLogger("ftune")
-
-
-def steps_per_epoch(num_features: int, batch_size: int, grad_accum: int, processes: int = 1) -> int:
-    return math.ceil(math.ceil(math.ceil(num_features / batch_size) / processes) / grad_accum)
-
-
-def total_steps(num_features: int, cfg: Any, processes: int = 1) -> int:
-    per_epoch = steps_per_epoch(num_features, cfg.batch_size, cfg.grad_accum, processes)
-    return cfg.max_steps if cfg.max_steps else per_epoch * cfg.epochs
 
 
 def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]]:

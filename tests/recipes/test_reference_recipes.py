@@ -228,8 +228,15 @@ def test_recipe_search_shards_partition_the_grid(monkeypatch, tmp_path):
 
     search = recipe_search()
     options = {"scale": "full", "tasks": ["ner", "sst2"], "models": ["minilm"], "lrs": None, "warmup": None,
-               "weight_decay": None, "epochs": None, "seeds": None}
+               "weight_decay": None, "epochs": None, "seeds": None, "batch_sizes": None, "min_steps": None, "max_epochs": 10}
     whole = search.grid(argparse.Namespace(**options, shard=None))
+    # the batch-size axis multiplies the grid and names itself; without it, the keys of earlier runs stay
+    batches = search.grid(argparse.Namespace(**{**options, "batch_sizes": [8, 32]}, shard=None))
+    assert len(batches) == 2 * len(whole)
+    assert {search.setting_name(run[2]).split(" bs=")[1] for run in batches} == {"8", "32"}
+    assert all(" bs=" not in search.setting_name(run[2]) for run in whole)
+    rule = search.grid(argparse.Namespace(**{**options, "min_steps": [1000]}, shard=None))
+    assert search.setting_name(rule[0][2]) == "lr=0.0001 warmup=0 wd=0 ep=3 min_steps=1000/10"
     halves = [search.grid(argparse.Namespace(**options, shard=search.shard(f"{i}/2"))) for i in (0, 1)]
     assert len(whole) == 3 * 6 * 2 * 3 and sorted(map(repr, halves[0] + halves[1])) == sorted(map(repr, whole))
     assert not {repr(run) for run in halves[0]} & {repr(run) for run in halves[1]}

@@ -1,0 +1,64 @@
+"""The number of optimizer steps: epochs, trainer.max_steps, and the small-data rule (trainer.min_steps raises
+the epochs up to trainer.max_epochs), with the start-up line that reports it (ftune/engine/steps.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from ftune.engine.steps import epochs_for, plan, steps_per_epoch, total_steps
+from tests.conftest import run_cli
+
+
+def trainer(**overrides):
+    values = {"epochs": 3, "max_steps": None, "min_steps": None, "max_epochs": None, "batch_size": 32, "grad_accum": 1}
+    return OmegaConf.create({**values, **overrides})
+
+
+def test_steps_per_epoch_rounds_up_batches_processes_and_accumulation():
+    assert steps_per_epoch(1000, 32, 1) == 32  # 31.25 batches: the last one is short
+    assert steps_per_epoch(1000, 32, 2) == 16
+    assert steps_per_epoch(1000, 32, 1, processes=3) == 11  # 32 batches over 3 processes: 11 each
+    assert steps_per_epoch(5, 32, 4) == 1
+
+
+@pytest.mark.parametrize(("examples", "epochs", "steps"), [
+    (1000, 10, 320),     # 32 steps per epoch: 1,000 needs 32 epochs, capped at 10
+    (3400, 10, 1070),    # 107 per epoch: ceil(1000 / 107) = 10 epochs, 1,070 steps
+    (4000, 8, 1000),     # 125 per epoch: exactly 8 epochs
+    (15000, 3, 1407),    # 469 per epoch: 3 epochs already make 1,407 steps, the rule changes nothing
+])
+def test_min_steps_raises_epochs_up_to_the_cap(examples, epochs, steps):
+    cfg = trainer(min_steps=1000, max_epochs=10)
+    assert epochs_for(examples, cfg) == epochs
+    assert total_steps(examples, cfg) == steps
+
+
+def test_without_the_rule_or_with_max_steps_the_epochs_decide():
+    assert total_steps(3400, trainer()) == 321
+    assert total_steps(3400, trainer(min_steps=1000)) == 1070  # no cap: as many epochs as it takes
+    assert total_steps(100, trainer(min_steps=1000)) == 1000  # 4 steps per epoch: 250 epochs
+    assert total_steps(3400, trainer(min_steps=1000, max_steps=50)) == 50  # max_steps overrides both
+    assert epochs_for(3400, trainer(epochs=20, min_steps=1000, max_epochs=10)) == 20  # never lowers epochs
+
+
+def test_the_start_up_line_says_what_decided():
+    assert plan(3400, trainer()) == "3,400 examples: 3 epochs, 321 steps"
+    assert plan(3400, trainer(min_steps=1000, max_epochs=10)) == (
+        "3,400 examples: 10 epochs, 1,070 steps (trainer.min_steps=1000 raised trainer.epochs=3)")
+    assert plan(1000, trainer(min_steps=1000, max_epochs=10)) == (
+        "1,000 examples: 10 epochs, 320 steps (trainer.min_steps=1000 raised trainer.epochs=3; "
+        "capped by trainer.max_epochs=10)")
+    assert plan(3400, trainer(max_steps=50)) == "3,400 examples: 1 epoch, 50 steps (trainer.max_steps=50)"
+
+
+def test_train_prints_the_plan_and_trains_the_raised_epochs(tiny_train_overrides, tmp_path):
+    """`ftune train` logs the start-up line and makes the steps it announced (96 sentences, batch 16: 6 a epoch)."""
+    run_cli("train", *tiny_train_overrides, "trainer.epochs=1", "trainer.min_steps=10", "logger.report=false")
+    run = tmp_path / "run"
+    line = "96 examples: 2 epochs, 12 steps (trainer.min_steps=10 raised trainer.epochs=1)"
+    assert any(text.endswith(line) for text in (run / "train.log").read_text().splitlines())
+    events = [json.loads(text) for text in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "end"] == [12]
