@@ -87,6 +87,7 @@ GROUPS: dict[str, type] = {
     "freeze": G.FreezeConfig,
     "trainer": G.TrainerConfig,
     "logger": G.LoggerConfig,
+    "prompt": G.PromptConfig,  # eval: prompted evaluation of a causal LM (ftune/prompted/)
 }
 
 

@@ -47,6 +47,7 @@ class EvalConfig:
     device: str = choice(*DEVICES)
     check: Any = None  # metric gate for CI, e.g. 'f1>=0.85' or 'f1>=0.85,loss<=0.5': exit 1 when missed
     output_format: str = choice(*OUTPUT_FORMATS)
+    prompt: Any = None  # prompt=zero_shot|few_shot: score a causal LM by prompting it (ftune/prompted/)
 
 
 @dataclass
