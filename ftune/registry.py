@@ -87,7 +87,8 @@ GROUPS: dict[str, type] = {
     "freeze": G.FreezeConfig,
     "trainer": G.TrainerConfig,
     "logger": G.LoggerConfig,
-    "prompt": G.PromptConfig,  # eval: prompted evaluation of a causal LM (ftune/prompted/)
+    "prompt": G.PromptConfig,
+    "objective": G.ObjectiveConfig,  # train: standard | setfit (ftune/engine/contrastive.py)  # eval: prompted evaluation of a causal LM (ftune/prompted/)
 }
 
 

@@ -25,6 +25,7 @@ class TrainConfig:
     freeze: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    objective: Any = MISSING  # standard | setfit
     recipe: RecipeConfig = section(RecipeConfig)
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder

@@ -175,6 +175,20 @@ class LoggerConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """How a model is trained: `standard` (the task's loss over the whole model, or what peft/freeze leave), or
+    `setfit` (classification family, a sentence-transformer body such as model=minilm: contrastive pairs, then a
+    logistic-regression head; ftune/engine/contrastive.py). The setfit keys are set in configs/objective/setfit.yaml."""
+
+    name: str = choice("standard", "setfit")
+    num_iterations: int | None = bounded(None, ge=1)  # pairs per example and iteration: one positive, one negative
+    body_epochs: int | None = bounded(None, ge=1)  # passes over the pairs
+    body_lr: float | None = bounded(None, gt=0)  # the body's learning rate in the contrastive phase
+    body_batch_size: int | None = bounded(None, ge=1)  # pairs per step
+    head_c: float | None = bounded(None, gt=0)  # inverse L2 strength of the logistic-regression head (scikit-learn's C)
+
+
+@dataclass
 class PromptConfig:
     """Prompted evaluation of a causal LM on a task's data (ftune/prompted/): `ftune eval model=<LM> task=<task>
     prompt=zero_shot|few_shot`. Templates: {text} ({text_pair}; qa: {question}, {context}); {labels} and

@@ -47,6 +47,7 @@ MODULE_LAYERS = {
     "ftune.data.*": "components",
     "ftune.demo_data.*": "components",
     "ftune.models": "components",
+    "ftune.sentence_classifier": "components",  # the SetFit architecture as a transformers model
     "ftune.peft": "components",
     "ftune.peft_methods": "components",  # one class per PEFT method: its peft config and hooks
     "ftune.loggers.*": "components",
