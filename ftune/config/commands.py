@@ -128,6 +128,9 @@ class ReportConfig:
     run_dir: str | None = None  # a training run: report.html and report/*.png in it
     sweep_dir: str | None = None  # or a multirun folder (with summary.json): the trials compared
     out: str | None = None  # another HTML file to write (default: <run_dir or sweep_dir>/report.html)
+    # sweeps over task.data.max_train: prompted evaluations' eval_<split>.json files drawn as horizontal lines
+    # on the learning curve (default: the prompted eval_*.json files in sweep_dir)
+    baselines: list[str] = empty(list)
 
 
 @dataclass
