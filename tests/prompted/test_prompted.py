@@ -131,3 +131,16 @@ def test_prompt_over_the_limit_exits_2(tiny_llama_dir, sentiment, tmp_path, monk
     assert code == 2
     assert "over the limit of 40" in capsys.readouterr().err
     assert not (tmp_path / "eval_validation.json").exists()
+
+
+@pytest.mark.slow  # the CLI, in-process, generating with a tiny model (~5 s)
+def test_ner_generations_are_parsed_and_unreadable_ones_counted(tiny_llama_dir, tiny_ner_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_cli("eval", f"model={tiny_llama_dir}", "task=ner", f"task.data.train={tiny_ner_data['train']}",
+            f"task.data.validation={tiny_ner_data['validation']}", "prompt=zero_shot", "prompt.instruction=Entities:",
+            "prompt.limit=4", "prompt.max_new_tokens=6")
+    metrics = json.loads((tmp_path / "eval_validation.json").read_text())
+    assert metrics["examples"] == 4 and {"f1", "precision", "recall"} <= set(metrics)
+    # random weights write no `type: span` lines: every item is counted, none is dropped
+    assert metrics["prompt"]["unparseable"] == 4
+    assert metrics["entities"] > 0 and metrics["f1"] == 0.0
