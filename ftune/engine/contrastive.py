@@ -85,6 +85,9 @@ def train(classifier: Any, task: Any, features: Any, cfg: Any, seed: int, device
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            done = epoch * ((len(pairs) + batch - 1) // batch) + start // batch + 1
+            if done % 20 == 0:
+                log.info("setfit: body step %d/%d, loss %.4f", done, steps, loss.item())
         log.info("setfit: body epoch %d, last loss %.4f", epoch + 1, loss.item())
     fit_head(model, task, rows, labels, cfg.head_c, seed, device)
     for parameter in model.body.parameters():
