@@ -74,9 +74,8 @@ def write_sweep_report(sweep_dir: Path, out: Path | None = None, baselines: list
     """report.html of a sweep folder (from its summary.json): the main metric against each swept
     hyper-parameter, a learning curve when the training-set size was swept (with the prompted baselines:
     `baselines`, else the prompted eval_*.json files in the folder), every job's validation curve, the summary table."""
-    from ftune.report import curves
-
     from ftune.errors import FtuneError
+    from ftune.report import curves
 
     sweep_dir = Path(sweep_dir)
     summary_file = sweep_dir / "summary.json"
