@@ -65,7 +65,7 @@ def evaluate(cfg: DictConfig) -> tuple[Any, dict, str, Path]:
     metrics = task.final_metrics(state)
     metrics["prompt"] = {**OmegaConf.to_container(p), "chat": prompter.chat, "items": len(items),
                          "seconds": round(seconds, 2), "items_per_second": round(len(items) / seconds, 2),
-                         "shots_used": [shots.key(s)[0] for s in shots.chosen], **extra}
+                         "shots_used": [shots.describe(s) for s in shots.chosen], **extra}
     log.info("prompted %s: %d items in %.1f s (%.2f items/s)", name, len(items), seconds, len(items) / seconds)
     return task, metrics, name, folder
 

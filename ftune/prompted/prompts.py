@@ -162,6 +162,11 @@ class Shots:
             return example["question"], example["context"]
         return example["text"], example.get("text_pair")
 
+    def describe(self, example: dict) -> str:
+        """A shot as the metrics file lists it: its text (ner: its words; qa: its question)."""
+        key = self.key(example)
+        return " ".join(key) if self.family == "entities" else str(key[0])
+
     def for_item(self, item: dict) -> list[dict]:
         own = self.key(item)
         if not any(self.key(shot) == own for shot in self.chosen):
