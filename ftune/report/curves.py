@@ -67,6 +67,9 @@ def plot_learning_curve(summary: dict, lines: list[tuple[str, float]], path: Pat
     sizes = [p[0] for points in curves.values() for p in points]
     if min(sizes) > 0 and max(sizes) / min(sizes) >= 8:
         axes.set_xscale("log")
+        axes.minorticks_off()
+    ticks = sorted(set(sizes))
+    axes.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
     axes.set(xlabel="labelled training examples (task.data.max_train)", ylabel=f"val/{metric}",
              title=f"Learning curve: val/{metric} (mean ± std over seeds)")
     axes.legend(loc="best", fontsize=7)

@@ -43,6 +43,14 @@ def test_setfit_run_saves_evals_and_predicts(tmp_path, tiny_model_dir, monkeypat
     config = json.loads((run_dir / "best" / "config.json").read_text())
     assert config["model_type"] == "ftune_sentence_classifier"
     assert results["parameters"]["trainable"] < results["parameters"]["total"] / 10  # the body is frozen
+    from ftune import sentence_classifier
+
+    sentence_classifier.register.cache_clear()  # as in a fresh process: eval registers the class itself
+    from transformers.models.auto import configuration_auto, modeling_auto
+
+    monkeypatch.delitem(configuration_auto.CONFIG_MAPPING._extra_content, "ftune_sentence_classifier")
+    monkeypatch.delitem(modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING._extra_content,
+                        sentence_classifier.SentenceClassifierConfig)
     run_cli("eval", f"run_dir={run_dir}")
     evaluated = json.loads((run_dir / "eval_validation.json").read_text())
     assert evaluated["accuracy"] == pytest.approx(results["validation"]["accuracy"])
