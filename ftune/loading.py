@@ -128,7 +128,9 @@ def load_torch(task, folder: Path, settings: DictConfig | None):
     from transformers import AutoConfig
 
     from ftune.models import load_tokenizer, locate
+    from ftune.sentence_classifier import register
 
+    register()  # an objective=setfit run's folder: its config is read below, before any load_pretrained
     adapter = peft.is_adapter_folder(folder)
     if task.has_labels:  # generative tasks have no label set
         config = AutoConfig.from_pretrained(str(folder / peft.BASE_CONFIG) if adapter else locate(str(folder), "model"))

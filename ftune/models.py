@@ -102,6 +102,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision:
 
 def load_pretrained(auto_class, name_or_path: str, **kwargs: Any):
     """`auto_class.from_pretrained` with user-facing errors (missing files, offline hub)."""
+    from ftune.sentence_classifier import register
+
+    register()  # objective=setfit runs save a SentenceClassifier: AutoModelForSequenceClassification loads it
     return _load(auto_class, name_or_path, **kwargs)
 
 

@@ -87,7 +87,10 @@ GROUPS: dict[str, type] = {
     "freeze": G.FreezeConfig,
     "trainer": G.TrainerConfig,
     "logger": G.LoggerConfig,
+    "objective": G.ObjectiveConfig,  # standard | setfit (ftune/engine/contrastive.py)
+    "prompt": G.PromptConfig,  # eval: prompted evaluation of a causal LM (ftune/prompted/)
 }
+GROUP_COMMANDS = {"prompt": "eval"}  # the command whose config holds a group, where it is not `train`
 
 
 def declare(table: Table, name: str, target: Any, schema: type | None = None) -> Any:
@@ -231,11 +234,12 @@ def _composed(group: str, option: str):
     from omegaconf import OmegaConf
 
     register_configs()
+    command = GROUP_COMMANDS.get(group, "train")
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is already set up
-        node = compose("train", overrides=[f"{group}={option}"])[group]
+        node = compose(command, overrides=[f"{group}={option}"])[group]
     else:
         with initialize_config_module("ftune.configs", version_base="1.3"):
-            node = compose("train", overrides=[f"{group}={option}"])[group]
+            node = compose(command, overrides=[f"{group}={option}"])[group]
     OmegaConf.set_readonly(node, True)
     return node
 

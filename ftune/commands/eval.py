@@ -29,6 +29,12 @@ def run(cfg: DictConfig) -> dict:
         handler = logging.FileHandler(RunDir(cfg.run_dir).file("eval.log"))  # before loading: its warnings go there too
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
+    if cfg.get("prompt") is not None:  # a causal LM prompted on the task's data (ftune/prompted/)
+        from ftune import prompted
+
+        task, metrics, name, folder = prompted.evaluate(cfg)
+        metrics.update(examples=metrics["prompt"]["items"], model=str(folder), split=name, versions=provenance.versions())
+        return _report(cfg, task, metrics, name, folder, None, conditions)
     inference = Inference.load(cfg)
     task: Task = inference.task
     folder, run_dir = inference.folder, inference.run_dir
@@ -43,11 +49,19 @@ def run(cfg: DictConfig) -> dict:
                          fix="pick a configured split, or pass file=<data file>")
     task.check_examples(examples, name)
     metrics = inference.evaluate(examples, name, cfg.file or cache.local_source(task.cfg.data, cfg.split))
-    gate = checks.evaluate(metrics, conditions)
     metrics.update(examples=len(examples), model=str(folder), split=name, max_length=task.cfg.get("max_length"),
                    versions=provenance.versions())
     if inference.warnings:
         metrics["differs_from_training"] = inference.warnings
+    return _report(cfg, task, metrics, name, folder, run_dir, conditions)
+
+
+def _report(cfg: DictConfig, task: Task, metrics: dict, name: str, folder: Path, run_dir: Path | None,
+            conditions: list) -> dict:
+    """The table, eval_<name>.json (in the run, else the current directory) and the metric gate."""
+    from ftune import checks
+
+    gate = checks.evaluate(metrics, conditions)
     as_json = cfg.output_format == "json"
     R.print_table(task, metrics, f"{name} ({folder})", to_stderr=as_json)
     out_dir = run_dir if run_dir is not None else Path.cwd()

@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict:
                              fix="pass the folder that `ftune train` created (runs/<task>/<model>/<time>)")
         path = report.write_run_report(run_dir, out)
     else:
-        path = report.write_sweep_report(Path(cfg.sweep_dir), out)
+        path = report.write_sweep_report(Path(cfg.sweep_dir), out, list(cfg.baselines or []))
     print(path, flush=True)  # stdout: the file, for scripts (open "$(ftune report run_dir=...)")
     log.info("report written: %s", path)
     return {"report": str(path)}

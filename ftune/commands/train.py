@@ -72,6 +72,11 @@ def run(cfg: DictConfig) -> dict:
     log.info("%s", plan(len(features["train"]), cfg.trainer, accelerator.num_processes))  # what the step rule decided
     constraints.check_steps(cfg, steps, len(features["train"]), accelerator.num_processes)  # before anything is written
     model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
+    if cfg.objective.name == "setfit":  # contrastive pairs, then a logistic-regression head (ftune/engine/contrastive.py)
+        from ftune.engine import contrastive
+
+        contrastive.check(cfg, task, resume_from)
+        model = contrastive.train(model, task, features["train"], cfg.objective, cfg.trainer.seed, accelerator.device)
     extras.insert(0, tokenizer)
     # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step (a no-op for most tasks)
     task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path, accelerator)

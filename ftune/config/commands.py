@@ -25,6 +25,7 @@ class TrainConfig:
     freeze: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    objective: Any = MISSING  # standard | setfit
     recipe: RecipeConfig = section(RecipeConfig)
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
@@ -47,6 +48,7 @@ class EvalConfig:
     device: str = choice(*DEVICES)
     check: Any = None  # metric gate for CI, e.g. 'f1>=0.85' or 'f1>=0.85,loss<=0.5': exit 1 when missed
     output_format: str = choice(*OUTPUT_FORMATS)
+    prompt: Any = None  # prompt=zero_shot|few_shot: score a causal LM by prompting it (ftune/prompted/)
 
 
 @dataclass
@@ -126,6 +128,9 @@ class ReportConfig:
     run_dir: str | None = None  # a training run: report.html and report/*.png in it
     sweep_dir: str | None = None  # or a multirun folder (with summary.json): the trials compared
     out: str | None = None  # another HTML file to write (default: <run_dir or sweep_dir>/report.html)
+    # sweeps over task.data.max_train: prompted evaluations' eval_<split>.json files drawn as horizontal lines
+    # on the learning curve (default: the prompted eval_*.json files in sweep_dir)
+    baselines: list[str] = empty(list)
 
 
 @dataclass

@@ -177,6 +177,41 @@ class LoggerConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """How a model is trained: `standard` (the task's loss over the whole model, or what peft/freeze leave), or
+    `setfit` (classification family, a sentence-transformer body such as model=minilm: contrastive pairs, then a
+    logistic-regression head; ftune/engine/contrastive.py). The setfit keys are set in configs/objective/setfit.yaml."""
+
+    name: str = choice("standard", "setfit")
+    num_iterations: int | None = bounded(None, ge=1)  # pairs per example and iteration: one positive, one negative
+    body_epochs: int | None = bounded(None, ge=1)  # passes over the pairs
+    body_lr: float | None = bounded(None, gt=0)  # the body's learning rate in the contrastive phase
+    body_batch_size: int | None = bounded(None, ge=1)  # pairs per step
+    head_c: float | None = bounded(None, gt=0)  # inverse L2 strength of the logistic-regression head (scikit-learn's C)
+
+
+@dataclass
+class PromptConfig:
+    """Prompted evaluation of a causal LM on a task's data (ftune/prompted/): `ftune eval model=<LM> task=<task>
+    prompt=zero_shot|few_shot`. Templates: {text} ({text_pair}; qa: {question}, {context}); {labels} and
+    {types} in the instruction list the verbalizers or entity types."""
+
+    name: str = MISSING  # zero_shot | few_shot
+    shots: int = bounded(ge=0)  # examples of the training split in every prompt (0: zero-shot)
+    seed: int = MISSING  # the draw of the shots (balanced over labels where possible)
+    instruction: str | None = MISSING  # the prompt's first paragraph; null: the task family's default
+    template: str | None = MISSING  # one item (shots and the evaluated item); null: the task family's default
+    verbalizers: Any = None  # classification: {label: word}; labels left out are scored by their own name
+    normalize: str = choice("none", "tokens", "chars")  # divide a verbalizer's log-likelihood by its length
+    chat: Any = MISSING  # auto | true | false: wrap in the tokenizer's chat template (auto: when it has one)
+    max_length: int | None = bounded(None, ge=8)  # longest prompt, in tokens; null: the model's position limit
+    max_new_tokens: int = bounded(ge=1)  # ner, qa: tokens generated per item (greedy)
+    batch_size: int = bounded(ge=1)  # items per forward pass (classification: each with all its verbalizers)
+    shared_prefix: bool = MISSING  # the instruction and shots go through the model once, reused by every batch
+    limit: int | None = bounded(None, ge=1)  # evaluate the first N items of the split only
+
+
+@dataclass
 class RecipeConfig:
     """A reference recipe (configs/experiment/<name>.yaml sets it): what the run usually reaches.
     ftune/recipes.py checks a finished run against it and records the verdict in results.json."""

@@ -70,10 +70,12 @@ def plot_sweep_curves(jobs: list[dict], metric: str, path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
+def write_sweep_report(sweep_dir: Path, out: Path | None = None, baselines: list[str] | None = None) -> Path:
     """report.html of a sweep folder (from its summary.json): the main metric against each swept
-    hyper-parameter, every job's validation curve, the summary table."""
+    hyper-parameter, a learning curve when the training-set size was swept (with the prompted baselines:
+    `baselines`, else the prompted eval_*.json files in the folder), every job's validation curve, the summary table."""
     from ftune.errors import FtuneError
+    from ftune.report import curves
 
     sweep_dir = Path(sweep_dir)
     summary_file = sweep_dir / "summary.json"
@@ -85,6 +87,10 @@ def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
     # files, not a folder: a sweep folder's sub-folders are its jobs (tools and tests list them)
     plots = [(f"val/{metric} against {p}", plot_param(jobs, p, metric, sweep_dir / f"report_param_{i}.png"))
              for i, p in enumerate(summary["swept"])]
+    if curves.SIZE_KEY in summary["swept"]:
+        lines = curves.baselines(curves.find_baselines(sweep_dir, baselines), metric)
+        plots.insert(0, ("Learning curve", curves.plot_learning_curve(summary, lines,
+                                                                      sweep_dir / "report_learning_curve.png")))
     plots.append(("Validation curves", plot_sweep_curves(jobs, metric, sweep_dir / "report_curves.png")))
     plots = [(t, p) for t, p in plots if p is not None]
     rows = [[j["job"], *j["params"].values(), j.get("value"), j["status"] if j["status"] == "ok" else

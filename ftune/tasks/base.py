@@ -37,6 +37,7 @@ class Task(Protocol):
     gguf_export: bool
     table_columns: tuple[str, ...]
     scheme: str | None
+    prompting: str | None
 
     @classmethod
     def validate(cls, cfg: Any) -> None:
@@ -147,6 +148,10 @@ class TaskBase:
     table_columns: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1", "support")
     # the tagging scheme fitted from the data (token tagging), part of the feature cache key; None: none
     scheme: str | None = None
+    # how `ftune eval prompt=...` scores a causal LM on the task's data (ftune/prompted/): "choice" (one
+    # verbalizer per label, by log-likelihood), "entities" (generated `type: span` lines), "answer" (a
+    # generated span of the context); None: the task cannot be prompted
+    prompting: ClassVar[str | None] = None
 
     @classmethod
     def validate(cls, cfg: Any) -> None:

@@ -200,6 +200,7 @@ class ClassificationTask(SequenceTask):
     """Single-label classification. Main metric: accuracy; class weights `auto` = N / (K · count(class))."""
 
     name = "classification"
+    prompting = "choice"  # ftune eval prompt=...: a verbalizer per label (ftune/prompted/)
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

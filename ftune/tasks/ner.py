@@ -58,6 +58,7 @@ class NerTaskConfig:
 @registry.task("ner", NerTaskConfig)
 class NerTask(TaskBase):
     name = "ner"
+    prompting = "entities"  # ftune eval prompt=...: generated and parsed (ftune/prompted/)
     main_metric = "f1"
     greater_is_better = True
     pipeline_task = "token-classification"

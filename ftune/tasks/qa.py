@@ -52,6 +52,7 @@ class QaTaskConfig:
 @registry.task("qa", QaTaskConfig)
 class QaTask(TaskBase):
     name = "qa"
+    prompting = "answer"  # ftune eval prompt=...: generated and parsed (ftune/prompted/)
     example_input = '{"question": "Who won?", "context": "The Broncos beat the Panthers ."}'
     main_metric = "f1"
     greater_is_better = True

@@ -41,11 +41,13 @@ MODULE_LAYERS = {
     "ftune.resume": "run",  # compares a run's saved config with the new one
     "ftune.provenance": "run",  # the versions a run was trained with, in its results
     "ftune.checks": "run",  # metric gates over a run's results (eval check=...)
+    "ftune.prompted.*": "run",  # prompted evaluation of a causal LM (eval prompt=...), beside inference
     "ftune.engine.*": "engine",
     "ftune.tasks.*": "engine",
     "ftune.data.*": "components",
     "ftune.demo_data.*": "components",
     "ftune.models": "components",
+    "ftune.sentence_classifier": "components",  # the SetFit architecture as a transformers model
     "ftune.peft": "components",
     "ftune.peft_methods": "components",  # one class per PEFT method: its peft config and hooks
     "ftune.loggers.*": "components",

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from ftune.config import COMMANDS
-from ftune.registry import GROUPS, PEFT_METHODS, TASKS
+from ftune.registry import GROUP_COMMANDS, GROUPS, PEFT_METHODS, TASKS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 OPTIONS = [(group, path.stem) for group in [*GROUPS, "task"] for path in sorted((CONFIGS / group).glob("*.yaml"))]
@@ -64,7 +64,7 @@ def test_no_yaml_repeats_the_value_it_extends(compose_config, group, option):
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=lambda v: str(v))
 def test_every_option_sets_every_value(compose_config, group, option):
-    cfg = compose_config("train", [f"{group}={option}"])
+    cfg = compose_config(GROUP_COMMANDS.get(group, "train"), [f"{group}={option}"])
     assert not OmegaConf.missing_keys(cfg), f"{group}={option} leaves unset: {sorted(OmegaConf.missing_keys(cfg))}"
 
 
