@@ -87,6 +87,7 @@ GROUPS: dict[str, type] = {
     "freeze": G.FreezeConfig,
     "trainer": G.TrainerConfig,
     "logger": G.LoggerConfig,
+    "continual": G.ContinualConfig,
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ftune import freeze, peft, provenance, recipes, resume
+from ftune.continual import fisher, stage
 from ftune import run as R
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
@@ -53,9 +54,13 @@ def run(cfg: DictConfig) -> dict:
     # offline hub ids fail here, before data is read
     model_path = locate(cfg.model.name_or_path, allow_pickle=cfg.model.allow_pickle)
     R.check_model_limits(cfg.task, model_path)
+    source = None  # init_from (issue 28)
+    previous = stage.check(cfg, source)  # the continual group: earlier runs, replay, regulariser, adapter
     task = build_task(cfg.task)
     splits = R.load_splits(task)
-    task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
+    old_labels = stage.same_task_labels(source, task)  # from a run of the same task: its label ids are kept
+    stage.fit_labels(task, splits, old_labels)
+    earlier = stage.previous_validation(previous, task, cfg.continual.adapter is not None)
     if resume_from is not None and task.has_labels:
         _check_resumable(resume_from, task.labels)
     shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
@@ -68,10 +73,14 @@ def run(cfg: DictConfig) -> dict:
                 for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
+    features["train"] = stage.mix_replay(cfg, features["train"], stage.replay_features(cfg, task, tokenizer))
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
     constraints.check_steps(cfg, steps, len(features["train"]), accelerator.num_processes)  # before anything is written
     model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
+    head = "fresh"
     extras.insert(0, tokenizer)
+    # continual.regularizer: L2-SP / EWC terms anchored to the starting weights, added by the engine's generic hook
+    penalties = fisher.terms(cfg, model, source, old_labels, task.labels, head == "kept", accelerator.device)
     # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step (a no-op for most tasks)
     task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path, accelerator)
     parameters = parameter_counts(model)
@@ -90,7 +99,7 @@ def run(cfg: DictConfig) -> dict:
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
     engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
                     build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None, cfg), extras,
-                    step_hook=peft.step_hook(model, cfg.peft))
+                    step_hook=peft.step_hook(model, cfg.peft), penalties=penalties)
     state = None
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler,
@@ -125,6 +134,12 @@ def run(cfg: DictConfig) -> dict:
             if accelerator.is_main_process:
                 R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
                               to_stderr=cfg.output_format == "json")
+    if previous and accelerator.is_main_process:  # adapters side by side; earlier runs' metrics then and now
+        adapters = stage.save_adapters(cfg, run_dir, previous) if peft.is_active(cfg.peft) else {}
+        results["forgetting"] = stage.forgetting_table(cfg, engine, task, tokenizer, earlier, adapters, run_dir)
+        stage.print_forgetting(results["forgetting"], to_stderr=cfg.output_format == "json")
+    elif cfg.continual.adapter is not None and accelerator.is_main_process:
+        stage.save_adapters(cfg, run_dir, [])
     if accelerator.is_main_process:  # inside/outside the range of a matching reference recipe, in results.json too
         record = recipes.report(cfg, splits, task, results, to_stderr=cfg.output_format == "json")
         if record is not None:

@@ -41,6 +41,7 @@ MODULE_LAYERS = {
     "ftune.resume": "run",  # compares a run's saved config with the new one
     "ftune.provenance": "run",  # the versions a run was trained with, in its results
     "ftune.checks": "run",  # metric gates over a run's results (eval check=...)
+    "ftune.continual.stage": "run",  # what train does with the continual group: adapters, forgetting table
     "ftune.engine.*": "engine",
     "ftune.tasks.*": "engine",
     "ftune.data.*": "components",
@@ -52,6 +53,7 @@ MODULE_LAYERS = {
     "ftune.optim": "components",
     "ftune.freeze": "components",
     "ftune.distributed": "components",
+    "ftune.continual.*": "components",  # label-set extension, replay, L2-SP/EWC terms (stage.py: run layer)
     "ftune.registry": "registry",
     "ftune.config.*": "config",
     "ftune": "base",  # ftune/__init__.py: __version__
