@@ -192,6 +192,11 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
                     columns = list(dict.fromkeys(c for r in metrics[key].values() for c in r))
                     body += [_table([key.replace("_", " "), *columns],
                                     [[n, *(r.get(c) for c in columns)] for n, r in metrics[key].items()]), ""]
+    if results.get("forgetting"):  # continual.previous: what the earlier stages keep after this one
+        from ftune.continual.forgetting import HEADER, table_rows
+
+        body += ["Earlier runs' validation metric when they were trained and with this model (forgetting):", "",
+                 _table(HEADER, table_rows(results["forgetting"])), ""]
     if not results:
         body += ["No results.json was found: the run did not finish.", ""]
     if (folder / LOSS_PLOT).is_file():
