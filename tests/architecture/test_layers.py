@@ -40,7 +40,8 @@ MODULE_LAYERS = {
     "ftune.push": "run",
     "ftune.resume": "run",  # compares a run's saved config with the new one
     "ftune.provenance": "run",  # the versions a run was trained with, in its results
-    "ftune.checks": "run",  # metric gates over a run's results (eval check=...)
+    "ftune.checks": "run",
+    "ftune.init_from": "run",  # init_from=<run | folder>: an earlier run's weights into a new task's model  # metric gates over a run's results (eval check=...)
     "ftune.engine.*": "engine",
     "ftune.tasks.*": "engine",
     "ftune.data.*": "components",
