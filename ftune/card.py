@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ftune.init_from import describe
 from ftune.registry import TASKS
 from ftune.run_dir import RunDir
 from ftune.tasks.base import DEFAULTS_TASK, TaskBase
@@ -161,6 +162,7 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
     train = results.get("train") or {}
     body = [f"# {name}", "",
             f"A {task_name} model fine-tuned from {base_text} with ftune ({method}).", "",
+            *([describe(results.get("init_from")), ""] if results.get("init_from") else []),
             "## Training data", "", f"- data: {data_text}",
             f"- training examples: {train.get('examples', 'not recorded')}",
             f"- labels ({len(labels)}): {', '.join(f'`{label}`' for label in labels[:50])}"

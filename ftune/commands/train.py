@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ftune import freeze, peft, provenance, recipes, resume
+from ftune import init_from as I
 from ftune.continual import fisher, stage
 from ftune import run as R
 from ftune.errors import FtuneError
@@ -54,7 +55,9 @@ def run(cfg: DictConfig) -> dict:
     # offline hub ids fail here, before data is read
     model_path = locate(cfg.model.name_or_path, allow_pickle=cfg.model.allow_pickle)
     R.check_model_limits(cfg.task, model_path)
-    source = None  # init_from (issue 28)
+    source = I.resolve(cfg.init_from) if cfg.get("init_from") else None
+    if source is not None:
+        I.check(source, cfg)  # architecture, vocabulary, base model: from config files, before data loads
     previous = stage.check(cfg, source)  # the continual group: earlier runs, replay, regulariser, adapter
     task = build_task(cfg.task)
     splits = R.load_splits(task)
@@ -76,8 +79,7 @@ def run(cfg: DictConfig) -> dict:
     features["train"] = stage.mix_replay(cfg, features["train"], stage.replay_features(cfg, task, tokenizer))
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
     constraints.check_steps(cfg, steps, len(features["train"]), accelerator.num_processes)  # before anything is written
-    model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
-    head = "fresh"
+    model, extras, head = _build_model(cfg, task, model_path, resume_from, steps, precision, source)
     extras.insert(0, tokenizer)
     # continual.regularizer: L2-SP / EWC terms anchored to the starting weights, added by the engine's generic hook
     penalties = fisher.terms(cfg, model, source, old_labels, task.labels, head == "kept", accelerator.device)
@@ -128,6 +130,8 @@ def run(cfg: DictConfig) -> dict:
                "best_mb": round(sum(f.stat().st_size for f in (run_dir / "best").glob("*.safetensors")) / 2**20, 2),
                "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
                                     len(features["train"]))}
+    if source is not None:  # the chain of runs the weights went through (the card names it)
+        results["init_from"] = I.record(source, head)
     for split in ("validation", "test"):
         if splits[split]:
             results[split] = engine.evaluate(features[split], splits[split])
@@ -164,27 +168,33 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _build_model(cfg: DictConfig, task: Task, model_path: str, resume_from: Path | None, steps: int,
-                 precision: str = "fp32"):
-    """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
-    and the extra objects every saved model folder needs."""
+                 precision: str = "fp32", source: I.Source | None = None):
+    """The task's model, wrapped by peft or partly frozen as configured, with init_from's weights or the
+    resumed ones loaded; the extra objects every saved model folder needs; and whether init_from's head was
+    kept ("kept", "fresh", None without init_from)."""
     from ftune.engine.checkpoint import load_weights
 
     load = {"trust_remote_code": cfg.model.trust_remote_code,
             "use_safetensors": None if cfg.model.allow_pickle else True}
     if not peft.is_active(cfg.peft):
         model = task.build_model(str(resume_from or model_path), **load)
+        head = None
+        if source is not None:  # a resumed checkpoint already holds them; the head record is re-derived
+            head = I.load_into(model, source, task.labels, task.has_labels) if resume_from is None else \
+                I.head_kept(model, source, task.labels, task.has_labels, task.name)
         _gradient_checkpointing(model, cfg)
         freeze.apply(model, cfg.freeze)
-        return model, []
+        return model, [], head
     from ftune.models import plain_cpu_kernels, quantization_kwargs
 
     model = task.build_model(model_path, **load, **quantization_kwargs(cfg.model, precision))  # QLoRA: 4/8-bit base
     plain_cpu_kernels(model)
+    head = I.load_into(model, source, task.labels, task.has_labels) if source is not None else None
     _gradient_checkpointing(model, cfg)
     model = peft.wrap(model, cfg.peft, steps, peft.added_token_ids(model, model_path))
     if resume_from is not None:
         load_weights(model, resume_from)
-    return model, [peft.BaseConfigWriter(model.get_base_model().config)]
+    return model, [peft.BaseConfigWriter(model.get_base_model().config)], head
 
 
 def _gradient_checkpointing(model, cfg: DictConfig) -> None:

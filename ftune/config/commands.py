@@ -32,6 +32,9 @@ class TrainConfig:
     # settings a resume may change, e.g. [optimizer.lr,trainer.max_steps]; any other difference is refused
     resume_allow: list[str] = empty(list)
     overwrite: bool = False  # allow training into a run directory that already holds a run
+    # start from an earlier run's weights (its best/; an adapter merged) or a model folder: the body is loaded,
+    # the head stays fresh unless the label set matches (ftune/init_from.py)
+    init_from: str | None = None
     output_format: str = choice(*OUTPUT_FORMATS)
 
 

@@ -42,6 +42,7 @@ MODULE_LAYERS = {
     "ftune.provenance": "run",  # the versions a run was trained with, in its results
     "ftune.checks": "run",  # metric gates over a run's results (eval check=...)
     "ftune.continual.stage": "run",  # what train does with the continual group: adapters, forgetting table
+    "ftune.init_from": "run",  # init_from=<run | folder>: an earlier run's weights into a new task's model
     "ftune.engine.*": "engine",
     "ftune.tasks.*": "engine",
     "ftune.data.*": "components",
