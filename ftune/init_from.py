@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftune.continual import heads
 from ftune.errors import FtuneError
 from ftune.run_dir import RunDir, model_json
 
@@ -144,7 +145,7 @@ def load_into(model: Any, source: Source, labels: list[str], has_labels: bool) -
     head = head_state(model, state, source_class, source.labels, labels, has_labels, set(body))
     chosen.update(head)
     model.load_state_dict(chosen, strict=False)
-    kept = "kept" if head else "fresh"
+    kept = ("extended" if has_labels and heads.grows(source.labels, list(labels)) else "kept") if head else "fresh"
     log.info("init_from %s: %d body tensors loaded, head %s", source.given, len(chosen) - len(head), kept)
     return kept
 
@@ -152,10 +153,16 @@ def load_into(model: Any, source: Source, labels: list[str], has_labels: bool) -
 def head_state(model: Any, state: dict, source_class: str | None, source_labels: list[str], labels: list[str],
                has_labels: bool, body: set[str]) -> dict:
     """The head tensors to take from the source: all of them where the source is the same model class and (a
-    task with labels) has the same labels in the same order, shapes equal; else none (the head stays fresh)."""
-    if source_class != type(model).__name__ or (has_labels and source_labels != list(labels)):
+    task with labels) has the same labels in the same order, shapes equal; where the labels grew from the source's
+    (continual learning: the old labels first, in order), the old rows copied into the fresh head
+    (ftune/continual/heads.py); else none (the head stays fresh)."""
+    if source_class != type(model).__name__:
         return {}
     target = model.state_dict()
+    if has_labels and heads.grows(source_labels, list(labels)):  # label-set extension: old rows copied as they are
+        return heads.grown_state(target, state, source_labels, list(labels), body)
+    if has_labels and source_labels != list(labels):
+        return {}
     return {k: state[k] for k in target if k not in body and k in state and state[k].shape == target[k].shape}
 
 
@@ -166,6 +173,8 @@ def head_kept(model: Any, source: Source, labels: list[str], has_labels: bool, t
         same = source.run.setting("task.name") == task_name
     else:
         same = (source.config.get("architectures") or [None])[0] == type(model).__name__
+    if same and has_labels and heads.grows(source.labels, list(labels)):
+        return "extended"
     return "kept" if same and (not has_labels or source.labels == list(labels)) else "fresh"
 
 
@@ -231,5 +240,6 @@ def describe(entry: dict | None) -> str | None:
         return None
     parts = [f"run `{e['run']}` (task {e.get('task')})" if e.get("run") else f"the model folder `{e['path']}`"
              for e in steps]
-    head = "its head taken too" if steps[0].get("head") == "kept" else "with a freshly initialised head"
+    head = {"kept": "its head taken too", "extended": "its head grown to the new labels (old rows kept)"}.get(
+        steps[0].get("head"), "with a freshly initialised head")
     return f"Initialised from {' ← '.join(parts)}, {head} (init_from)."

@@ -82,7 +82,8 @@ def run(cfg: DictConfig) -> dict:
     model, extras, head = _build_model(cfg, task, model_path, resume_from, steps, precision, source)
     extras.insert(0, tokenizer)
     # continual.regularizer: L2-SP / EWC terms anchored to the starting weights, added by the engine's generic hook
-    penalties = fisher.terms(cfg, model, source, old_labels, task.labels, head == "kept", accelerator.device)
+    penalties = fisher.terms(cfg, model, source, old_labels, task.labels, head in ("kept", "extended"),
+                              accelerator.device)
     # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step (a no-op for most tasks)
     task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path, accelerator)
     parameters = parameter_counts(model)
