@@ -66,7 +66,8 @@ def train(out: Path, name: str, files: dict, args: argparse.Namespace, seed: int
     started = time.perf_counter()
     ftune("train", "task=ner", f"model={args.model}", f"task.data.train={files['train']}",
           f"task.data.validation={files['validation']}", "task.data.test=null", f"trainer.epochs={args.epochs}",
-          f"trainer.seed={seed}", "logger.console=none", "overwrite=true", f"run_dir={run}", *extra)
+          f"trainer.seed={seed}", "logger.console=none", "overwrite=true", f"run_dir={run}",
+          *([f"trainer.batch_size={args.batch_size}"] if args.batch_size else []), *extra)
     print(f"  {run.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return run
 
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=None, help="first N validation sentences (default: all)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None, help="trainer.batch_size (default: the trainer's)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--strength", type=float, default=None, help="continual.strength of l2sp and ewc")
     parser.add_argument("--adapter-lr", type=float, default=1e-3, help="optimizer.lr of the LoRA runs")

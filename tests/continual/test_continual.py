@@ -49,6 +49,37 @@ def test_grown_head_keeps_old_rows_bit_identical_and_old_predictions(tiny_model_
     assert heads.output_rows(new, len(labels)) == {"classifier.weight": len(labels), "classifier.bias": len(labels)}
 
 
+def test_init_from_a_run_of_the_same_task_extends_its_head(tiny_model_dir, tmp_path):
+    """The path `ftune train init_from=<stage-1 run>` takes: the union's ids, the old rows, the old predictions."""
+    from transformers import AutoModelForTokenClassification
+
+    from ftune import init_from
+    from ftune.continual import stage
+    from ftune.registry import build_task
+
+    run = tmp_path / "stage1"
+    run.mkdir()
+    OmegaConf.save(OmegaConf.create({"task": {"name": "ner"}, "model": {"name_or_path": str(tiny_model_dir)}}),
+                   run / "config.yaml")
+    torch.manual_seed(3)
+    old = AutoModelForTokenClassification.from_pretrained(
+        tiny_model_dir, num_labels=len(OLD), id2label=dict(enumerate(OLD)), label2id={k: i for i, k in enumerate(OLD)})
+    old.save_pretrained(run / "best")
+    source = init_from.resolve(str(run))
+    task = build_task(OmegaConf.create({"name": "ner", "scheme": "IOB2", "data": {}}))
+    splits = {"train": [{"tokens": ["EU", "x"], "tags": ["B-ORG", "O"], "where": "t:1"}],
+              "validation": [{"tokens": ["Bonn"], "tags": ["B-LOC"], "where": "v:1"}]}  # an old label: accepted
+    added = stage.fit_labels(task, splits, stage.same_task_labels(source, task))
+    assert task.labels == [*OLD, "B-ORG"] and added == ["B-ORG"]
+    new = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=len(task.labels)).eval()
+    assert init_from.load_into(new, source, task.labels, True) == "extended"
+    assert torch.equal(new.classifier.weight[:len(OLD)], old.classifier.weight)
+    ids = torch.randint(5, 60, (3, 9))
+    with torch.no_grad():
+        before, after = old.eval()(input_ids=ids).logits, new(input_ids=ids).logits
+    assert torch.equal(after[..., :len(OLD)].argmax(-1), before.argmax(-1))
+
+
 # ---- replay ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ratio", [0.1, 0.3])
 def test_replay_share_is_the_ratio_and_seeded(ratio):
