@@ -93,6 +93,26 @@ def seconds(run: Path) -> float:
     return json.loads((run / "results.json").read_text())["train"]["seconds"]
 
 
+def write_table(out: Path, args: argparse.Namespace, rows: dict[str, list[dict]]) -> None:
+    table = ["| method | F1 PER/LOC | F1 ORG/MISC | F1 all four | train seconds (both stages) |",
+             "| --- | --- | --- | --- | --- |"]
+
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "—"
+        mean = statistics.mean(values)
+        return f"{mean:.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
+
+    for method, found in rows.items():
+        if found:
+            table.append(f"| {method} | {cell([r['old'] for r in found])} | {cell([r['new'] for r in found])} | "
+                         f"{cell([r['all'] for r in found])} | {cell([r['seconds'] for r in found]).split('.')[0]} |")
+    print("\n".join(table), flush=True)
+    (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows,
+                                                  "table": table}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=None, help="first N training sentences (default: all)")
@@ -125,6 +145,7 @@ def main() -> None:
     for seed in range(1, args.seeds + 1):
         first = train(out, "stage1", stage1, args, seed) if set(methods) - {"adapter", "joint"} else None
         for method in methods:
+            write_table(out, args, rows)  # the methods so far: a stopped run still leaves them
             if method == "joint":
                 run = train(out, "joint", joint, args, seed)
                 found = counts(run, joint["validation"])
@@ -149,22 +170,7 @@ def main() -> None:
             rows[method].append({"old": f1(found, OLD), "new": f1(found, NEW), "all": f1(found, OLD + NEW),
                                  "seconds": seconds(first) + seconds(run),
                                  "forgetting": json.loads((run / "results.json").read_text())["forgetting"]})
-    table = ["| method | F1 PER/LOC | F1 ORG/MISC | F1 all four | train seconds (both stages) |",
-             "| --- | --- | --- | --- | --- |"]
-
-    def cell(values: list) -> str:
-        values = [v for v in values if v is not None]
-        if not values:
-            return "—"
-        mean = statistics.mean(values)
-        return f"{mean:.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
-
-    for method, found in rows.items():
-        table.append(f"| {method} | {cell([r['old'] for r in found])} | {cell([r['new'] for r in found])} | "
-                     f"{cell([r['all'] for r in found])} | {cell([r['seconds'] for r in found]).split('.')[0]} |")
-    print("\n".join(table))
-    (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows,
-                                                  "table": table}, indent=2) + "\n")
+    write_table(out, args, rows)
 
 
 if __name__ == "__main__":

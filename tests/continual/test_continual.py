@@ -201,19 +201,37 @@ def _errors(capsys) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("ftune: error:")]
 
 
-@pytest.mark.slow  # the CLI in-process: a few seconds each
-@pytest.mark.parametrize("case", ["ewc_without_earlier", "previous_of_another_task", "replay_run_of_another_task",
-                                  "adapter_without_peft", "regularizer_with_peft"])
-def test_bad_continual_settings_are_one_line_and_exit_2(case, tiny_train_overrides, tmp_path, capsys):
+def _settings(**continual) -> OmegaConf:
+    base = {"previous": [], "replay": None, "replay_ratio": 0.1, "regularizer": "none", "strength": 0.0,
+            "fisher_examples": 10, "adapter": None}
+    peft = continual.pop("peft", "none")
+    return OmegaConf.create({"task": {"name": "ner"}, "peft": {"name": peft}, "model": {"name_or_path": "x"},
+                             "continual": {**base, **continual}})
+
+
+@pytest.mark.parametrize("case", ["ewc_without_earlier", "previous_of_another_task", "previous_not_a_run",
+                                  "replay_run_of_another_task", "adapter_without_peft", "regularizer_with_peft"])
+def test_bad_continual_settings_are_refused_before_anything_loads(case, tmp_path):
+    from ftune.continual import stage
+    from ftune.errors import FtuneError
+
     other = str(_fake_run(tmp_path / "sst2-run", "classification"))
-    extra = {"ewc_without_earlier": ["continual=ewc"],
-             "previous_of_another_task": [f"continual.previous=[{other}]"],
-             "replay_run_of_another_task": [f"continual.replay={other}"],
-             "adapter_without_peft": ["continual.adapter=s2"],
-             "regularizer_with_peft": ["continual=l2sp", "peft=lora"]}[case]
-    assert cli_exit_code("train", *tiny_train_overrides, *extra) == 2
+    cfg = {"ewc_without_earlier": _settings(regularizer="ewc"),
+           "previous_of_another_task": _settings(previous=[other]),
+           "previous_not_a_run": _settings(previous=[str(tmp_path)]),
+           "replay_run_of_another_task": _settings(replay=other),
+           "adapter_without_peft": _settings(adapter="s2"),
+           "regularizer_with_peft": _settings(regularizer="l2sp", peft="lora")}[case]
+    with pytest.raises(FtuneError) as error:
+        stage.check(cfg, None)
+    assert error.value.where.startswith("continual.") and "\n" not in str(error.value)
+
+
+@pytest.mark.slow  # the CLI in-process
+def test_ewc_without_earlier_data_is_one_line_and_exit_2(tiny_train_overrides, tmp_path, capsys):
+    assert cli_exit_code("train", *tiny_train_overrides, "continual=ewc") == 2
     err = _errors(capsys)
-    assert len(err) == 1 and "continual" in err[0]
+    assert len(err) == 1 and "continual.regularizer" in err[0] and "init_from" in err[0]
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing half-written
 
 
