@@ -139,12 +139,13 @@ def run(cfg: DictConfig) -> dict:
             if accelerator.is_main_process:
                 R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
                               to_stderr=cfg.output_format == "json")
-    if previous and accelerator.is_main_process:  # adapters side by side; earlier runs' metrics then and now
-        adapters = stage.save_adapters(cfg, run_dir, previous) if peft.is_active(cfg.peft) else {}
-        results["forgetting"] = stage.forgetting_table(cfg, engine, task, tokenizer, earlier, adapters, run_dir)
-        stage.print_forgetting(results["forgetting"], to_stderr=cfg.output_format == "json")
-    elif cfg.continual.adapter is not None and accelerator.is_main_process:
-        stage.save_adapters(cfg, run_dir, [])
+    # adapters side by side (copied by the main process); earlier runs' metrics then and now (every rank: collective)
+    main = accelerator.is_main_process
+    adapters = stage.save_adapters(cfg, run_dir, previous, main) if peft.is_active(cfg.peft) else {}
+    if previous:
+        results["forgetting"] = stage.forgetting_table(cfg, engine, task, tokenizer, earlier, adapters, run_dir, main)
+        if main:
+            stage.print_forgetting(results["forgetting"], to_stderr=cfg.output_format == "json")
     if accelerator.is_main_process:  # inside/outside the range of a matching reference recipe, in results.json too
         record = recipes.report(cfg, splits, task, results, to_stderr=cfg.output_format == "json")
         if record is not None:

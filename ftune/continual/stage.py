@@ -161,25 +161,26 @@ def _adapters_of(run: RunDir) -> dict[str, Path]:
     return {own_adapter(run): run.best} if (run.best / "adapter_config.json").is_file() else {}
 
 
-def save_adapters(cfg: DictConfig, run_dir: Path, previous: list[RunDir]) -> dict[str, str]:
+def save_adapters(cfg: DictConfig, run_dir: Path, previous: list[RunDir], copy: bool = True) -> dict[str, str]:
     """A PEFT run with continual.adapter: its best/ and the earlier stages' adapters, side by side in
-    <run_dir>/adapters/<name>/ (copied byte for byte: training this stage never touched them). Returns
-    earlier run → the name of its own adapter here."""
+    <run_dir>/adapters/<name>/ (copied byte for byte, by the main process: training this stage never touched
+    them). Returns earlier run → the name of its own adapter here (the same on every process)."""
     if cfg.continual.adapter is None:
         return {}
     folder, names = Path(run_dir) / ADAPTERS, {}
-    folder.mkdir(exist_ok=True)
     for run in previous:
-        for name, source in _adapters_of(run).items():
-            if not (folder / name).exists():
+        held = _adapters_of(run)
+        for name, source in held.items():
+            if copy and not (folder / name).exists():
                 shutil.copytree(source, folder / name)
-        if _adapters_of(run):
-            names[str(run)] = own_adapter(run) if own_adapter(run) in _adapters_of(run) else None
-    target = folder / str(cfg.continual.adapter)
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(Path(run_dir) / "best", target)
-    log.info("adapters side by side in %s: %s", folder, ", ".join(sorted(p.name for p in folder.iterdir())))
-    return {k: v for k, v in names.items() if v}
+        if own_adapter(run) in held:
+            names[str(run)] = own_adapter(run)
+    if copy:
+        target = folder / str(cfg.continual.adapter)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(Path(run_dir) / "best", target)
+        log.info("adapters side by side in %s: %s", folder, ", ".join(sorted(p.name for p in folder.iterdir())))
+    return names
 
 
 # ---- the forgetting table -----------------------------------------------------------------------------
@@ -198,9 +199,10 @@ def previous_validation(previous: list[RunDir], task: Any, adapters: bool) -> li
 
 
 def forgetting_table(cfg: DictConfig, engine: Any, task: Any, tokenizer: Any, earlier: list[tuple[RunDir, Any]],
-                     adapters: dict[str, str], run_dir: Path) -> list[dict]:
+                     adapters: dict[str, str], run_dir: Path, main: bool = True) -> list[dict]:
     """One row per earlier run: its main metric on its validation split when trained and now. Now: this run's
-    model (best/), or, for an earlier PEFT stage whose adapter this run keeps, that adapter."""
+    model (best/; every process evaluates, collectively), or, for an earlier PEFT stage whose adapter this run
+    keeps, that adapter (evaluated by the main process alone)."""
     from ftune.data import cache
 
     rows = []
@@ -208,6 +210,8 @@ def forgetting_table(cfg: DictConfig, engine: Any, task: Any, tokenizer: Any, ea
         metric = run.results().get("main_metric") or task.main_metric
         before = run.results()["validation"][metric]
         name = adapters.get(str(run))
+        if name is not None and not main:
+            continue
         if name is not None:
             from ftune.inference import Inference
 
