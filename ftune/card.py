@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ftune.init_from import describe
 from ftune.registry import TASKS
 from ftune.run_dir import RunDir
 from ftune.tasks.base import DEFAULTS_TASK, TaskBase
@@ -161,6 +162,7 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
     train = results.get("train") or {}
     body = [f"# {name}", "",
             f"A {task_name} model fine-tuned from {base_text} with ftune ({method}).", "",
+            *([describe(results.get("init_from")), ""] if results.get("init_from") else []),
             "## Training data", "", f"- data: {data_text}",
             f"- training examples: {train.get('examples', 'not recorded')}",
             f"- labels ({len(labels)}): {', '.join(f'`{label}`' for label in labels[:50])}"
@@ -192,6 +194,11 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
                     columns = list(dict.fromkeys(c for r in metrics[key].values() for c in r))
                     body += [_table([key.replace("_", " "), *columns],
                                     [[n, *(r.get(c) for c in columns)] for n, r in metrics[key].items()]), ""]
+    if results.get("forgetting"):  # continual.previous: what the earlier stages keep after this one
+        from ftune.continual.forgetting import HEADER, table_rows
+
+        body += ["Earlier runs' validation metric when they were trained and with this model (forgetting):", "",
+                 _table(HEADER, table_rows(results["forgetting"])), ""]
     if not results:
         body += ["No results.json was found: the run did not finish.", ""]
     if (folder / LOSS_PLOT).is_file():

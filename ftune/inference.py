@@ -83,6 +83,10 @@ class Inference:
         if settings is not None:
             provenance.warn_if_trained_elsewhere(run)
         folder = loading.model_source(run, model_dir, cfg.get("checkpoint") or "best")
+        if cfg.get("adapter"):  # one of the adapters a continual-learning run keeps by name
+            if run is None:
+                raise FtuneError("adapter= selects an adapter of a run", where="adapter", fix="add run_dir=<run>")
+            folder = run.adapter(str(cfg.adapter))
         task = build_task(task_cfg)
         if runtime == "onnx":
             from ftune.export.onnx import load_onnx_model

@@ -144,6 +144,10 @@ def load_torch(task, folder: Path, settings: DictConfig | None):
         # a QLoRA run's adapter on its base quantised as in training, so eval and predict see that model
         model = task.build_model(locate(base), **quantization_kwargs(settings.model if settings is not None else None))
         plain_cpu_kernels(model)
+        if settings is not None and settings.get("init_from"):  # the run's base held an earlier run's weights
+            from ftune import init_from
+
+            init_from.load_into(model, init_from.resolve(settings.init_from), task.labels, task.has_labels)
         model = peft.load_trained(model, folder)
     else:
         model = task.build_model(str(folder))

@@ -89,6 +89,7 @@ GROUPS: dict[str, type] = {
     "logger": G.LoggerConfig,
     "objective": G.ObjectiveConfig,  # standard | setfit (ftune/engine/contrastive.py)
     "prompt": G.PromptConfig,  # eval: prompted evaluation of a causal LM (ftune/prompted/)
+    "continual": G.ContinualConfig,
 }
 GROUP_COMMANDS = {"prompt": "eval"}  # the command whose config holds a group, where it is not `train`
 

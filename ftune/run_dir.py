@@ -1,5 +1,5 @@
 """The one reader of a run directory (what `ftune train` writes): config.yaml, results.json, metrics.jsonl,
-.hydra/overrides.yaml, best/ and checkpoints/step-N/, the adapter files, eval_<split>.json.
+.hydra/overrides.yaml, best/, checkpoints/step-N/, adapters/<name>/, the adapter files, eval_<split>.json.
 
 Report, card, resume, sweep, provenance, export, eval and inference read a run through this class and never
 open its files themselves, so the layout is written down once. It sits low in the layers (stdlib,
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftune.errors import FtuneError
 
 CONFIG, RESULTS, METRICS, OVERRIDES = "config.yaml", "results.json", "metrics.jsonl", ".hydra/overrides.yaml"
+ADAPTERS = "adapters"  # adapters/<name>/: one PEFT adapter per continual-learning stage
 STEP = re.compile(r"step-(\d+)$")
 
 
@@ -117,6 +118,24 @@ class RunDir:
         """The checkpoints/step-N/ folders, oldest first (the engine's checkpoint module decides which one is complete)."""
         found = [p for p in (self.path / "checkpoints").glob("step-*") if p.is_dir() and STEP.search(p.name)]
         return sorted(found, key=lambda p: int(STEP.search(p.name).group(1)))
+
+    def adapter_names(self) -> list[str]:
+        """The adapters kept by name in adapters/<name>/ (continual learning: one per stage)."""
+        folder = self.path / ADAPTERS
+        return sorted(p.name for p in folder.iterdir() if (p / "adapter_config.json").is_file()) \
+            if folder.is_dir() else []
+
+    def adapter(self, name: str) -> Path:
+        """adapters/<name>/ for `adapter=<name>` (eval, predict, serve); an unknown name: one line, exit 2."""
+        names = self.adapter_names()
+        if name not in names:
+            from ftune.errors import did_you_mean
+
+            hint = did_you_mean(name, names)
+            raise FtuneError(f"{self.path} has no adapter `{name}`", where="adapter",
+                             fix=(f"{hint + ' ' if hint else ''}choose from: {', '.join(names)}" if names else
+                                  "this run keeps no adapters by name (train with peft=lora continual.adapter=<name>)"))
+        return self.path / ADAPTERS / name
 
     def file(self, *parts: str) -> Path:
         """A path inside the run (the report's PNGs, eval.log): for writing, or to hand to a tool."""

@@ -10,6 +10,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ftune import freeze, peft, provenance, recipes, resume
+from ftune import init_from as I
+from ftune.continual import fisher, stage
 from ftune import run as R
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
@@ -53,9 +55,15 @@ def run(cfg: DictConfig) -> dict:
     # offline hub ids fail here, before data is read
     model_path = locate(cfg.model.name_or_path, allow_pickle=cfg.model.allow_pickle)
     R.check_model_limits(cfg.task, model_path)
+    source = I.resolve(cfg.init_from) if cfg.get("init_from") else None
+    if source is not None:
+        I.check(source, cfg)  # architecture, vocabulary, base model: from config files, before data loads
+    previous = stage.check(cfg, source)  # the continual group: earlier runs, replay, regulariser, adapter
     task = build_task(cfg.task)
     splits = R.load_splits(task)
-    task.fit_labels(splits["train"], {k: v for k, v in splits.items() if k != "train"})
+    old_labels = stage.same_task_labels(source, task)  # from a run of the same task: its label ids are kept
+    stage.fit_labels(task, splits, old_labels)
+    earlier = stage.previous_validation(previous, task, cfg.continual.adapter is not None)
     if resume_from is not None and task.has_labels:
         _check_resumable(resume_from, task.labels)
     shown = ", ".join(task.labels[:12]) + (f" ... ({len(task.labels)} in all)" if len(task.labels) > 12 else "")
@@ -68,16 +76,20 @@ def run(cfg: DictConfig) -> dict:
                 for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
+    features["train"] = stage.mix_replay(cfg, features["train"], stage.replay_features(cfg, task, tokenizer))
     steps = total_steps(len(features["train"]), cfg.trainer, accelerator.num_processes)
     log.info("%s", plan(len(features["train"]), cfg.trainer, accelerator.num_processes))  # what the step rule decided
     constraints.check_steps(cfg, steps, len(features["train"]), accelerator.num_processes)  # before anything is written
-    model, extras = _build_model(cfg, task, model_path, resume_from, steps, precision)
+    model, extras, head = _build_model(cfg, task, model_path, resume_from, steps, precision, source)
     if cfg.objective.name == "setfit":  # contrastive pairs, then a logistic-regression head (ftune/engine/contrastive.py)
         from ftune.engine import contrastive
 
         contrastive.check(cfg, task, resume_from)
         model = contrastive.train(model, task, features["train"], cfg.objective, cfg.trainer.seed, accelerator.device)
     extras.insert(0, tokenizer)
+    # continual.regularizer: L2-SP / EWC terms anchored to the starting weights, added by the engine's generic hook
+    penalties = fisher.terms(cfg, model, source, old_labels, task.labels, head in ("kept", "extended"),
+                              accelerator.device)
     # e.g. dpo: the reference log-probabilities of full fine-tuning, before any step (a no-op for most tasks)
     task.prepare(model if resume_from is None or peft.is_active(cfg.peft) else None, features, model_path, accelerator)
     parameters = parameter_counts(model)
@@ -96,7 +108,7 @@ def run(cfg: DictConfig) -> dict:
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
     engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
                     build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None, cfg), extras,
-                    step_hook=peft.step_hook(model, cfg.peft))
+                    step_hook=peft.step_hook(model, cfg.peft), penalties=penalties)
     state = None
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler,
@@ -125,12 +137,21 @@ def run(cfg: DictConfig) -> dict:
                "best_mb": round(sum(f.stat().st_size for f in (run_dir / "best").glob("*.safetensors")) / 2**20, 2),
                "train": _throughput(state.samples - samples_before, engine, train_seconds, len(splits["train"]),
                                     len(features["train"]))}
+    if source is not None:  # the chain of runs the weights went through (the card names it)
+        results["init_from"] = I.record(source, head)
     for split in ("validation", "test"):
         if splits[split]:
             results[split] = engine.evaluate(features[split], splits[split])
             if accelerator.is_main_process:
                 R.print_table(task, results[split], f"{split} ({task.name}, {cfg.model.name}, best step {state.best_step})",
                               to_stderr=cfg.output_format == "json")
+    # adapters side by side (copied by the main process); earlier runs' metrics then and now (every rank: collective)
+    main = accelerator.is_main_process
+    adapters = stage.save_adapters(cfg, run_dir, previous, main) if peft.is_active(cfg.peft) else {}
+    if previous:
+        results["forgetting"] = stage.forgetting_table(cfg, engine, task, tokenizer, earlier, adapters, run_dir, main)
+        if main:
+            stage.print_forgetting(results["forgetting"], to_stderr=cfg.output_format == "json")
     if accelerator.is_main_process:  # inside/outside the range of a matching reference recipe, in results.json too
         record = recipes.report(cfg, splits, task, results, to_stderr=cfg.output_format == "json")
         if record is not None:
@@ -155,27 +176,33 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _build_model(cfg: DictConfig, task: Task, model_path: str, resume_from: Path | None, steps: int,
-                 precision: str = "fp32"):
-    """The task's model, wrapped by peft or partly frozen as configured, with the resumed weights loaded;
-    and the extra objects every saved model folder needs."""
+                 precision: str = "fp32", source: I.Source | None = None):
+    """The task's model, wrapped by peft or partly frozen as configured, with init_from's weights or the
+    resumed ones loaded; the extra objects every saved model folder needs; and whether init_from's head was
+    kept ("kept", "fresh", None without init_from)."""
     from ftune.engine.checkpoint import load_weights
 
     load = {"trust_remote_code": cfg.model.trust_remote_code,
             "use_safetensors": None if cfg.model.allow_pickle else True}
     if not peft.is_active(cfg.peft):
         model = task.build_model(str(resume_from or model_path), **load)
+        head = None
+        if source is not None:  # a resumed checkpoint already holds them; the head record is re-derived
+            head = I.load_into(model, source, task.labels, task.has_labels) if resume_from is None else \
+                I.head_kept(model, source, task.labels, task.has_labels, task.name)
         _gradient_checkpointing(model, cfg)
         freeze.apply(model, cfg.freeze)
-        return model, []
+        return model, [], head
     from ftune.models import plain_cpu_kernels, quantization_kwargs
 
     model = task.build_model(model_path, **load, **quantization_kwargs(cfg.model, precision))  # QLoRA: 4/8-bit base
     plain_cpu_kernels(model)
+    head = I.load_into(model, source, task.labels, task.has_labels) if source is not None else None
     _gradient_checkpointing(model, cfg)
     model = peft.wrap(model, cfg.peft, steps, peft.added_token_ids(model, model_path))
     if resume_from is not None:
         load_weights(model, resume_from)
-    return model, [peft.BaseConfigWriter(model.get_base_model().config)]
+    return model, [peft.BaseConfigWriter(model.get_base_model().config)], head
 
 
 def _gradient_checkpointing(model, cfg: DictConfig) -> None:

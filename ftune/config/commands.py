@@ -26,12 +26,16 @@ class TrainConfig:
     trainer: Any = MISSING
     logger: Any = MISSING
     objective: Any = MISSING  # standard | setfit
+    continual: Any = MISSING  # configs/continual/: replay, regularisers, adapters per stage, forgetting table
     recipe: RecipeConfig = section(RecipeConfig)
     run_dir: str = MISSING
     resume: Any = False  # false | true (latest checkpoint) | path to a checkpoint folder
     # settings a resume may change, e.g. [optimizer.lr,trainer.max_steps]; any other difference is refused
     resume_allow: list[str] = empty(list)
     overwrite: bool = False  # allow training into a run directory that already holds a run
+    # start from an earlier run's weights (its best/; an adapter merged) or a model folder: the body is loaded,
+    # the head stays fresh unless the label set matches (ftune/init_from.py)
+    init_from: str | None = None
     output_format: str = choice(*OUTPUT_FORMATS)
 
 
@@ -43,6 +47,7 @@ class EvalConfig:
     split: str = choice("validation", "test", "train")
     file: str | None = None  # evaluate this data file instead of a configured split
     checkpoint: str = MISSING  # best | last | <path to a checkpoint or model folder>
+    adapter: str | None = None  # a run's adapter by name (<run_dir>/adapters/<name>/, continual learning)
     batch_size: int | None = bounded(None, ge=1)  # default: the run's trainer.eval_batch_size (the trainer YAML's for a folder)
     precision: str | None = choice(None, *PRECISIONS, default=None)  # default: the run's trainer.precision
     device: str = choice(*DEVICES)
@@ -79,6 +84,7 @@ class PredictConfig:
     model_dir: str | None = None
     task: Any = None
     checkpoint: str = MISSING
+    adapter: str | None = None  # a run's adapter by name (<run_dir>/adapters/<name>/, continual learning)
     input: str = MISSING  # file of text lines or JSONL, or - for stdin
     output: str = MISSING  # JSONL file, or - for stdout
     batch_size: int | None = bounded(None, ge=1)  # default: the run's trainer.eval_batch_size (the trainer YAML's for a folder)
@@ -93,6 +99,7 @@ class ServeConfig:
     model_dir: str | None = None  # a model folder (an export; CLI: model=), with task= unless it has ftune.json
     task: Any = None
     checkpoint: str = MISSING
+    adapter: str | None = None  # a run's adapter by name (<run_dir>/adapters/<name>/, continual learning)
     host: str = MISSING  # loopback only unless told otherwise (host=0.0.0.0 listens on every interface)
     port: int = bounded(ge=1, le=65535)
     api_key: str | None = None  # or $FTUNE_API_KEY; requests then need `Authorization: Bearer <key>`

@@ -212,6 +212,22 @@ class PromptConfig:
 
 
 @dataclass
+class ContinualConfig:
+    """Training a model again without forgetting what it knew (ftune/continual/, docs/continual.md). The run
+    starts from an earlier one with `init_from`; these settings say what keeps the earlier tasks."""
+
+    name: str = MISSING
+    # earlier runs whose validation splits are evaluated again at the end: the forgetting table
+    previous: list[str] = empty(list)
+    replay: str | None = None  # earlier data mixed into training: a data file, or an earlier run (its train split)
+    replay_ratio: float = bounded(ge=0, lt=1)  # share of the epoch's training examples drawn from `replay`
+    regularizer: str = choice("none", "l2sp", "ewc")  # pull towards the starting weights (EWC: by importance)
+    strength: float = bounded(ge=0)  # the regulariser's weight: strength/2 · Σ F·(w − w₀)², F = 1 for L2-SP
+    fisher_examples: int = bounded(ge=1)  # EWC: most earlier examples the diagonal Fisher is estimated on
+    adapter: str | None = None  # PEFT: the name this stage's adapter is saved under (<run>/adapters/<name>/)
+
+
+@dataclass
 class RecipeConfig:
     """A reference recipe (configs/experiment/<name>.yaml sets it): what the run usually reaches.
     ftune/recipes.py checks a finished run against it and records the verdict in results.json."""

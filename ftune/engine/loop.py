@@ -16,11 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ftune.data.batching import (
-    Indexed,
-    feature_lengths,
-    train_batches,
-)
+from ftune.data.batching import Indexed, feature_lengths, train_batches
 from ftune.engine import checkpoint as ckpt
 from ftune.engine import strategy as strategies
 from ftune.engine.checkpoint import TrainState
@@ -42,17 +38,17 @@ def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]
     return padded[rank::processes]
 
 
-
-
 class Engine(Evaluation):
     """Training (fit, its steps, checkpoints); evaluation and prediction come from Evaluation."""
 
     def __init__(self, model, task: Task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
                  run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None,
-                 step_hook=None):
+                 step_hook=None, penalties: list | None = None):
         self.task, self.cfg, self.accelerator = task, trainer_cfg, accelerator
         # called with the step number after each optimizer step, gradients still in place (AdaLoRA's ranks)
         self.step_hook = step_hook
+        # weight-only terms of the objective (regularisers: L2-SP, EWC): callables → scalar, added once per step
+        self.penalties = penalties or []
         self.run_dir, self.subscribers, self.extras = run_dir, subscribers or [], extras or []
         self.scheduler = scheduler
         self.strategy = strategies.for_model(model, accelerator)  # ddp, or fsdp for a model ftune sharded
@@ -196,6 +192,11 @@ class Engine(Evaluation):
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        if self.penalties:  # the same weights on every rank: their gradients need no reduction
+            penalty = torch.stack([term() for term in self.penalties]).sum()
+            penalty.backward()
+            window["penalty"] = penalty.detach()
+            grads = [p.grad for p in params if p.grad is not None]
         norm = self.strategy.grad_norm(grads)  # of the whole gradient, also when it is sharded
         # fp16's loss scaler expects (and handles) overflowing gradients: the check is for the other precisions
         check = self.cfg.nonfinite != "ignore" and self.accelerator.mixed_precision != "fp16"
@@ -234,7 +235,8 @@ class Engine(Evaluation):
                    "tokens_per_s": window["tokens"] * self.accelerator.num_processes / seconds,
                    "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1),
                    "grad_norm": float(window["norm"]) if "norm" in window else None,
-                   "skipped_steps": state.skipped})
+                   "skipped_steps": state.skipped,
+                   **({"penalty": float(window.pop("penalty"))} if "penalty" in window else {})})
         window.update(loss=torch.zeros((), device=self.device), targets=torch.zeros((), device=self.device),
                       samples=0, tokens=0, padded=0, time=time.perf_counter())
 

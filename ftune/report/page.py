@@ -86,6 +86,10 @@ def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
                     columns = list(dict.fromkeys(c for r in rows.values() for c in r))
                     sections.append(f"<h2>{split}: {key.replace('_', ' ')}</h2>" +
                                     table(["", *columns], [[n, *(r.get(c) for c in columns)] for n, r in rows.items()]))
+    if results.get("forgetting"):  # continual.previous: each earlier run's metric when trained and now
+        from ftune.continual.forgetting import HEADER, table_rows
+
+        sections.append("<h2>Forgetting (earlier runs, validation)</h2>" + table(HEADER, table_rows(results["forgetting"])))
     if config:
         from ftune.loggers.base import flatten
 

@@ -42,6 +42,8 @@ MODULE_LAYERS = {
     "ftune.provenance": "run",  # the versions a run was trained with, in its results
     "ftune.checks": "run",  # metric gates over a run's results (eval check=...)
     "ftune.prompted.*": "run",  # prompted evaluation of a causal LM (eval prompt=...), beside inference
+    "ftune.continual.stage": "run",  # what train does with the continual group: adapters, forgetting table
+    "ftune.init_from": "run",  # init_from=<run | folder>: an earlier run's weights into a new task's model
     "ftune.engine.*": "engine",
     "ftune.tasks.*": "engine",
     "ftune.data.*": "components",
@@ -54,6 +56,7 @@ MODULE_LAYERS = {
     "ftune.optim": "components",
     "ftune.freeze": "components",
     "ftune.distributed": "components",
+    "ftune.continual.*": "components",  # label-set extension, replay, L2-SP/EWC terms (stage.py: run layer)
     "ftune.registry": "registry",
     "ftune.config.*": "config",
     "ftune": "base",  # ftune/__init__.py: __version__
