@@ -1,7 +1,7 @@
 """Raw text for continued pretraining (mlm, clm): documents, not labelled examples.
 
 Documents come from `.txt` files (one per line, or blocks separated by blank lines: `task.data.documents`),
-`.jsonl` files (`task.data.text_field`), several files or globs in one setting (`a.txt,more/*.txt`), or a
+`.jsonl` files or the text column of `.csv`/`.tsv` tables (`task.data.text_field`; labels are not read), several files or globs in one setting (`a.txt,more/*.txt`), or a
 hub dataset's text column. They are streamed into the memory-mapped example store like every task's
 examples (ftune/data/examples.py) and packed into `max_length` blocks by the task's `featurize`, which the
 feature cache stores memory-mapped too, so a corpus is never a Python list. Without `task.data.validation`
@@ -24,18 +24,21 @@ from omegaconf import MISSING
 from ftune.config.fields import bounded, choice
 from ftune.config.tasks import DataSourceConfig
 from ftune.data import sources
-from ftune.data.readers import DataErrors, iter_jsonl, read_lines
+from ftune.data.readers import DataErrors, iter_jsonl, iter_table, read_lines
 from ftune.errors import FtuneError
 from ftune.paths import existing_file
 from ftune.tasks.base import TaskBase
+
+
+FORMATS = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "tsv": (".tsv",)}
 
 
 @dataclass
 class TextDataConfig(DataSourceConfig):
     """task.data.train/validation/test: one file, several (comma-separated) or globs (`corpus/*.txt`)."""
 
-    format: str = choice("auto", "txt", "jsonl")  # auto: .jsonl/.json → jsonl, anything else → txt
-    text_field: str = MISSING  # jsonl: the key holding a document's text; hub: its column
+    format: str = choice("auto", "txt", "jsonl", "csv", "tsv")  # auto: by extension (.jsonl/.json, .csv, .tsv), else txt
+    text_field: str = MISSING  # jsonl: the key holding a document's text; csv/tsv (with a header) and hub: its column
     documents: str = choice("lines", "blank_lines")  # txt: one document per line, or blank-line separated blocks
     # without task.data.validation: this fraction of the training documents (the last ones) is held out
     validation_fraction: float = bounded(ge=0, lt=1)
@@ -115,9 +118,11 @@ class CorpusTask(TaskBase):
         """The documents of one file, streamed: {"text", "where"}."""
         fmt = self.cfg.data.format
         if fmt == "auto":
-            fmt = "jsonl" if str(path).endswith((".jsonl", ".json", ".ndjson")) else "txt"
+            fmt = next((f for f, ends in FORMATS.items() if str(path).endswith(ends)), "txt")
         if fmt == "jsonl":
             return self._documents(iter_jsonl(path, key), str(path))
+        if fmt in ("csv", "tsv"):  # a labelled table's text column (the labels are not read): TAPT
+            return self._documents(iter_table(path, key, "\t" if fmt == "tsv" else ","), str(path))
         return self._lines(path, key)
 
     def _lines(self, path: str, key: str):

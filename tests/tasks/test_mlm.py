@@ -41,6 +41,9 @@ def test_txt_lines_blocks_jsonl_globs_and_held_out_documents(tmp_path):
     task = make(data__train=f"{tmp_path}/*.txt,{tmp_path / 'c.jsonl'}", data__validation_fraction=0.34)
     train, validation = task.load_split("train"), task.load_split("validation")
     assert [d["text"] for d in validation] == ["json doc", "other"] and len(train) == 4
+    write_data(tmp_path / "labelled.tsv", "sentence\tlabel\na fine film\t1\na dull one\t0\n")  # TAPT: text only
+    task = make(data__train=str(tmp_path / "labelled.tsv"), data__text_field="sentence", data__validation_fraction=0.0)
+    assert [d["text"] for d in task.load_split("train")] == ["a fine film", "a dull one"]
     with pytest.raises(FtuneError, match="no file matches"):
         make(data__train=str(tmp_path / "*.md")).load_split("train")
     write_data(tmp_path / "bad.jsonl", [{"text": 3}])
