@@ -85,7 +85,7 @@ def check(source: Source, cfg: Any) -> None:
         ours = str(cfg.model.name_or_path)
         if theirs and theirs != ours and _resolved(theirs) != _resolved(ours):
             raise FtuneError(f"{source.run} was trained from `{theirs}`, this run's model is `{ours}`", where=KEY,
-                             fix=f"add model.name_or_path={theirs} (the same tokenizer and base model)")
+                             fix=f"add model.name_or_path={theirs}: the same base model and tokenizer")
     if cfg.model.get("quantization"):
         raise FtuneError("init_from does not load into a quantised base model", where=KEY,
                          fix="set model.quantization=null (LoRA on the full-precision model) or drop init_from")
@@ -140,7 +140,7 @@ def load_into(model: Any, source: Source, labels: list[str], has_labels: bool) -
         raise FtuneError(f"{source.given} does not hold this model's weights ({len(missing)} of {len(body)} body "
                          f"tensors missing, e.g. {missing[0]})", where=KEY, fix=FIX)
     if missing:  # a module the source's class lacks (BERT's pooler after masked-LM or token tagging)
-        log.warning("init_from: %d tensor(s) not in %s keep model.name_or_path's values: %s", len(missing),
+        log.info("init_from: %d tensor(s) not in %s keep model.name_or_path's values: %s", len(missing),
                     source.given, ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else ""))
     head = head_state(model, state, source_class, source.labels, labels, has_labels, set(body))
     chosen.update(head)

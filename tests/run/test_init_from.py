@@ -23,10 +23,13 @@ def _args(model_dir, run_dir, *more):
 
 
 @pytest.fixture(scope="module")
-def ner_run(tiny_model_dir, tiny_ner_data, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("init") / "ner"
-    run_cli(*_args(tiny_model_dir, run_dir, "task=ner", f"task.data.train={tiny_ner_data['train']}",
-                   f"task.data.validation={tiny_ner_data['validation']}", "optimizer.lr=5e-2", "logger.report=false"))
+def mlm_run(tiny_model_dir, tmp_path_factory):
+    """`ftune train task=mlm` on a small text file (the first step of the issue's two-step command)."""
+    folder = tmp_path_factory.mktemp("init")
+    corpus = write_data(folder / "corpus.txt", "\n".join(TEXTS * 10) + "\n")
+    run_dir = folder / "mlm"
+    run_cli(*_args(tiny_model_dir, run_dir, "task=mlm", f"task.data.train={corpus}", "task.max_length=16",
+                   "optimizer.lr=5e-2", "logger.report=false"))
     return run_dir
 
 
@@ -87,22 +90,22 @@ def test_bare_encoder_folder_loads_too(tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_ner_run_into_classification_records_chain(ner_run, tiny_model_dir, tmp_path):
-    from ftune import init_from as I
-
-    source = load_file(str(ner_run / "best" / "model.safetensors"))
+def test_mlm_run_into_classification_records_chain(mlm_run, tiny_model_dir, tmp_path):
+    source = load_file(str(mlm_run / "best" / "model.safetensors"))
     run_dir = tmp_path / "cls"
     data = _classification_data(tmp_path)
     run_cli(*_args(tiny_model_dir, run_dir, "task=classification", f"task.data.train={data}",
-                   f"task.data.validation={data}", f"init_from={ner_run}", "freeze=head_only"))
+                   f"task.data.validation={data}", f"init_from={mlm_run}", "freeze=head_only"))
     results = json.loads((run_dir / "results.json").read_text())
     record = results["init_from"]
-    assert record["run"] == str(ner_run) and record["task"] == "ner" and record["head"] == "fresh"
-    best = load_file(str(run_dir / "best" / "model.safetensors"))  # head only trained: the saved body is the ner run's
+    assert record["run"] == str(mlm_run) and record["task"] == "mlm" and record["head"] == "fresh"
+    best = load_file(str(run_dir / "best" / "model.safetensors"))  # head only trained: the saved body is the mlm run's
     assert torch.equal(best["bert.encoder.layer.0.attention.self.query.weight"],
                        source["bert.encoder.layer.0.attention.self.query.weight"])
     card = (run_dir / "best" / "README.md").read_text()
-    assert f"Initialised from run `{ner_run}` (task ner), with a freshly initialised head" in card
+    assert f"Initialised from run `{mlm_run}` (task mlm), with a freshly initialised head" in card
+    original = load_file(str(tiny_model_dir / "model.safetensors"))  # the mlm run moved the body away from it
+    assert not torch.equal(best["bert.embeddings.word_embeddings.weight"], original["embeddings.word_embeddings.weight"])
     assert str(tiny_model_dir) in card  # base: the original model, the intermediate run named
 
 
