@@ -77,7 +77,7 @@ def test_train_kto_with_lora(tiny_llama_dir, tmp_path):
     train, dev = write_data(tmp_path / "t.jsonl", ROWS * 3), write_data(tmp_path / "d.jsonl", ROWS)
     run_dir = tmp_path / "run"
     run_cli("train", "task=kto", f"model.name_or_path={tiny_llama_dir}", "model.name=tiny", "peft=lora",
-            f"task.data.train={train}", f"task.data.validation={dev}", "trainer.max_steps=4", "trainer.batch_size=4",
+            f"task.data.train={train}", f"task.data.validation={dev}", "trainer.max_steps=3", "trainer.batch_size=4",
             "optimizer.lr=1e-2", "logger.console=none", "task.max_length=128", f"run_dir={run_dir}", "overwrite=true")
     val = json.loads((run_dir / "results.json").read_text())["validation"]
     assert val["desirable"] == 2 and val["undesirable"] == 2 and val["reward_margin"] > 0
