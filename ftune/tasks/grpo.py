@@ -118,6 +118,11 @@ class GrpoTask(SftTask):
             for split in others.values():
                 fn.check(split)
 
+    def check_examples(self, examples: list[dict], split: str) -> None:
+        """`ftune eval`: the rewards must be able to score the file (exact_match: reference answers)."""
+        for fn, _ in self.rewards:
+            fn.check(examples if isinstance(examples, list) else list(examples))
+
     # ---- features: prompts (training: sampled from; evaluation and predict: answered) --------------------
     def featurize(self, examples: list[dict], tokenizer: Any) -> list[dict]:
         self.bind_tokenizer(tokenizer)
