@@ -70,7 +70,7 @@ def test_reward_functions_on_known_strings():
 
 def test_unknown_reward_name_suggests_the_nearest():
     cfg = OmegaConf.merge(defaults("task", "grpo"), {"rewards": ["exact_macth"]})
-    with pytest.raises(FtuneError, match=r"unknown reward function `exact_macth`.*task.rewards.*exact_match"):
+    with pytest.raises(FtuneError, match=r"task.rewards: unknown reward function `exact_macth` \(did you mean `exact_match`"):
         GrpoTask.validate(cfg)
     with pytest.raises(FtuneError, match="task.reward_weights"):
         GrpoTask.validate(OmegaConf.merge(defaults("task", "grpo"), {"reward_weights": [1.0, 2.0]}))
