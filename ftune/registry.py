@@ -5,6 +5,7 @@ schema (a dataclass) says what its config may hold. A plug-in module registers i
 
     @registry.task("ner", NerTaskConfig)             # a task class (ftune/tasks/*.py)
     @registry.peft_method("adalora", AdaLoraConfig)  # a PEFT method class (ftune/peft_methods.py)
+    @registry.reward_function("exact_match")        # a reward of generated text (ftune/tasks/rewards.py)
     registry.declare(OPTIMIZERS, "adamw", torch.optim.AdamW, OptimizerConfig)   # a class defined elsewhere
 
 The tables fill on first read: every module of the `ftune.tasks` and `ftune.loggers` packages and the modules
@@ -75,8 +76,9 @@ OPTIMIZERS = Table("optimizer", "optimizer.name")
 SCHEDULERS = Table("scheduler", "scheduler.name")
 STRATEGIES = Table("strategy", "trainer.strategy")  # how several processes share the work
 LOGGERS = Table("logger backend", "logger.backends")  # tracker backends; a backend's settings: logger.<name>
+REWARDS = Table("reward function", "task.rewards")  # grpo's rewards of a completion (ftune/tasks/rewards.py)
 TABLES = {"TASKS": TASKS, "PEFT_METHODS": PEFT_METHODS, "OPTIMIZERS": OPTIMIZERS, "SCHEDULERS": SCHEDULERS,
-          "STRATEGIES": STRATEGIES, "LOGGERS": LOGGERS}
+          "STRATEGIES": STRATEGIES, "LOGGERS": LOGGERS, "REWARDS": REWARDS}
 
 # The schema of each training group whose options are YAML files only (no implementation to choose).
 GROUPS: dict[str, type] = {
@@ -112,6 +114,7 @@ task = _decorator(TASKS)  # @registry.task("ner", NerTaskConfig) on the task cla
 peft_method = _decorator(PEFT_METHODS)
 logger = _decorator(LOGGERS)
 strategy = _decorator(STRATEGIES)
+reward_function = _decorator(REWARDS)  # @registry.reward_function("exact_match") on a reward class
 
 _discovered = False
 _out_of_tree: set[str] = set()  # plug-in modules of $FTUNE_PLUGINS already imported

@@ -235,7 +235,7 @@ class Engine(Evaluation):
                    "tokens_per_s": window["tokens"] * self.accelerator.num_processes / seconds,
                    "padding_ratio": 1 - window["tokens"] / max(window["padded"], 1),
                    "grad_norm": float(window["norm"]) if "norm" in window else None,
-                   "skipped_steps": state.skipped,
+                   "skipped_steps": state.skipped, **self.task.train_stats(),
                    **({"penalty": float(window.pop("penalty"))} if "penalty" in window else {})})
         window.update(loss=torch.zeros((), device=self.device), targets=torch.zeros((), device=self.device),
                       samples=0, tokens=0, padded=0, time=time.perf_counter())

@@ -24,6 +24,9 @@ class PlainConsole:
             log.info("step %d/%d epoch %.2f loss %.4f lr %.2e %.1f samples/s %.0f tokens/s", event["step"],
                      event["total_steps"], event["epoch"], event["loss"], event["lr"], event["samples_per_s"],
                      event["tokens_per_s"])
+            shown = " ".join(f"{k.removeprefix('task/')} {v:.4f}" for k, v in _scalars(event).items() if k.startswith("task/"))
+            if shown:  # a task's own figures (grpo: rewards, KL, completion length)
+                log.info("step %d: %s", event["step"], shown)
         elif kind == "eval":
             shown = " ".join(f"{k} {v:.4f}" for k, v in _scalars(event).items() if "/" in k)
             log.info("eval at step %d: %s%s", event["step"], shown, " (best)" if event.get("is_best") else "")

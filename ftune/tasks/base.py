@@ -88,6 +88,9 @@ class Task(Protocol):
     def prepare(self, model: Any, features: dict[str, list[dict]], base_path: str, accelerator: Any) -> None:
         """Set-up once the model is built, before the first training step."""
 
+    def train_stats(self) -> dict:
+        """The task's own figures of the training steps since the last log line ("task/..." keys), or {}."""
+
     def generate(self, model: Any, batch: dict) -> list[Any]:
         """Only where `generates` is True: called by `Engine.infer` on every evaluation/prediction batch (the
         unwrapped model, inference mode); the result goes to batch["generated"] before `decode`. On batches
@@ -173,6 +176,12 @@ class TaskBase:
     def prepare(self, model: Any, features: dict[str, list[dict]], base_path: str, accelerator: Any) -> None:
         """Called by `train` once the model is built (None when resuming full fine-tuning), before the first
         step; dpo computes the reference log-probabilities there. Most tasks need nothing."""
+
+    def train_stats(self) -> dict:
+        """Figures of the task's own about the training steps since the last log line, merged into the engine's
+        `train` event (metrics.jsonl, trackers, the plain console) and then reset; keys start with "task/".
+        grpo reports its rewards, KL and completion lengths here; most tasks have none."""
+        return {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
