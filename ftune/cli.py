@@ -34,6 +34,8 @@ COMMANDS = {
     "serve": "an HTTP server for a run or an exported model: /predict, OpenAI-style /v1/* for sft/seq2seq",
     "data": "`data check task=...`: validate a task's data (no model); `data show`: what trains, highlighted",
     "report": "draw a run's (run_dir=...) or a sweep's (sweep_dir=...) curves into a self-contained report.html",
+    "explain": "token attributions of a run's predictions (explain.method=...), an HTML page, faithfulness",
+    "stress": "a run's metric on its evaluation split under seeded perturbations (typos, case, entity swaps)",
     "push": "upload a run's best/ (run_dir=...) or an export folder (folder=...) with its card to the hub (repo_id=...)",
 }
 

@@ -86,6 +86,13 @@ def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
                     columns = list(dict.fromkeys(c for r in rows.values() for c in r))
                     sections.append(f"<h2>{split}: {key.replace('_', ' ')}</h2>" +
                                     table(["", *columns], [[n, *(r.get(c) for c in columns)] for n, r in rows.items()]))
+    for split, stress in (run.get("stress") or {}).items():  # `ftune stress` (stress_<split>.json)
+        main = stress.get("metric", "metric")
+        sections.append(f"<h2>Robustness ({split}, {stress.get('examples')} examples)</h2>" + table(
+            ["perturbation", main, "± std", "change", "flipped", "changed"],
+            [["clean", stress.get("clean"), "", "", "", ""]] +
+            [[r["perturbation"], r[main], r["std"], r["delta"], r["flipped"], r["changed"]]
+             for r in stress.get("perturbations", [])]))
     if config:
         from ftune.loggers.base import flatten
 

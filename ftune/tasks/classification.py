@@ -59,6 +59,7 @@ class SequenceTask(TaskBase, abc.ABC):
     auto_class = "AutoModelForSequenceClassification"
     onnx_outputs = ("logits",)
     problem_type = "single_label_classification"
+    stress_input = "text"
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -200,6 +201,7 @@ class ClassificationTask(SequenceTask):
     """Single-label classification. Main metric: accuracy; class weights `auto` = N / (K · count(class))."""
 
     name = "classification"
+    explainable = True
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

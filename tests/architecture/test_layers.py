@@ -41,6 +41,7 @@ MODULE_LAYERS = {
     "ftune.resume": "run",  # compares a run's saved config with the new one
     "ftune.provenance": "run",  # the versions a run was trained with, in its results
     "ftune.checks": "run",  # metric gates over a run's results (eval check=...)
+    "ftune.explain.*": "run",  # attributions (captum), faithfulness, perturbations: explain and stress (issue 31)
     "ftune.engine.*": "engine",
     "ftune.tasks.*": "engine",
     "ftune.data.*": "components",
