@@ -61,6 +61,8 @@ examples:
   ftune data show task=sft model=smollm2-135m task.data.train=chat.jsonl   # trained tokens highlighted
   ftune train logger.backends=[tensorboard,mlflow]      # trackers (also wandb); docs/tracking.md
   ftune report sweep_dir=multirun/<time>        # a sweep's trials compared in report.html
+  echo "a gripping film" | ftune explain run_dir=<run> explain.html=why.html   # attributions (captum)
+  ftune stress run_dir=<run>                    # the metric under typos, case, punctuation, entity swaps
   ftune push run_dir=runs/ner/minilm/<time> repo_id=me/ner-minilm   # best/ + model card, private
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.

@@ -18,6 +18,8 @@ log = logging.getLogger("ftune")
 def run(cfg: DictConfig) -> dict:
     from ftune.explain import stress
 
+    if not cfg.run_dir:
+        raise FtuneError("stress needs a training run", where="run_dir", fix="pass run_dir=<the run's folder>")
     inference = Inference.load(cfg)
     task, settings = inference.task, cfg.stress
     if task.stress_input is None:

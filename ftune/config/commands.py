@@ -188,7 +188,7 @@ class StressSettings:
 
 @dataclass
 class StressConfig:
-    run_dir: str = MISSING
+    run_dir: str | None = None  # a training run (stress_<split>.json is written into it)
     checkpoint: str = MISSING
     split: str = choice("validation", "test")
     batch_size: int | None = bounded(None, ge=1)

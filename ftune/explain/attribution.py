@@ -51,7 +51,8 @@ class Explainer:
         self.model = inference.model.float().to(self.device).eval()
         self.embeddings = self.model.get_input_embeddings()
         self.baseline_id = _baseline_id(self.tokenizer, settings.baseline)
-        self.specials = set(self.tokenizer.all_special_ids)
+        # the tokens a baseline keeps and a ranking never removes ([CLS], [SEP], padding); [UNK] stands for a word
+        self.specials = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}
 
     # ---- the model as a function of what is explained ---------------------------------------------------
     def inputs(self, features: list[dict]) -> dict:

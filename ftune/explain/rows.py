@@ -20,9 +20,11 @@ def explain_examples(explainer: Explainer, examples: list[dict]) -> list[dict]:
         number = good[feature["example"]]
         example = examples[number]
         targets, probabilities = explainer.explain_feature(feature)
-        if probabilities.dim() == 1:
+        if probabilities.dim() == 1:  # a sequence's prediction, before its explanations
             best = int(probabilities.argmax())
+            explanations = rows[number].pop("explanations")
             rows[number]["prediction"] = {"label": task.labels[best], "score": _round(probabilities[best])}
+            rows[number]["explanations"] = explanations
         tokens = tokenizer.convert_ids_to_tokens(list(feature["input_ids"]))
         words = task.explain_words(example, feature, tokenizer)
         for target in targets:

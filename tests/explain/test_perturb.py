@@ -20,6 +20,7 @@ SENTENCES = [
      "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-LOC", "O"]},
     {"tokens": ["U.N.", "official", "Ekeus", "heads", "for", "Baghdad", "."],
      "tags": ["B-ORG", "O", "B-PER", "O", "O", "B-LOC", "O"]},
+    {"tokens": ["Anna", "flew", "to", "Rome", "."], "tags": ["B-PER", "O", "O", "B-LOC", "O"]},
 ]
 
 
@@ -48,7 +49,7 @@ def test_case_punctuation_and_substitutions_on_text():
 
 def test_entity_swaps_keep_tags_aligned_and_types_in_place():
     pool = perturb.entity_pool(SENTENCES)
-    assert pool["LOC"] == [["Baghdad"], ["New", "York", "City"]]
+    assert pool["LOC"] == [["Baghdad"], ["New", "York", "City"], ["Rome"]]
     before = copy.deepcopy(SENTENCES)
     for seed in (1, 2, 3):
         swapped = _all("entity_swap", SENTENCES, "tagged_tokens", seed, pool=pool, scheme="IOB2")
@@ -59,7 +60,7 @@ def test_entity_swaps_keep_tags_aligned_and_types_in_place():
             for kind, first, last in ts.entities(new["tags"]):
                 assert new["tokens"][first:last + 1] in pool[kind]
     lengths = {len(ex["tokens"]) for seed in range(6)
-               for ex in _all("entity_swap", SENTENCES[1:2], "tagged_tokens", seed, pool=pool, scheme="IOB2")}
+               for ex in _all("entity_swap", SENTENCES[3:], "tagged_tokens", seed, pool=pool, scheme="IOB2")}
     assert len(lengths) > 1  # word counts change with the swapped entity's length
     assert SENTENCES == before  # inputs are never modified
     assert ts.span_tags("LOC", 3, "BIOES", "B-LOC") == ["B-LOC", "I-LOC", "E-LOC"]
