@@ -17,7 +17,8 @@ KS = (0.1, 0.2, 0.5)
 
 
 def measure(explainer: Explainer, examples: list, seed: int = 0, ks: tuple[float, ...] = KS) -> dict:
-    """Mean comprehensiveness and sufficiency at each k and their AOPC, for the method and for random."""
+    """Mean comprehensiveness and sufficiency at each k and their AOPC, for the method (under "method"; its
+    name under "explained_by") and for random rankings (under "random")."""
     task, rng = explainer.task, random.Random(seed)
     sums = {name: {"comprehensiveness": [0.0] * len(ks), "sufficiency": [0.0] * len(ks)}
             for name in ("method", "random")}
@@ -51,7 +52,7 @@ def measure(explainer: Explainer, examples: list, seed: int = 0, ks: tuple[float
                     sums[name]["comprehensiveness"][j] += full - scores[base]
                     sums[name]["sufficiency"][j] += full - scores[base + 1]
             count += 1
-    result = {"method": explainer.settings.method, "targets": count, "examples": len(examples),
+    result = {"explained_by": explainer.settings.method, "targets": count, "examples": len(examples),
               "ks": list(ks), "seed": seed, "seconds_per_example": seconds / max(len(examples), 1),
               "seconds_total": time.perf_counter() - started}
     for name, measured in sums.items():
@@ -81,7 +82,7 @@ def table(result: dict) -> list[tuple]:
     """Rows (ranking, measure, k..., AOPC) for the console."""
     rows = []
     for name in ("method", "random"):
-        label = result["method"] if name == "method" else "random"
+        label = result["explained_by"] if name == "method" else "random"
         for key in ("comprehensiveness", "sufficiency"):
             rows.append((label, key, *result[name][key].values()))
     return rows
