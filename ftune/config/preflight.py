@@ -18,10 +18,10 @@ def hydra_args(command: str, args: list[str]) -> list[str]:
             raise FtuneError("`ftune data` needs a subcommand",
                              fix="use: ftune data check task=..., or ftune data show task=sft model=...")
         args = [f"action={args[0]}", *args[1:]]
-    if command in ("eval", "predict", "chat", "serve"):
+    if command in ("eval", "predict", "chat", "serve", "explain"):
         # `model` is a config group for train; here it names a model folder (eval.yaml: model_dir)
         args = [f"model_dir={arg[6:]}" if arg.startswith("model=") else arg for arg in args]
-    if command in ("eval", "predict", "chat", "serve", "export"):
+    if command in ("eval", "predict", "chat", "serve", "export", "explain", "stress"):
         # a run's saved task settings are the base; `task.<key>=v` changes one key of them (ftune/inference.py)
         args = [f"++{arg}" if arg.startswith("task.") else arg for arg in args]
     if command in ("eval", "predict", "chat"):

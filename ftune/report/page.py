@@ -90,6 +90,13 @@ def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
         from ftune.continual.forgetting import HEADER, table_rows
 
         sections.append("<h2>Forgetting (earlier runs, validation)</h2>" + table(HEADER, table_rows(results["forgetting"])))
+    for split, stress in (run.get("stress") or {}).items():  # `ftune stress` (stress_<split>.json)
+        main = stress.get("metric", "metric")
+        sections.append(f"<h2>Robustness ({split}, {stress.get('examples')} examples)</h2>" + table(
+            ["perturbation", main, "± std", "change", "flipped", "changed"],
+            [["clean", stress.get("clean"), "", "", "", ""]] +
+            [[r["perturbation"], r[main], r["std"], r["delta"], r["flipped"], r["changed"]]
+             for r in stress.get("perturbations", [])]))
     if config:
         from ftune.loggers.base import flatten
 

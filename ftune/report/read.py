@@ -22,7 +22,7 @@ def read_run(run_dir: Path | RunDir) -> dict:
     main = results.get("main_metric") or _main_from_rows(by_step["eval"])
     return {"train": [by_step["train"][s] for s in sorted(by_step["train"])],
             "eval": [by_step["eval"][s] for s in sorted(by_step["eval"])],
-            "results": results, "config": config, "main": main,
+            "results": results, "config": config, "main": main, "stress": run.stress_results(),
             "greater": results.get("greater_is_better", True)}
 
 

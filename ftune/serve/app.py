@@ -25,7 +25,7 @@ def create_app(inference: Any, settings: ServeSettings):
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
-    from ftune.serve import openai, predict
+    from ftune.serve import explain, openai, predict
 
     generative = inference.generative
     window = 0.0 if generative else settings.batch_window_ms / 1000
@@ -80,6 +80,7 @@ def create_app(inference: Any, settings: ServeSettings):
                            "max_input_chars": settings.max_input_chars, "max_new_tokens": settings.max_new_tokens}}
 
     app.include_router(predict.router(served))
+    app.include_router(explain.router(served))  # POST /explain (ftune/serve/explain.py)
     if generative:
         app.include_router(openai.router(served))
     return app

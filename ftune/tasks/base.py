@@ -38,10 +38,18 @@ class Task(Protocol):
     table_columns: tuple[str, ...]
     scheme: str | None
     prompting: str | None
+    explainable: bool  # hooks explain_targets / explain_words: TaskBase
+    stress_input: str | None
 
     @classmethod
     def validate(cls, cfg: Any) -> None:
         """Start-up checks across the keys of the task's config (ranges and choices are the schema's)."""
+
+    def explain_targets(self, feature: dict, probabilities: Any, target: str | None) -> list[dict]:
+        """`ftune explain`: what to attribute in one feature ({"label", "index", "positions"} each)."""
+
+    def explain_words(self, example: dict, feature: dict, tokenizer: Any) -> tuple[list[str], list] | None:
+        """`ftune explain`: (words, the word index of each token of `feature`), or None when unmatched."""
 
     @classmethod
     def auto_peft_class(cls) -> str:
@@ -155,6 +163,12 @@ class TaskBase:
     # verbalizer per label, by log-likelihood), "entities" (generated `type: span` lines), "answer" (a
     # generated span of the context); None: the task cannot be prompted
     prompting: ClassVar[str | None] = None
+    # `ftune explain` (ftune/explain/): whether attributions can be computed for the task's predictions (the
+    # hooks explain_targets and explain_words say what is explained and how tokens group into words)
+    explainable: ClassVar[bool] = False
+    # `ftune stress`: the shape of an example's input the perturbations edit: "text" (the strings `text` and
+    # `text_pair`, label unchanged), "tagged_tokens" (`tokens` with `tags` aligned: entity swaps), None: none
+    stress_input: ClassVar[str | None] = None
 
     @classmethod
     def validate(cls, cfg: Any) -> None:
@@ -216,6 +230,46 @@ class TaskBase:
 
     def final_metrics(self, state: Any) -> dict:
         return self.compute_metrics(state["predictions"], state["features"], state["examples"])
+
+    # ---- explaining (ftune/explain/): defaults are a sequence classifier's ------------------------------------
+    def explain_targets(self, feature: dict, probabilities: Any, target: str | None) -> list[dict]:
+        """What to attribute in one feature, given the model's probabilities ([labels] for a sequence, [tokens,
+        labels] for tagging): a list of {"label", "index": label id (or one per position), "positions": the
+        token positions whose probability is explained (None: the sequence's)}. Default: the predicted label,
+        or `target` (a label name) when given."""
+        from ftune.errors import FtuneError, did_you_mean
+
+        if target is not None and target not in self.labels:
+            raise FtuneError(f"target `{target}` is not a label of this model", where="explain.target",
+                             fix=did_you_mean(target, self.labels) or f"choose from: {', '.join(self.labels)[:200]}")
+        index = self.labels.index(target) if target is not None else int(probabilities.argmax())
+        return [{"label": self.labels[index], "index": index, "positions": None}]
+
+    def explain_words(self, example: dict, feature: dict, tokenizer: Any) -> tuple[list[str], list] | None:
+        """(words, the word index of each token of `feature`, None for special tokens), for summing token
+        attributions into words; None when they cannot be matched. Default: `text` (and `text_pair`) encoded
+        again with offsets, words as the tokenizer's pre-tokeniser splits them."""
+        texts = [example.get("text"), example.get("text_pair")]
+        if not isinstance(texts[0], str) or not getattr(tokenizer, "is_fast", False):
+            return None
+        encoded = tokenizer(texts[0], texts[1], truncation=True, max_length=feature["length"],
+                            return_offsets_mapping=True)
+        if list(encoded["input_ids"]) != list(feature["input_ids"]):
+            return None
+        words, index, spans = [], [], {}
+        for (start, end), seq, word in zip(encoded["offset_mapping"], encoded.sequence_ids(), encoded.word_ids(),
+                                           strict=True):
+            if seq is None or word is None:
+                index.append(None)
+                continue
+            if (seq, word) not in spans:
+                spans[(seq, word)] = [len(words), seq, start, end]
+                words.append("")
+            span = spans[(seq, word)]
+            span[3] = max(span[3], end)
+            words[span[0]] = texts[seq][span[2]:span[3]]
+            index.append(span[0])
+        return words, index
 
     @classmethod
     def auto_peft_class(cls) -> str:

@@ -59,6 +59,7 @@ class SequenceTask(TaskBase, abc.ABC):
     auto_class = "AutoModelForSequenceClassification"
     onnx_outputs = ("logits",)
     problem_type = "single_label_classification"
+    stress_input = "text"
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -201,6 +202,7 @@ class ClassificationTask(SequenceTask):
 
     name = "classification"
     prompting = "choice"  # ftune eval prompt=...: a verbalizer per label (ftune/prompted/)
+    explainable = True
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

@@ -29,7 +29,7 @@ from ftune.errors import FtuneError
 from ftune.paths import resolve
 from ftune.tasks import tag_schemes as ts
 from ftune.tasks.base import TaskBase
-from ftune.tasks.windows import plan_windows, special_tokens
+from ftune.tasks.windows import plan_windows, special_tokens, token_words
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 
@@ -66,6 +66,7 @@ class NerTask(TaskBase):
     auto_class = "AutoModelForTokenClassification"
     card_example = "Angela Merkel met Emmanuel Macron in Paris ."
     onnx_outputs = ("logits",)
+    explainable, stress_input = True, "tagged_tokens"
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -271,6 +272,13 @@ class NerTask(TaskBase):
     def metrics_table(self, metrics: dict) -> list[tuple]:
         rows = [(kind, m["precision"], m["recall"], m["f1"], m["support"]) for kind, m in metrics["per_type"].items()]
         return [*rows, ("micro avg", metrics["precision"], metrics["recall"], metrics["f1"], metrics["entities"])]
+
+    def explain_targets(self, feature: dict, probabilities: Any, target: str | None) -> list[dict]:
+        return ts.entity_targets(feature["words"], probabilities, self.labels, target)  # target: an entity type
+
+    def explain_words(self, example: dict, feature: dict, tokenizer: Any) -> tuple[list[str], list] | None:
+        index = token_words(tokenizer, example["tokens"], feature)
+        return (example["tokens"], index) if index is not None else None
 
     def format_predictions(self, predictions: list, features: list[dict], examples: list[dict]) -> list[dict]:
         tags, scores = self._word_predictions(predictions, features, examples)

@@ -6,6 +6,8 @@ I-X that does not continue an X entity starts one (as conlleval reads IOB1 and i
 
 from __future__ import annotations
 
+from typing import Any
+
 PREFIXES = ("B", "I", "E", "S")
 SCHEMES = ("IOB1", "IOB2", "BIOES")
 
@@ -127,3 +129,33 @@ def detect_scheme_on_disk(rows) -> str:
         if opens.any():
             return "IOB1"
     return "IOB2"
+
+
+def entity_targets(words: list[int], probabilities: Any, labels: list[str], kind: str | None) -> list[dict]:
+    """Explanation targets of a tagged window (ftune explain): one per predicted entity (of type `kind` when
+    given), with the token positions of its words' first sub-tokens and the predicted label id at each.
+    `words[t]` is the word a token position predicts (-1: none); `probabilities` is [tokens, labels]."""
+    kinds = sorted({split_tag(label)[1] for label in labels if label != "O"})
+    if kind is not None and kind not in kinds:
+        from ftune.errors import FtuneError, did_you_mean
+
+        raise FtuneError(f"target `{kind}` is not an entity type of this model", where="explain.target",
+                         fix=did_you_mean(kind, kinds) or f"choose from: {', '.join(kinds)}")
+    owned = [(t, w) for t, w in enumerate(words) if w >= 0]
+    predicted = [int(probabilities[t].argmax()) for t, _ in owned]
+    targets = []
+    for found, first, last in entities([labels[i] for i in predicted]):
+        if kind is None or found == kind:
+            span = range(first, last + 1)
+            targets.append({"label": found, "index": [predicted[i] for i in span],
+                            "positions": [owned[i][0] for i in span], "words": [owned[i][1] for i in span]})
+    return targets
+
+
+def span_tags(kind: str, n: int, scheme: str, first_tag: str) -> list[str]:
+    """The tags of one entity of `n` words in `scheme` that replaces an entity whose first tag was
+    `first_tag` (IOB1 keeps its B-/I- start: B- there marks an entity right after one of the same type)."""
+    if scheme == "BIOES":
+        return [f"S-{kind}"] if n == 1 else [f"B-{kind}", *[f"I-{kind}"] * (n - 2), f"E-{kind}"]
+    first = first_tag[0] if scheme == "IOB1" else "B"
+    return [f"{first}-{kind}", *[f"I-{kind}"] * (n - 1)]

@@ -39,3 +39,12 @@ def plan_windows(sizes: list[int], budget: int, stride: int) -> list[tuple[int, 
         windows.append((left, start, end, right))
         start = end
     return windows
+
+
+def token_words(tokenizer: Any, words: list[str], feature: dict) -> list[int | None] | None:
+    """The word of each token of a one-window feature (None: a special token), or None when the feature is
+    not the whole sentence (a window of a long one): `ftune explain` sums sub-token attributions by it."""
+    prefix, suffix = special_tokens(tokenizer)
+    encoded = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    index = [None] * len(prefix) + list(encoded.word_ids()) + [None] * len(suffix)
+    return index if len(index) == feature["length"] else None

@@ -44,6 +44,7 @@ MODULE_LAYERS = {
     "ftune.prompted.*": "run",  # prompted evaluation of a causal LM (eval prompt=...), beside inference
     "ftune.continual.stage": "run",  # what train does with the continual group: adapters, forgetting table
     "ftune.init_from": "run",  # init_from=<run | folder>: an earlier run's weights into a new task's model
+    "ftune.explain.*": "run",  # attributions (captum), faithfulness, perturbations: explain and stress (issue 31)
     "ftune.engine.*": "engine",
     "ftune.tasks.*": "engine",
     "ftune.data.*": "components",

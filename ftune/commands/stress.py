@@ -1,0 +1,47 @@
+"""`ftune stress`: a run's metric on its evaluation split under seeded perturbations (typos, case, punctuation,
+whitespace, entity swaps, invariant substitutions); writes stress_<split>.json into the run and prints a table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftune.errors import FtuneError
+from ftune.inference import Inference
+
+log = logging.getLogger("ftune")
+
+
+def run(cfg: DictConfig) -> dict:
+    from ftune.explain import stress
+
+    if not cfg.run_dir:
+        raise FtuneError("stress needs a training run", where="run_dir", fix="pass run_dir=<the run's folder>")
+    inference = Inference.load(cfg)
+    task, settings = inference.task, cfg.stress
+    if task.stress_input is None:
+        raise FtuneError(f"task={task.name} has no perturbation suite", where="task",
+                         fix="stress a run of a text classification or tagging task")
+    stress.plan(settings, task.stress_input)  # unknown perturbation names: before the split loads
+    split = task.load_split(cfg.split)
+    if not len(split):
+        raise FtuneError(f"the run has no {cfg.split} split", where="split", fix="choose a configured split")
+    task.check_examples(split, cfg.split)
+    n = min(len(split), settings.max_examples or len(split))
+    examples = [dict(split[i]) for i in range(n)]
+    train = task.load_split("train") if task.stress_input == "tagged_tokens" else None
+    result = stress.run_suite(inference, examples, settings, train, log)
+    result["split"] = cfg.split
+    out = inference.run.file(f"stress_{cfg.split}.json")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    table = "\n".join(stress.table(result))
+    print(table, file=sys.stderr if cfg.output_format == "json" else sys.stdout)
+    if cfg.output_format == "json":
+        print(json.dumps(result))
+    log.info("wrote %s (%d examples, %.0f s)", out, n, result["seconds"])
+    return OmegaConf.to_container(OmegaConf.create({k: v for k, v in result.items() if k != "perturbations"}))

@@ -1,0 +1,154 @@
+"""Attributions on the tiny BERT: integrated gradients' completeness, zero attribution for an ignored token,
+word sums, NER entity targets, faithfulness on a model keyed on one token, bad settings (issue 31)."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+from ftune.errors import FtuneError
+from ftune.explain import faithfulness
+from ftune.explain.attribution import Explainer, Settings, words_of
+from ftune.explain.rows import explain_examples
+from ftune.inference import Inference
+from ftune.registry import build_task
+from ftune.registry import defaults as group_defaults
+
+
+def _inference(name: str, labels: list[str], model, tokenizer) -> Inference:
+    task = build_task(group_defaults("task", name))
+    task.labels = labels
+    task.bind_tokenizer(tokenizer)
+    return Inference(task=task, tokenizer=tokenizer, model=model, folder=Path("."))
+
+
+FILLER = ["the", "said", "on", "monday", "in", "of", "to", "a"]
+
+
+@pytest.fixture(scope="module")
+def keyed(tiny_model_dir, tokenizer):
+    """The tiny BERT trained until it decides on one word ("army" present or not), and its examples."""
+    import random
+
+    torch.manual_seed(0)
+    inference = _inference("classification", ["absent", "present"],
+                           AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2), tokenizer)
+    rng = random.Random(0)
+    texts = [rng.sample(FILLER, 6) for _ in range(64)]  # one length for both classes: only "army" tells them
+    examples = [{"text": " ".join(t[:2] + ["army"] + t[3:]) if i % 2 else " ".join(t),
+                 "label": ["absent", "present"][i % 2]} for i, t in enumerate(texts)]
+    examples += [{"text": " ".join(["[MASK]"] * 6), "label": "absent"}] * 8  # the mask baseline has no "army"
+    model, task = inference.model, inference.task
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = task.collate(task.featurize(examples, tokenizer))
+    model.train()
+    for _ in range(60):
+        model(**batch["inputs"], labels=batch["targets"]["labels"]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    return inference, examples
+
+
+@pytest.fixture
+def classifier(keyed, tokenizer):
+    """A copy of the keyed classifier (tests may change its weights)."""
+    inference, _ = keyed
+    return _inference("classification", ["absent", "present"], copy.deepcopy(inference.model), tokenizer)
+
+
+def _split_word(tokenizer) -> str:
+    """A word the tiny tokenizer cuts into two sub-tokens (a vocabulary word + ##s)."""
+    vocab = tokenizer.get_vocab()
+    return next(w + "s" for w in sorted(vocab) if w.isalpha() and len(w) > 3 and w + "s" not in vocab)
+
+
+def test_integrated_gradients_sum_to_the_change_from_the_baseline(classifier, tokenizer):
+    explainer = Explainer(classifier, Settings(method="integrated_gradients", steps=64, baseline="mask"))
+    feature = classifier.task.featurize(classifier.task.read_inputs(["the said army on monday in"]), tokenizer)[0]
+    (target,), _ = explainer.explain_feature(feature)
+    assert target["label"] == "present"
+    inputs = explainer.inputs([feature])
+    ids = inputs.pop("input_ids")
+    with torch.no_grad():
+        embeds = explainer.embeddings(ids)
+        baseline = explainer._baseline(ids, embeds)
+        f_baseline = explainer._forward(target, {k: v for k, v in inputs.items() if k != "attention_mask"})(
+            baseline, inputs["attention_mask"])
+    change = target["probability"] - float(f_baseline[0])
+    assert abs(change) > 0.1  # the check is not vacuous: the baseline has no "army"
+    assert sum(target["scores"]) == pytest.approx(change, abs=abs(target["delta"]) + 1e-6)
+    # (the keyed model's decision is so sharp that 64 path points leave a large delta: it is reported, not hidden)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "gradient_x_input"])
+def test_a_token_whose_embedding_row_is_zero_gets_zero_attribution(classifier, tokenizer, method):
+    ignored = tokenizer.convert_tokens_to_ids("said")
+    with torch.no_grad():
+        classifier.model.get_input_embeddings().weight[ignored] = 0.0
+    classifier.model.get_input_embeddings().weight.requires_grad_(False)
+    explainer = Explainer(classifier, Settings(method=method, baseline="zero"))
+    row = explain_examples(explainer, classifier.task.read_inputs(["the army said on monday"]))[0]
+    scores = {t["token"]: t["score"] for t in row["explanations"][0]["tokens"]}
+    assert scores["said"] == 0.0
+    assert any(abs(s) > 0 for token, s in scores.items() if token not in ("said", "[CLS]", "[SEP]"))
+
+
+def test_word_attributions_sum_their_sub_tokens(classifier, tokenizer):
+    word = _split_word(tokenizer)
+    explainer = Explainer(classifier, Settings(method="gradient_x_input"))
+    item = explain_examples(explainer, classifier.task.read_inputs([f"the {word} said"]))[0]["explanations"][0]
+    pieces = [t["score"] for t in item["tokens"][2:4]]
+    assert [t["token"] for t in item["tokens"][2:4]] == [word[:-1], "##s"]
+    assert [w["word"] for w in item["words"]] == ["the", word, "said"]
+    assert item["words"][1]["score"] == pytest.approx(sum(pieces), rel=1e-3, abs=1e-8)
+    assert words_of([1.0, 2.0, 3.0, 4.0], ["a", "b"], [None, 0, 0, 1]) == [{"word": "a", "score": 5.0},
+                                                                           {"word": "b", "score": 4.0}]
+
+
+def test_ner_explains_each_predicted_entity_over_words(tiny_model_dir, tokenizer):
+    torch.manual_seed(0)
+    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=len(labels))
+    inference = _inference("ner", labels, model, tokenizer)
+    explainer = Explainer(inference, Settings(method="attention"))
+    word = _split_word(tokenizer)
+    row = explain_examples(explainer, inference.task.read_inputs([f"the {word} said on monday"]))[0]
+    assert row["explanations"], "the random tiny tagger predicts some entity"
+    for item in row["explanations"]:
+        assert item["label"] in ("LOC", "PER") and item["span"]
+        assert [w["word"] for w in item["words"]] == ["the", word, "said", "on", "monday"]
+    with pytest.raises(FtuneError, match="target `PERS` is not an entity type.*did you mean `PER`"):
+        Explainer(inference, Settings(target="PERS")).explain_feature(
+            inference.task.featurize(inference.task.read_inputs(["the army"]), tokenizer)[0])
+
+
+def test_bad_settings_are_one_line_errors(classifier, tokenizer):
+    with pytest.raises(FtuneError, match="explain.method: unknown method `integrated_gradient`.*did you mean"):
+        Explainer(classifier, Settings(method="integrated_gradient"))
+    with pytest.raises(FtuneError, match="target `maybe` is not a label"):
+        Explainer(classifier, Settings(target="maybe")).explain_feature(
+            classifier.task.featurize(classifier.task.read_inputs(["the army"]), tokenizer)[0])
+    regression = _inference("regression", ["value"], classifier.model, tokenizer)
+    with pytest.raises(FtuneError, match="task=regression cannot be explained"):
+        Explainer(regression, Settings())
+
+
+def test_faithfulness_of_a_perfect_ranking_beats_random_on_a_model_keyed_on_one_token(keyed, tokenizer):
+    """Removing the one word the keyed classifier decides on flips its prediction, so a ranking that puts it
+    first is more comprehensive (and more sufficient) than random rankings."""
+    inference, examples = keyed
+    explainer = Explainer(inference, Settings(method="gradient_x_input", target="present"))
+    present = [ex for ex in examples if ex["label"] == "present"][:8]
+    army = tokenizer.convert_tokens_to_ids("army")
+    explainer.attribute = lambda feature, target: ([float(i == army) for i in feature["input_ids"]], None)
+    for feature in inference.task.featurize(present, tokenizer):
+        assert explainer.probabilities([feature])[0, 1] > 0.5
+        without, _ = faithfulness.drop(feature, {feature["input_ids"].index(army)}, None)
+        assert explainer.probabilities([without])[0, 1] < 0.5  # removing the one token flips the prediction
+    result = faithfulness.measure(explainer, present, seed=0)
+    assert result["targets"] == 8
+    assert result["method"]["comprehensiveness"]["aopc"] > result["random"]["comprehensiveness"]["aopc"] + 0.1
+    assert result["method"]["sufficiency"]["aopc"] < result["random"]["sufficiency"]["aopc"]
