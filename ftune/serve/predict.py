@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from ftune.inference import as_line
 from ftune.serve.http import HttpError, Served, read_json
@@ -38,7 +39,8 @@ def router(served: Served) -> APIRouter:
         else:
             rows = await served.batcher.submit(
                 features, lambda predictions: task.format_predictions(predictions, features, examples))
-        return {"prediction": rows[0]} if single else {"predictions": rows}
+        # JSONResponse as is: the rows are JSON-ready, FastAPI's encoder pass over them is skipped
+        return JSONResponse({"prediction": rows[0]} if single else {"predictions": rows})
 
     return routes
 
