@@ -113,7 +113,7 @@ async def load(url: str, texts: list[str], clients: int, total: int, alone: dict
             "seconds": seconds}
 
 
-def stage_profile(run: Path, texts: list[str]) -> dict:
+def stage_profile(run: Path, texts: list[str], precision: str) -> dict:
     """Milliseconds per request of each stage of /predict, in process (one sentence at a time)."""
     import json as js
 
@@ -121,10 +121,11 @@ def stage_profile(run: Path, texts: list[str]) -> dict:
 
     from ftune.inference import Inference
 
-    inference = Inference.load(OmegaConf.create({"run_dir": str(run), "device": "cpu"}))
+    inference = Inference.load(OmegaConf.create({"run_dir": str(run), "device": "cpu",
+                                                       "precision": precision}))
     task, stages = inference.task, {"json": 0.0, "featurize": 0.0, "model": 0.0, "format": 0.0}
     inference.engine.infer(task.featurize(task.read_inputs(texts[:1]), inference.tokenizer), 1)
-    for text in texts[:100]:
+    for text in texts[:50]:
         t0 = time.perf_counter()
         js.loads(js.dumps({"input": text}))
         t1 = time.perf_counter()
@@ -137,7 +138,7 @@ def stage_profile(run: Path, texts: list[str]) -> dict:
         t4 = time.perf_counter()
         for key, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             stages[key] += seconds
-    return {key: round(1000 * value / min(len(texts), 100), 3) for key, value in stages.items()}
+    return {key: round(1000 * value / min(len(texts), 50), 3) for key, value in stages.items()}
 
 
 async def chat_streams(url: str, streams: int, max_tokens: int) -> dict:
@@ -178,6 +179,7 @@ def main() -> None:
     parser.add_argument("--streams", default="1,4,16", help="concurrent chat streams ('' to skip the chat part)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--runtimes", default="torch,onnx")
+    parser.add_argument("--precision", default="fp32", help="torch runtime's precision (the pipeline loop runs fp32)")
     parser.add_argument("--work", default="runs/bench_serve")
     args = parser.parse_args()
     work = Path(args.work).resolve()
@@ -197,7 +199,7 @@ def main() -> None:
     texts = sentences(data / "test.txt" if data else DEMO / "test.conll", 500)
     results = {"cpu_cores": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rows": [], "chat": []}
-    results["stage_profile_ms"] = stage_profile(run, texts)
+    results["stage_profile_ms"] = stage_profile(run, texts, args.precision)
     print(json.dumps({"stage_profile_ms": results["stage_profile_ms"]}), file=sys.stderr, flush=True)
 
     from transformers import pipeline
@@ -220,20 +222,21 @@ def main() -> None:
     print(json.dumps(results["rows"][-1]), file=sys.stderr, flush=True)
     del tagger
     for runtime in args.runtimes.split(","):
-        source = f"run_dir={run}" if runtime == "torch" else f"model={onnx}"
-        process, url = serve(ftune, [source, f"runtime={runtime}", "batch_size=64", "max_queue=4096"])
+        source = f"run_dir={run} precision={args.precision}" if runtime == "torch" else f"model={onnx}"
+        process, url = serve(ftune, [*source.split(), f"runtime={runtime}", "batch_size=64", "max_queue=4096"])
         try:
             import httpx
 
             alone = {t: httpx.post(f"{url}/predict", json={"input": t}, timeout=60).json()["prediction"]
-                     for t in texts[:100]}
+                     for t in texts[:60]}
             asyncio.run(load(url, texts, 4, 40, {}))  # warm-up
             for clients in (int(c) for c in args.clients.split(",")):
                 total = args.requests // 4 if clients == 1 else args.requests
                 cpu0 = cpu_seconds(process.pid)
-                row = asyncio.run(load(url, texts[:100], clients, total, alone))
+                row = asyncio.run(load(url, texts[:60], clients, total, alone))
                 row["cpu_percent"] = round(100 * (cpu_seconds(process.pid) - cpu0) / row.pop("seconds"))
-                row.update(setup=f"ftune serve, {runtime}", load_average=os.getloadavg()[0])
+                row.update(setup=f"ftune serve, {runtime}" + (f" {args.precision}" if runtime == "torch" else " fp32"),
+                           load_average=os.getloadavg()[0])
                 results["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
         finally:

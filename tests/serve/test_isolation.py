@@ -46,6 +46,21 @@ def _run(app, work):
 
 
 def test_answers_are_bit_identical_alone_and_in_any_batch(ner, monkeypatch):
+    _check_invariance(ner, monkeypatch)
+
+
+@pytest.mark.slow  # exports the run to ONNX first
+def test_onnx_answers_are_bit_identical_alone_and_in_any_batch(ner_run, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from ftune.inference import Inference
+    from tests.conftest import run_cli
+
+    run_cli("export", f"run_dir={ner_run}", "format=onnx", f"out={tmp_path / 'onnx'}")
+    onnx = Inference.load(OmegaConf.create({"model_dir": str(tmp_path / "onnx"), "device": "cpu", "runtime": "onnx"}))
+    _check_invariance(onnx, monkeypatch)
+
+
+def _check_invariance(ner, monkeypatch):
     app = _app(ner, batch_window_ms=20)
     raw: dict[tuple, list] = {}  # the model's unrounded per-word confidences, by input ids
     real = ner.engine.infer
