@@ -202,24 +202,30 @@ def main() -> None:
     results["stage_profile_ms"] = stage_profile(run, texts, args.precision)
     print(json.dumps({"stage_profile_ms": results["stage_profile_ms"]}), file=sys.stderr, flush=True)
 
+    import torch
     from transformers import pipeline
 
     tagger = pipeline("token-classification", model=str(run / "best"), aggregation_strategy="first", device="cpu")
     tagger(texts[0])
     loop_n = max(args.requests // 4, 20)
-    started, cpu0 = time.perf_counter(), time.process_time()
-    latencies = []
-    for text in texts[:loop_n]:
-        t = time.perf_counter()
-        tagger(text)
-        latencies.append(time.perf_counter() - t)
-    seconds = time.perf_counter() - started
-    results["rows"].append({"setup": "transformers.pipeline loop (in-process)", "clients": 1, "requests": loop_n,
-                            "requests_per_s": round(loop_n / seconds, 1), "p50_ms": percentile(latencies, 0.5),
-                            "p95_ms": percentile(latencies, 0.95), "p99_ms": percentile(latencies, 0.99),
-                            "cpu_percent": round(100 * (time.process_time() - cpu0) / seconds),
-                            "load_average": os.getloadavg()[0]})
-    print(json.dumps(results["rows"][-1]), file=sys.stderr, flush=True)
+    default_threads = torch.get_num_threads()
+    for threads in (default_threads, 1) if default_threads > 1 else (1,):  # torch's default, and one thread
+        torch.set_num_threads(threads)
+        started, cpu0 = time.perf_counter(), time.process_time()
+        latencies = []
+        for text in texts[:loop_n]:
+            t = time.perf_counter()
+            tagger(text)
+            latencies.append(time.perf_counter() - t)
+        seconds = time.perf_counter() - started
+        results["rows"].append({"setup": f"transformers.pipeline loop (in-process, {threads} torch threads)",
+                                "clients": 1, "requests": loop_n, "requests_per_s": round(loop_n / seconds, 1),
+                                "p50_ms": percentile(latencies, 0.5), "p95_ms": percentile(latencies, 0.95),
+                                "p99_ms": percentile(latencies, 0.99),
+                                "cpu_percent": round(100 * (time.process_time() - cpu0) / seconds),
+                                "load_average": os.getloadavg()[0]})
+        print(json.dumps(results["rows"][-1]), file=sys.stderr, flush=True)
+    torch.set_num_threads(default_threads)
     del tagger
     for runtime in args.runtimes.split(","):
         source = f"run_dir={run} precision={args.precision}" if runtime == "torch" else f"model={onnx}"
@@ -228,12 +234,12 @@ def main() -> None:
             import httpx
 
             alone = {t: httpx.post(f"{url}/predict", json={"input": t}, timeout=60).json()["prediction"]
-                     for t in texts[:60]}
-            asyncio.run(load(url, texts, 4, 40, {}))  # warm-up
+                     for t in texts[:min(60, args.requests)]}
+            asyncio.run(load(url, texts, 4, 8, {}))  # warm-up
             for clients in (int(c) for c in args.clients.split(",")):
                 total = args.requests // 4 if clients == 1 else args.requests
                 cpu0 = cpu_seconds(process.pid)
-                row = asyncio.run(load(url, texts[:60], clients, total, alone))
+                row = asyncio.run(load(url, texts[:len(alone)], clients, total, alone))
                 row["cpu_percent"] = round(100 * (cpu_seconds(process.pid) - cpu0) / row.pop("seconds"))
                 row.update(setup=f"ftune serve, {runtime}" + (f" {args.precision}" if runtime == "torch" else " fp32"),
                            load_average=os.getloadavg()[0])

@@ -38,7 +38,8 @@ def create_app(inference: Any, settings: ServeSettings):
     def model_pass(features: list[dict]) -> list:  # one pass of same-length features (no padding)
         return inference.engine.infer(features, len(features))[0]
 
-    served = Served(inference, settings, Batcher(model_pass, inference.batch_size, window, settings.max_queue),
+    served = Served(inference, settings, Batcher(model_pass, inference.batch_size, window, settings.max_queue,
+                                                     settings.model_threads()),
                     model_id(inference))
     batcher = served.batcher
     state = {"requests": 0, "in_flight": 0}
@@ -46,8 +47,8 @@ def create_app(inference: Any, settings: ServeSettings):
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
-        log.info("serving %s (task %s, %s) on http://%s:%d", inference.folder, inference.task.name,
-                 inference.runtime, settings.host, settings.port)
+        log.info("serving %s (task %s, %s, %d model threads) on http://%s:%d", inference.folder,
+                 inference.task.name, inference.runtime, settings.model_threads(), settings.host, settings.port)
         yield
         await batcher.stop()
 
@@ -127,7 +128,7 @@ def create_app(inference: Any, settings: ServeSettings):
         return {**inference.info(), "model_id": served.model_id, "generative": generative,
                 "batching": {"max_batch": inference.batch_size, "window_ms": window * 1000, "passes": batcher.batches,
                              "retried_passes": batcher.retries, "max_queue": settings.max_queue,
-                             "queued": batcher.queued},
+                             "queued": batcher.queued, "model_threads": settings.model_threads()},
                 "limits": {"max_body_bytes": settings.max_body_bytes, "max_inputs": settings.max_inputs,
                            "max_input_chars": settings.max_input_chars, "max_new_tokens": settings.max_new_tokens}}
 

@@ -37,9 +37,10 @@ class Job:
 class Batcher:
     """Joins concurrent requests into model passes on the single model thread."""
 
-    def __init__(self, infer, max_batch: int, window_s: float, max_queue: int = 1024):
+    def __init__(self, infer, max_batch: int, window_s: float, max_queue: int = 1024, threads: int | None = None):
         self.infer, self.max_batch, self.window_s, self.max_queue = infer, max_batch, window_s, max_queue
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftune-model")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftune-model",
+                                           initializer=_set_threads, initargs=(threads,))
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
         self.queued = 0  # features waiting (the bound is on these)
@@ -131,6 +132,14 @@ class Batcher:
             return
         for (job, number), prediction in zip(part, predictions, strict=True):
             job.predictions[number] = prediction
+
+
+def _set_threads(threads: int | None) -> None:
+    """torch's intra-op threads, set on the model thread itself (OpenMP's setting is per thread)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _settle(future: asyncio.Future, result: Any) -> None:

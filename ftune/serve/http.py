@@ -47,6 +47,12 @@ class ServeSettings:
     max_input_chars: int = 100_000
     max_new_tokens: int = 512
     max_queue: int = 1024  # inputs waiting for the model; beyond it requests get 503 with Retry-After
+    threads: int | None = None  # torch's threads for the model; default: the cores less one (HTTP keeps one)
+
+    def model_threads(self) -> int:
+        import os
+
+        return self.threads or max(1, len(os.sched_getaffinity(0)) - 1)
 
     @classmethod
     def from_cfg(cls, cfg: Any, **changes: Any) -> ServeSettings:
