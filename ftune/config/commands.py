@@ -107,7 +107,9 @@ class ServeConfig:
     device: str = choice(*DEVICES)
     precision: str | None = choice(None, *PRECISIONS, default=None)  # default: the run's trainer.precision
     batch_size: int | None = bounded(None, ge=1)  # most inputs per model pass; default: the run's trainer.eval_batch_size
-    batch_window_ms: float = bounded(ge=0)  # how long a batch waits for concurrent requests to join; 0: no batching
+    batch_window_ms: float = bounded(ge=0)  # under load, how long a batch waits for more requests to join
+    max_queue: int = bounded(ge=1)  # inputs waiting for the model; more get 503 with Retry-After
+    threads: int | None = bounded(None, ge=1)  # torch's threads for the model; default: the cores less one
     max_body_bytes: int = bounded(ge=1)  # larger request bodies get 413
     max_inputs: int = bounded(ge=1)  # inputs per request; more get 413
     max_input_chars: int = bounded(ge=1)  # characters per input; longer inputs get 413

@@ -22,11 +22,15 @@ import torch
 
 from ftune.errors import FtuneError
 from ftune.export import check_examples
+from ftune.export.gguf_pre import base_gguf_file, names, pre_tokenizer
 
 log = logging.getLogger("ftune")
 DTYPES = {"f32": np.float32, "f16": np.float16}
 CHECK_PROMPTS = 8
 CHECK_TOKENS = 12
+# read back, these tokenise as the run's tokenizer does (digits, currency, punctuation runs, Unicode, whitespace)
+TRICKY = ["Price: $1,234.56 (approx.) -- ok?", "3 33 333 3333 33333 3.14159", "I've been 'told he's there...!!!???",
+          "naïve café — 東京 😶\u200d🌫️ Привет", "  two  spaces\n\n\ttab\r\nend  ", "a\u00a0b\u2009c", "```python\nx=1\n```"]
 
 
 def export_gguf(inference: Any, model: Any, out: Path, dtype: str, check: bool) -> dict:
@@ -49,8 +53,11 @@ def export_gguf(inference: Any, model: Any, out: Path, dtype: str, check: bool) 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
-    _hyperparameters(writer, config, rope, dtype)
-    _tokenizer(writer, tokenizer, config.vocab_size)
+    pre, found_by = pre_tokenizer(tokenizer, base_gguf_file(inference.settings))
+    log.info("GGUF pre-tokenizer `%s` (from %s)", pre, found_by)
+    named = names(inference.settings, task.name, inference.folder.name)
+    _hyperparameters(writer, config, rope, dtype, named)
+    _tokenizer(writer, tokenizer, config.vocab_size, pre)
     for name, tensor in _tensors(model, config):
         array = tensor.detach().float().numpy()
         # norms stay f32, as llama.cpp writes them; matrices take the chosen type
@@ -59,7 +66,8 @@ def export_gguf(inference: Any, model: Any, out: Path, dtype: str, check: bool) 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    result = {"format": "gguf", "gguf_dtype": dtype, "file": str(path.name)}
+    result = {"format": "gguf", "gguf_dtype": dtype, "file": str(path.name), "pre_tokenizer": pre,
+              "pre_tokenizer_from": found_by, "name": named["name"]}
     if check:
         result.update(_check(inference, model, out))
     modelfile = ollama_modelfile(tokenizer)
@@ -71,12 +79,18 @@ def export_gguf(inference: Any, model: Any, out: Path, dtype: str, check: bool) 
     return result
 
 
-def _hyperparameters(writer, config, rope: dict, dtype: str) -> None:
+def _hyperparameters(writer, config, rope: dict, dtype: str, named: dict) -> None:
     import gguf
 
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    writer.add_name(str(getattr(config, "_name_or_path", "") or "ftune-export"))
+    writer.add_name(named["name"])  # not a local path: what llama.cpp and Ollama show
+    writer.add_basename(named["basename"])
+    writer.add_finetune(named["finetune"])
+    if named["base_repo_url"]:
+        writer.add_base_model_count(1)
+        writer.add_base_model_name(0, named["basename"])
+        writer.add_base_model_repo_url(0, named["base_repo_url"])
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -90,7 +104,7 @@ def _hyperparameters(writer, config, rope: dict, dtype: str) -> None:
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
 
 
-def _tokenizer(writer, tokenizer, vocab_size: int) -> None:
+def _tokenizer(writer, tokenizer, vocab_size: int, pre: str) -> None:
     import gguf
 
     state = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -107,7 +121,7 @@ def _tokenizer(writer, tokenizer, vocab_size: int) -> None:
         types.append(gguf.TokenType.UNUSED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in state["model"].get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre)  # llama.cpp's regex for splitting text before BPE (gguf_pre.py)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -158,7 +172,7 @@ def _check(inference: Any, model: Any, out: Path) -> dict:
     loaded_tokenizer = AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
     texts = [task.render(ex["messages"][: max(i for i, m in enumerate(ex["messages"]) if m["role"] != "assistant") + 1],
                          generation_prompt=True) for ex in examples]
-    for text in texts:
+    for text in texts + TRICKY:
         if loaded_tokenizer(text, add_special_tokens=False)["input_ids"] != tokenizer(text, add_special_tokens=False)["input_ids"]:
             raise FtuneError("the GGUF tokenizer splits the run's prompts differently", where="format=gguf",
                              fix="nothing was written; use format=hf")

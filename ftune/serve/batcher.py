@@ -1,23 +1,51 @@
 """The single model thread of `ftune serve`: every model call is queued to it, so requests never run the
-model concurrently. /predict requests that arrive within the batch window of each other are joined into one
-model pass of up to `max_batch` inputs and their answers split back; generation takes requests one by one.
+model concurrently.
+
+/predict requests arrive already featurised (tokenised and checked in the handler, so a bad input never joins
+a batch). The thread takes every request waiting when it becomes free (it never waits when nothing else is
+queued; with `window_s` it waits that long for more only when others are already queued), and runs their
+features grouped by exact token length: no padding inside a pass, so a request's answer is bit-identical alone
+and in any batch (a row's arithmetic depends on its own length, never on its neighbours'). When a pass fails,
+its requests are retried one by one, so only the request that caused the failure gets it. The queue is bounded
+(in inputs): over it `submit` raises `QueueFull`. Generation (`call`) takes requests one by one, in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("ftune")
+
+
+class QueueFull(Exception):
+    """The model's queue holds `max_queue` inputs already: the request is refused (503), not queued."""
+
+
+@dataclass
+class Job:
+    features: list[dict]  # the request's model-ready features, each with its `length`
+    finish: Any  # predictions (one per feature, in order) -> the request's answer; runs on the model thread
+    future: asyncio.Future
+    predictions: list = field(default_factory=list)
 
 
 class Batcher:
     """Joins concurrent requests into model passes on the single model thread."""
 
-    def __init__(self, run, max_batch: int, window_s: float):
-        self.run, self.max_batch, self.window_s = run, max_batch, window_s
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftune-model")
+    def __init__(self, infer, max_batch: int, window_s: float, max_queue: int = 1024, threads: int | None = None):
+        self.infer, self.max_batch, self.window_s, self.max_queue = infer, max_batch, window_s, max_queue
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftune-model",
+                                           initializer=_set_threads, initargs=(threads,))
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.queued = 0  # features waiting (the bound is on these)
         self.batches = 0  # model passes so far (/info shows it: batching at work)
+        self.retries = 0  # failed passes retried request by request
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -28,10 +56,15 @@ class Batcher:
             self.task.cancel()
         self.executor.shutdown(wait=True)
 
-    async def submit(self, items: list) -> list:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((items, future))
-        return await future
+    async def submit(self, features: list[dict], finish) -> Any:
+        """The request's answer, `finish(predictions)`; raises QueueFull at once when the queue is full, and
+        the request's own failure (never a neighbour's)."""
+        if self.queued + len(features) > self.max_queue:
+            raise QueueFull(f"{self.queued} inputs are waiting for the model (the limit is {self.max_queue})")
+        job = Job(features, finish, asyncio.get_running_loop().create_future())
+        self.queued += len(features)
+        self.queue.put_nowait(job)
+        return await job.future
 
     async def call(self, function, *args):
         """Any other model call (generation), in turn with the batches."""
@@ -40,26 +73,79 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            group = [await self.queue.get()]
-            count = len(group[0][0])
-            deadline = loop.time() + self.window_s
-            while self.window_s > 0 and count < self.max_batch:
-                try:
-                    group.append(await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0)))
-                except TimeoutError:
-                    break
-                count += len(group[-1][0])
-            flat = [item for items, _ in group for item in items]
+            jobs = [await self.queue.get()]
+            count = len(jobs[0].features)
+            while not self.queue.empty() and count < self.max_batch:
+                jobs.append(self.queue.get_nowait())
+                count += len(jobs[-1].features)
+            if self.window_s > 0 and len(jobs) > 1:  # under load: let more join for up to the window
+                deadline = loop.time() + self.window_s
+                while count < self.max_batch and (left := deadline - loop.time()) > 0:
+                    try:
+                        jobs.append(await asyncio.wait_for(self.queue.get(), left))
+                    except TimeoutError:
+                        break
+                    count += len(jobs[-1].features)
+            self.queued -= count
             try:
-                results = await loop.run_in_executor(self.executor, self.run, flat)
-            except Exception as error:  # noqa: BLE001 - every waiting request gets the failure, the loop goes on
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
+                await loop.run_in_executor(self.executor, self._run, jobs)
+            except Exception as error:  # noqa: BLE001 - never expected (_run answers every job); the loop goes on
+                log.exception("model pass failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+
+    def _run(self, jobs: list[Job]) -> None:
+        """On the model thread: passes by exact length, failed passes retried per job, each job finished."""
+        groups: dict[int, list[tuple[Job, int]]] = defaultdict(list)
+        for job in jobs:
+            job.predictions = [None] * len(job.features)
+            for number, feature in enumerate(job.features):
+                groups[feature["length"]].append((job, number))
+        failed: dict[int, BaseException] = {}
+        for members in groups.values():
+            for start in range(0, len(members), self.max_batch):
+                part = [(job, n) for job, n in members[start:start + self.max_batch] if id(job) not in failed]
+                self._pass(part, failed)
+        for job in jobs:
+            error = failed.get(id(job))
+            try:
+                result = job.finish(job.predictions) if error is None else error
+            except Exception as finish_error:  # noqa: BLE001 - this request's failure only
+                result = finish_error
+            job.future.get_loop().call_soon_threadsafe(_settle, job.future, result)
+
+    def _pass(self, part: list[tuple[Job, int]], failed: dict[int, BaseException]) -> None:
+        if not part:
+            return
+        try:
+            predictions = self.infer([job.features[n] for job, n in part])
             self.batches += 1
-            start = 0
-            for items, future in group:
-                if not future.done():
-                    future.set_result(results[start:start + len(items)])
-                start += len(items)
+        except Exception as error:  # noqa: BLE001 - retried without the request that caused it
+            owners = {id(job): job for job, _ in part}
+            if len(owners) == 1:
+                failed[next(iter(owners))] = error
+                return
+            self.retries += 1
+            for owner in owners:
+                self._pass([(job, n) for job, n in part if id(job) == owner], failed)
+            return
+        for (job, number), prediction in zip(part, predictions, strict=True):
+            job.predictions[number] = prediction
+
+
+def _set_threads(threads: int | None) -> None:
+    """torch's intra-op threads, set on the model thread itself (OpenMP's setting is per thread)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -10,7 +10,7 @@ import threading
 
 from fastapi import APIRouter, Request
 
-from ftune.serve.http import HttpError, Served, read_json
+from ftune.serve.http import HttpError, Served, read_json, unencodable
 
 OPTIONS = ("method", "target", "steps", "baseline")
 
@@ -48,6 +48,8 @@ def router(served: Served) -> APIRouter:
                 raise HttpError(422, f"an input must be a string or an object, got {type(item).__name__}", field)
             if len(item if isinstance(item, str) else json.dumps(item)) > settings.max_input_chars:
                 raise HttpError(413, f"input longer than {settings.max_input_chars} characters", field)
+            if (bad := unencodable(item, field)) is not None:  # a lone surrogate: the tokenizer would raise
+                raise HttpError(422, "text that is not valid Unicode (a lone surrogate?)", bad)
         options = {k: body[k] for k in OPTIONS if body.get(k) is not None}
         if not isinstance(options.get("steps", 1), int) or not 2 <= options.get("steps", 2) <= 512:
             raise HttpError(422, "steps must be an integer from 2 to 512", "steps")

@@ -97,3 +97,64 @@ def test_serve_imports_downwards_only():
         assert not {m for m in _imports(path) if m.startswith("ftune.serve")}, path
     run_dir = {m for m in _imports(root / "run_dir.py") if m.startswith("ftune")}
     assert run_dir <= {"ftune.errors", "ftune.paths"}  # the lowest layer
+
+
+# ---- the official OpenAI client against the tiny model (in process: TestClient is an httpx.Client) -------------
+@pytest.fixture(scope="module")
+def openai_client(client):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=f"{client.base_url}/v1", api_key="unused", http_client=client, max_retries=0)
+
+
+def test_openai_client_models_chat_stop_and_stream_with_usage(openai_client, client, llama):
+    model = openai_client.models.list().data[0].id
+    assert openai_client.models.retrieve(model).id == model
+    whole = openai_client.chat.completions.create(model=model, messages=CHAT, max_tokens=8)
+    text = whole.choices[0].message.content
+    assert whole.created > 0 and whole.usage.completion_tokens >= 1 and text
+    stop = text[len(text) // 2:][:3]  # a stop string from the middle of the greedy reply
+    cut = openai_client.chat.completions.create(model=model, messages=CHAT, max_tokens=8, stop=[stop, "zzzz"])
+    assert cut.choices[0].message.content == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    chunks = list(openai_client.chat.completions.create(model=model, messages=CHAT, max_tokens=8, stream=True,
+                                                        stop=stop, stream_options={"include_usage": True}))
+    assert all(c.created > 0 for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == cut.choices[0].message.content
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == cut.usage.completion_tokens
+    assert client.post("/v1/chat/completions", json={"messages": CHAT, "stream": True}).text.rstrip().endswith(
+        "data: [DONE]")
+    sampled = [openai_client.completions.create(model=model, prompt="the cat", max_tokens=6, temperature=1.0,
+                                                seed=7).choices[0].text for _ in range(2)]
+    assert sampled[0] == sampled[1]  # the same seed, the same sample
+
+
+@pytest.mark.parametrize("extra", [{"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+                                   {"response_format": {"type": "json_object"}}, {"logprobs": True}, {"n": 2}])
+def test_openai_client_raises_bad_request_for_what_cannot_be_honoured(openai_client, extra):
+    import openai
+
+    model = openai_client.models.list().data[0].id
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_client.chat.completions.create(model=model, messages=CHAT, **extra)
+    assert raised.value.status_code == 400 and raised.value.body["param"] == next(iter(extra))
+    assert "supported" in raised.value.message
+
+
+def test_openai_client_raises_not_found_for_another_model(openai_client):
+    import openai
+
+    with pytest.raises(openai.NotFoundError, match="gpt-4o"):
+        openai_client.chat.completions.create(model="gpt-4o", messages=CHAT)
+    with pytest.raises(openai.NotFoundError, match="gpt-4o"):
+        openai_client.models.retrieve("gpt-4o")
+    with pytest.raises(openai.NotFoundError, match="embeddings"):  # a generating run serves no embeddings
+        openai_client.embeddings.create(model="x", input="hi")
+
+
+def test_stop_strings_are_held_back_across_pieces():
+    from ftune.serve.generation import StopWatch
+
+    watch = StopWatch(["END", "\n\n"])
+    sent = [watch.feed(piece) for piece in ["the c", "at E", "N", "D more"]]
+    assert sent == ["the c", "at ", "", ""] and watch.text == "the cat " and watch.hit == "END"
+    other = StopWatch(["END"])
+    assert [other.feed(p) for p in ["a E", "x"]] + [other.rest()] == ["a ", "Ex", ""] and other.hit is None
