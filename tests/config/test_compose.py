@@ -82,7 +82,9 @@ def test_preflight_turns_composition_errors_into_one_line(override, expected):
 
 def test_preflight_checks_every_value_of_a_sweep():
     from ftune.config.preflight import preflight as _preflight
+    from ftune.registry import register_configs
 
+    register_configs()  # as ftune.cli does before preflight (the test must not depend on an earlier test's)
     _preflight("train", ["-m", "optimizer.lr=1e-5,3e-5", "trainer.seed=1,2"])
     with pytest.raises(FtuneError, match="unknown model `nope`"):
         _preflight("train", ["-m", "model=minilm,nope"])

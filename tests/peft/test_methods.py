@@ -60,7 +60,7 @@ def _train_in_memory(cfg, model_dir):
     examples = task.load_split("train")
     task.fit_labels(examples, {})
     features = task.featurize(examples, load_tokenizer(str(model_dir)))
-    model, _ = train._build_model(cfg, task, str(model_dir), None, cfg.trainer.max_steps)
+    model, _, _ = train._build_model(cfg, task, str(model_dir), None, cfg.trainer.max_steps)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = build_optimizer(cfg.optimizer, model)
     accelerator, _ = make_accelerator("fp32", "cpu")
