@@ -28,10 +28,10 @@ demo: $(STAMP)  ## the embedded default: MiniLM on the shipped NER demo set, off
 	$(BIN)/ftune train
 
 test: $(STAMP)  ## everything (what CI runs): unit, slow and integration (which skips when ../shared is absent)
-	$(BIN)/python -m pytest -n auto  # one worker per core (pytest-xdist): the suite is mostly single-threaded
+	$(BIN)/python -m pytest -n auto --dist worksteal  # a worker per core; an idle one takes queued tests from a busy one
 
 test-unit: $(STAMP)  ## the fast tier: in-process tests on tiny models, no subprocess/torchrun/Ray/server, no real data
-	$(BIN)/python -m pytest -n auto -m "not slow and not integration"
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not slow and not integration"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
