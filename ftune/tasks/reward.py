@@ -163,7 +163,7 @@ class RewardTask(TaskBase):
             raise FtuneError("the training split is empty", where="task.data.train")
 
     def check_examples(self, examples: list[dict], split: str) -> None:
-        pass
+        """Nothing to check against a trained model: a pair carries no labels (the readers check its shape)."""
 
     # ---- model, features, loss ------------------------------------------------------------------------
     def build_model(self, name_or_path: str, **kwargs: Any):
@@ -228,7 +228,8 @@ class RewardTask(TaskBase):
         return None, losses.sum(), torch.tensor(n, device=losses.device)
 
     def loss(self, outputs: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError("reward scores pairs in forward")
+        # never called: `forward` scores chosen and rejected together and returns the Bradley–Terry loss itself
+        raise RuntimeError("task=reward computes its loss in forward")
 
     def decode(self, outputs: Any, batch: dict) -> list:
         if "pairs" in batch:  # (loss, chosen, rejected) per pair

@@ -16,6 +16,8 @@ grpo adds them with `task.reward_weights` (default 1 each).
 
 from __future__ import annotations
 
+import abc
+
 import re
 from typing import Any
 
@@ -24,15 +26,16 @@ from ftune.errors import FtuneError
 from ftune.tasks import generation as G
 
 
-class Reward:
+class Reward(abc.ABC):
     def __init__(self, settings: Any):
         self.settings = settings
 
     def check(self, examples: list[dict]) -> None:
         """Refuse examples this reward cannot score (DataError naming the first one)."""
 
+    @abc.abstractmethod
     def __call__(self, completions: list[str], examples: list[dict]) -> list[float]:
-        raise NotImplementedError
+        """One reward per completion (examples[i] holds completion i's prompt and references)."""
 
 
 class _NeedsAnswers(Reward):
