@@ -17,7 +17,6 @@ grpo adds them with `task.reward_weights` (default 1 each).
 from __future__ import annotations
 
 import abc
-
 import re
 from typing import Any
 
@@ -31,7 +30,9 @@ class Reward(abc.ABC):
         self.settings = settings
 
     def check(self, examples: list[dict]) -> None:
-        """Refuse examples this reward cannot score (DataError naming the first one)."""
+        """Refuse examples this reward cannot score (DataError naming the first one). Default: every example
+        can be scored (a format or length check needs no reference)."""
+        return None
 
     @abc.abstractmethod
     def __call__(self, completions: list[str], examples: list[dict]) -> list[float]:
