@@ -11,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftune import freeze, peft, provenance, recipes, resume
 from ftune import init_from as I
-from ftune.continual import fisher, stage
 from ftune import run as R
+from ftune.continual import fisher, stage
 from ftune.errors import FtuneError
 from ftune.freeze import parameter_counts
 from ftune.tasks.base import Task

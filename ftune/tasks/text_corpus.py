@@ -29,7 +29,6 @@ from ftune.errors import FtuneError
 from ftune.paths import existing_file
 from ftune.tasks.base import TaskBase
 
-
 FORMATS = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "tsv": (".tsv",)}
 
 
