@@ -33,8 +33,11 @@ def write(rows: list[dict], path: str | Path, title: str) -> Path:
                          f"<span class=m>p={item['probability']:.3f}{delta}</span><br>{shaded}</div>")
         if not cells:
             cells.append("<div class=m>nothing predicted to explain</div>")
-        head = (f"<span class=l>{html.escape(predicted['label'])}</span> <span class=m>{predicted['score']:.3f}"
-                "</span>") if predicted else ""
+        head = ""
+        if predicted and "label" in predicted:
+            head = f"<span class=l>{html.escape(predicted['label'])}</span> <span class=m>{predicted['score']:.3f}</span>"
+        elif predicted and "generated" in predicted:  # a generated text: one row of shading per generated token
+            head = f"<span class=l>{html.escape(predicted['generated'])}</span>"
         body.append(f"<tr><td>{number}</td><td>{head}</td><td>{''.join(cells)}</td></tr>")
     method = rows[0]["explanations"][0]["method"] if rows and rows[0].get("explanations") else ""
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
