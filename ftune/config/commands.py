@@ -198,6 +198,9 @@ class StressSettings:
     seeds: list[int] = empty(list)  # each perturbation is drawn once per seed; the table shows their mean
     substitutions: dict[str, str] = empty(dict)  # classification invariants: word → word that must not matter
     max_examples: int | None = bounded(None, ge=1)  # the first N examples of the split (null: all)
+    # after the suite, AllenNLP's input reduction attack (null: none): tokens dropped while the prediction holds
+    attack: str | None = choice(None, "input_reduction", default=None)
+    attack_method: str = choice(*EXPLAIN_METHODS)  # the attribution that ranks the tokens to drop
 
 
 @dataclass
