@@ -132,6 +132,9 @@ class ExportConfig:
     gguf_dtype: str = choice("f32", "f16")  # type of the GGUF file's matrices (norms stay f32)
 
 
+EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "smooth_grad", "attention")  # ftune explain, report
+
+
 @dataclass
 class ReportConfig:
     run_dir: str | None = None  # a training run: report.html and report/*.png in it
@@ -140,6 +143,9 @@ class ReportConfig:
     # sweeps over task.data.max_train: prompted evaluations' eval_<split>.json files drawn as horizontal lines
     # on the learning curve (default: the prompted eval_*.json files in sweep_dir)
     baselines: list[str] = empty(list)
+    explain: int = bounded(0, ge=0)  # run_dir: explain this many validation examples (most confident errors first)
+    explain_method: str = choice(*EXPLAIN_METHODS, default="integrated_gradients")  # their attribution method
+    device: str = choice(*DEVICES, default="auto")  # where explain=N runs the model
 
 
 @dataclass
@@ -159,7 +165,6 @@ COMMANDS: dict[str, type] = {"train": TrainConfig, "eval": EvalConfig, "predict"
 
 
 # ---- ftune explain / ftune stress (ftune/explain/) -----------------------------------------------------------
-EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "smooth_grad", "attention")
 
 
 @dataclass

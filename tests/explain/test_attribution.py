@@ -180,3 +180,19 @@ def test_input_reduction_keeps_the_prediction_and_is_deterministic(tiny_model_di
             assert item["reduced"] == tokenizer.unk_token  # the one token it decides on is all that is left
     assert result["median_kept"] == 1 and result["mean_share"] == pytest.approx(1 / 6)
     assert "input_reduction (gradient_x_input)" in reduction.summary(result)
+
+
+def test_the_report_explains_the_most_confident_errors_first(classifier, keyed):
+    from ftune.explain.examples import explained_examples
+    from ftune.explain.page import rows_table
+
+    _, examples = keyed
+    split = [dict(ex) for ex in examples[:10]]
+    for i in (3, 6):  # wrong gold labels: the model's confident predictions become errors
+        split[i]["label"] = {"absent": "present", "present": "absent"}[split[i]["label"]]
+    explainer = Explainer(classifier, Settings(method="gradient_x_input"))
+    rows = explained_examples(explainer, split, 3)
+    assert {r["text"] for r in rows[:2]} == {split[3]["text"], split[6]["text"]}
+    assert rows[0]["prediction"]["score"] >= rows[1]["prediction"]["score"]  # the more confident error first
+    assert all(r["gold"] != r["prediction"]["label"] for r in rows[:2]) and rows[2]["gold"] == rows[2]["prediction"]["label"]
+    assert rows_table(rows).count("gold: ") == 3
