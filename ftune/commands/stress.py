@@ -57,4 +57,5 @@ def run(cfg: DictConfig) -> dict:
     if cfg.output_format == "json":
         print(json.dumps(result))
     log.info("wrote %s (%d examples, %.0f s)", out, n, result["seconds"])
-    return OmegaConf.to_container(OmegaConf.create({k: v for k, v in result.items() if k not in ("perturbations", "attack")}))
+    returned = {k: v for k, v in result.items() if k not in ("perturbations", "attack")}
+    return OmegaConf.to_container(OmegaConf.create(returned))

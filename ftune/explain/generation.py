@@ -82,8 +82,8 @@ def _attention(explainer: Any, ids: torch.Tensor, reply: torch.Tensor, encoder_d
     if encoder_decoder:
         decoder_ids = explainer.model.prepare_decoder_input_ids_from_labels(labels=reply)
         last = explainer.attentions({"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                                     "decoder_input_ids": decoder_ids}, "cross_attentions")[-1][0].float().mean(0)  # [reply, prompt]
-        return last.cpu().tolist()
+                                     "decoder_input_ids": decoder_ids}, "cross_attentions")
+        return last[-1][0].float().mean(0).cpu().tolist()  # [reply, prompt], mean over heads
     full = torch.cat([ids, reply], 1)
     last = explainer.attentions({"input_ids": full})[-1][0].float().mean(0)  # [tokens, tokens]
     start = ids.shape[1] - 1

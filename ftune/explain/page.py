@@ -51,7 +51,8 @@ def rows_table(rows: list[dict]) -> str:
             cells.append("<div class=m>nothing predicted to explain</div>")
         head = ""
         if predicted and "label" in predicted:
-            head = f"<span class=l>{html.escape(predicted['label'])}</span> <span class=m>{predicted['score']:.3f}</span>"
+            head = (f"<span class=l>{html.escape(predicted['label'])}</span> "
+                    f"<span class=m>{predicted['score']:.3f}</span>")
         elif predicted and "generated" in predicted:  # a generated text: one row of shading per generated token
             head = f"<span class=l>{html.escape(predicted['generated'])}</span>"
         if "gold" in row:  # `ftune report`: the example's own label

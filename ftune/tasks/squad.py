@@ -51,7 +51,8 @@ def span_targets(feature: dict, probabilities, max_answer_length: int, target: s
     p_start, p_end = probabilities[inside, 0], probabilities[inside, 1]
     scores = p_start[:, None] * p_end[None, :]  # [start, end] over the context tokens
     gap = torch.arange(len(inside))  # the context tokens of a window are contiguous
-    scores = scores.masked_fill((gap[None, :] < gap[:, None]) | (gap[None, :] - gap[:, None] >= max_answer_length), -1.0)
+    length = gap[None, :] - gap[:, None]  # end - start
+    scores = scores.masked_fill((length < 0) | (length >= max_answer_length), -1.0)
     best = int(scores.argmax())
     first, last = inside[best // len(inside)], inside[best % len(inside)]
     return [{"label": "answer", "index": [0, 1], "positions": list(range(first, last + 1)), "span": True}]

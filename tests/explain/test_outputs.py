@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM,
-                          AutoModelForSequenceClassification, AutoTokenizer)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from ftune.errors import FtuneError
 from ftune.explain import faithfulness
@@ -77,7 +82,7 @@ def test_seq2seq_explains_each_generated_token_over_the_source(tiny_t5_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
     inference = _inference("seq2seq", AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir), tokenizer)
     inference.task.cfg.generation.max_new_tokens = 4
-    explainer = Explainer(inference, Settings(method="integrated_gradients", steps=64, baseline="pad"))
+    explainer = Explainer(inference, Settings(method="integrated_gradients", steps=32, baseline="pad", internal_batch_size=32))
     examples = inference.task.read_inputs(["the cat sat on the mat"])
     row = explain_examples(explainer, examples)[0]
     generated = row["prediction"]["generated"]
@@ -107,7 +112,7 @@ def test_a_chat_model_explains_its_reply_over_the_prompt(tiny_llama_dir, name):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     inference = _inference(name, AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tokenizer)
     inference.task.cfg.generation.max_new_tokens = 3
-    explainer = Explainer(inference, Settings(method="integrated_gradients", steps=64))
+    explainer = Explainer(inference, Settings(method="integrated_gradients", steps=32, internal_batch_size=32))
     examples = inference.task.read_inputs(["what colour is the sky ?"])
     feature = inference.task.featurize(examples, tokenizer)[0]
     targets, prediction = explainer.explain_feature(feature)
