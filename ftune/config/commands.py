@@ -143,9 +143,9 @@ class ReportConfig:
     # sweeps over task.data.max_train: prompted evaluations' eval_<split>.json files drawn as horizontal lines
     # on the learning curve (default: the prompted eval_*.json files in sweep_dir)
     baselines: list[str] = empty(list)
-    explain: int = bounded(0, ge=0)  # run_dir: explain this many validation examples (most confident errors first)
-    explain_method: str = choice(*EXPLAIN_METHODS, default="integrated_gradients")  # their attribution method
-    device: str = choice(*DEVICES, default="auto")  # where explain=N runs the model
+    explain: int = bounded(ge=0)  # run_dir: explain this many validation examples (most confident errors first)
+    explain_method: str = choice(*EXPLAIN_METHODS)  # their attribution method
+    device: str = choice(*DEVICES)  # where explain=N runs the model
 
 
 @dataclass
