@@ -22,6 +22,11 @@ import torch
 def explain_generation(explainer: Any, feature: dict) -> tuple[list[dict], dict]:
     """(one target per generated token, {"generated": the text}) for one prompt feature."""
     task, model, tokenizer = explainer.task, explainer.model, explainer.tokenizer
+    if explainer.settings.target is not None:
+        from ftune.errors import FtuneError
+
+        raise FtuneError(f"task={task.name} explains the tokens it generates; explain.target does not apply",
+                         where="explain.target", fix="leave explain.target unset")
     batch = explainer.task.collate([feature])
     batch["inputs"] = {k: v.to(explainer.device) for k, v in batch["inputs"].items()}
     with torch.no_grad():

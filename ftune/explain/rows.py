@@ -12,7 +12,9 @@ SHOWN = ("text", "text_pair", "tokens", "question", "context", "source", "messag
 def explain_examples(explainer: Explainer, examples: list[dict]) -> list[dict]:
     """Rows for examples as `task.read_inputs` makes them (an unreadable input: {"error": ...})."""
     task, tokenizer = explainer.task, explainer.tokenizer
-    good = [i for i, ex in enumerate(examples) if "error" not in ex]
+    good = [i for i, ex in enumerate(examples) if "error" not in ex and not ex.get("invalid")]
+    examples = [{**ex, "error": ex.get("error") or "an input the task cannot read"} if ex.get("invalid") else ex
+                for ex in examples]  # (relation: an input without its two entity spans)
     rows: list[dict[str, Any]] = [{"error": ex["error"]} if "error" in ex else
                                   {k: ex[k] for k in SHOWN if k in ex} | {"explanations": []} for ex in examples]
     features = task.featurize([examples[i] for i in good], tokenizer) if good else []

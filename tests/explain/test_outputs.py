@@ -117,6 +117,8 @@ def test_a_chat_model_explains_its_reply_over_the_prompt(tiny_llama_dir, name):
     feature = inference.task.featurize(examples, tokenizer)[0]
     targets, prediction = explainer.explain_feature(feature)
     assert targets and prediction["generated"] is not None
+    with pytest.raises(FtuneError, match="explains the tokens it generates; explain.target does not apply"):
+        Explainer(inference, Settings(target="yes")).explain_feature(feature)
     from ftune.explain.generation import _forward
 
     reply = torch.tensor([[t["index"] for t in targets]])
@@ -141,3 +143,5 @@ def test_relation_explains_the_predicted_relation(tiny_model_dir, tokenizer):
     tokens = [t["token"] for t in item["tokens"]]
     assert tokens[:3] == ["[CLS]", "[E1]", "the"] and "[E2]" in tokens
     assert "army" in [w["word"] for w in item["words"]]
+    assert explain_examples(explainer, inference.task.read_inputs(['{"text": "no spans"}'])) == [
+        {"error": "an input the task cannot read"}]
