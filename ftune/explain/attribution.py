@@ -128,7 +128,7 @@ class Explainer:
         several per input) with respect to the embeddings of `ids` [1, tokens], by the gradient method."""
         from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel
 
-        embeds, method, delta = self.embeddings(ids).detach(), self.settings.method, None
+        embeds, method, delta = self.embeddings(ids).detach().requires_grad_(), self.settings.method, None
         if method == "integrated_gradients":
             scores, delta = IntegratedGradients(forward).attribute(
                 embeds, baselines=self._baseline(ids, embeds), additional_forward_args=(mask,), target=index,

@@ -80,6 +80,9 @@ def test_input_reduction_and_the_report_of_a_classification_run(classification_r
     report = (run / "report.html").read_text()
     assert "Explained validation examples (gradient_x_input)" in report and report.count("gold: ") == 3
     assert "input_reduction (gradient_x_input)" in report  # the attack's line under Robustness
+    from ftune.card import build_card
+
+    assert "input_reduction (gradient_x_input): 6 examples" in str(build_card(run / "best", run))
     assert cli_exit_code("report", f"run_dir={run}", "explain_method=integrated_gradient") == 2
 
 
