@@ -151,7 +151,7 @@ class Explainer:
             replaced = torch.zeros_like(embeds)
         else:
             replaced = self.embeddings(torch.full_like(ids, self.baseline_id)).detach()
-        return torch.where(keep[..., None], embeds, replaced)
+        return torch.where(keep[..., None], embeds.detach(), replaced)
 
     def attentions(self, inputs: dict, key: str = "attentions"):
         """The model's attention weights (`key`: attentions, cross_attentions), eager attention switched on."""
