@@ -210,6 +210,10 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
                         [["clean", round(stress["clean"], 4), "", ""]] +
                         [[r["perturbation"], round(r[main], 4), f"{r['delta']:+.4f}", f"{r['flipped']:.1%}"]
                          for r in stress.get("perturbations", [])]), ""]
+        if stress.get("attack"):  # stress.attack=input_reduction
+            from ftune.explain.reduction import summary
+
+            body += [summary(stress["attack"]) + ".", ""]
     if (folder / LOSS_PLOT).is_file():
         body += [f"![training loss]({LOSS_PLOT})", ""]
     model_id = repo_id or str(folder.resolve())

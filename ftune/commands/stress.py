@@ -26,6 +26,9 @@ def run(cfg: DictConfig) -> dict:
         raise FtuneError(f"task={task.name} has no perturbation suite", where="task",
                          fix="stress a run of a text classification or tagging task")
     stress.plan(settings, task.stress_input)  # unknown perturbation names: before the split loads
+    if settings.attack and (task.stress_input != "text" or not task.explainable):
+        raise FtuneError(f"task={task.name} cannot be attacked by {settings.attack}", where="stress.attack",
+                         fix="input_reduction attacks a run of a task that labels a text (classification)")
     split = task.load_split(cfg.split)
     if not len(split):
         raise FtuneError(f"the run has no {cfg.split} split", where="split", fix="choose a configured split")
@@ -35,13 +38,24 @@ def run(cfg: DictConfig) -> dict:
     train = task.load_split("train") if task.stress_input == "tagged_tokens" else None
     result = stress.run_suite(inference, examples, settings, train, log)
     result["split"] = cfg.split
+    if settings.attack:  # input_reduction
+        from ftune.explain import reduction
+        from ftune.explain.attribution import Explainer, Settings
+
+        explainer = Explainer(inference, Settings(method=settings.attack_method))
+        result["attack"] = reduction.reduce_inputs(explainer, examples)
     out = inference.run.file(f"stress_{cfg.split}.json")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out)
     table = "\n".join(stress.table(result))
+    if "attack" in result:
+        from ftune.explain.reduction import summary
+
+        table += "\n" + summary(result["attack"])
     print(table, file=sys.stderr if cfg.output_format == "json" else sys.stdout)
     if cfg.output_format == "json":
         print(json.dumps(result))
     log.info("wrote %s (%d examples, %.0f s)", out, n, result["seconds"])
-    return OmegaConf.to_container(OmegaConf.create({k: v for k, v in result.items() if k != "perturbations"}))
+    returned = {k: v for k, v in result.items() if k not in ("perturbations", "attack")}
+    return OmegaConf.to_container(OmegaConf.create(returned))

@@ -132,6 +132,9 @@ class ExportConfig:
     gguf_dtype: str = choice("f32", "f16")  # type of the GGUF file's matrices (norms stay f32)
 
 
+EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "smooth_grad", "attention")  # ftune explain, report
+
+
 @dataclass
 class ReportConfig:
     run_dir: str | None = None  # a training run: report.html and report/*.png in it
@@ -140,6 +143,9 @@ class ReportConfig:
     # sweeps over task.data.max_train: prompted evaluations' eval_<split>.json files drawn as horizontal lines
     # on the learning curve (default: the prompted eval_*.json files in sweep_dir)
     baselines: list[str] = empty(list)
+    explain: int = bounded(ge=0)  # run_dir: explain this many validation examples (most confident errors first)
+    explain_method: str = choice(*EXPLAIN_METHODS)  # their attribution method
+    device: str = choice(*DEVICES)  # where explain=N runs the model
 
 
 @dataclass
@@ -159,7 +165,6 @@ COMMANDS: dict[str, type] = {"train": TrainConfig, "eval": EvalConfig, "predict"
 
 
 # ---- ftune explain / ftune stress (ftune/explain/) -----------------------------------------------------------
-EXPLAIN_METHODS = ("integrated_gradients", "gradient_x_input", "smooth_grad", "attention")
 
 
 @dataclass
@@ -198,6 +203,9 @@ class StressSettings:
     seeds: list[int] = empty(list)  # each perturbation is drawn once per seed; the table shows their mean
     substitutions: dict[str, str] = empty(dict)  # classification invariants: word → word that must not matter
     max_examples: int | None = bounded(None, ge=1)  # the first N examples of the split (null: all)
+    # after the suite, AllenNLP's input reduction attack (null: none): tokens dropped while the prediction holds
+    attack: str | None = choice(None, "input_reduction", default=None)
+    attack_method: str = choice(*EXPLAIN_METHODS)  # the attribution that ranks the tokens to drop
 
 
 @dataclass

@@ -4,8 +4,10 @@ The model is differentiated with respect to its input embeddings (the output of 
 integrated gradients (captum's IntegratedGradients, with its convergence delta), gradient × input
 (InputXGradient), SmoothGrad (NoiseTunnel over InputXGradient) and, without gradients, the last layer's
 attention (mean over heads) from the explained positions. What is explained is the task's
-(`TaskBase.explain_targets`): the probability of the predicted label (or of `target`) for a sequence
-classifier, the mean probability of an entity's predicted tags at its words for NER. Position and token-type
+(`TaskBase.explain_targets`, by the kind of output it declares, `explain_output`): for "labels", the
+probability of the predicted label (or of `target`) for a sequence classifier, the mean probability of an
+entity's predicted tags at its words for NER; for "span" (extractive QA), p(start) · p(end) of the predicted
+answer span; for "generation", each generated token's log-probability (generation.py). Position and token-type
 embeddings stay as the model adds them; the baseline replaces every non-special token's embedding by the
 baseline token's (pad, mask, unk) or by zeros.
 """
@@ -20,6 +22,7 @@ import torch
 from ftune.errors import FtuneError
 
 METHODS = ("integrated_gradients", "gradient_x_input", "smooth_grad", "attention")
+OUTPUTS = ("labels", "span", "generation")  # the kinds of output a task may declare (TaskBase.explain_output)
 BASELINES = ("pad", "mask", "unk", "zero")
 
 
@@ -46,6 +49,10 @@ class Explainer:
             raise FtuneError("explain needs gradients: runtime=onnx cannot be explained", where="runtime",
                              fix="use runtime=torch")
         check_settings(settings)
+        if task.explain_output not in OUTPUTS:
+            raise FtuneError(f"task={task.name} declares explain_output `{task.explain_output}`", where="task",
+                             fix=f"a task plug-in declares one of: {', '.join(OUTPUTS)}")
+        self.kind = task.explain_output
         self.inference, self.task, self.tokenizer, self.settings = inference, task, inference.tokenizer, settings
         self.device = _device(inference.device)
         self.model = inference.model.float().to(self.device).eval()
@@ -60,11 +67,20 @@ class Explainer:
 
     def probabilities(self, features: list[dict]) -> torch.Tensor:
         with torch.no_grad():
-            return self.model(**self.inputs(features)).logits.float().softmax(-1)
+            return self.output_probabilities(self.model(**self.inputs(features)))
+
+    def output_probabilities(self, outputs) -> torch.Tensor:
+        """[batch, labels] or [batch, tokens, labels] ("labels"); [batch, tokens, 2]: start, end ("span")."""
+        if self.kind == "span":
+            return torch.stack((outputs.start_logits.float().softmax(-1), outputs.end_logits.float().softmax(-1)), -1)
+        return outputs.logits.float().softmax(-1)
 
     @staticmethod
     def score(probabilities: torch.Tensor, target: dict) -> torch.Tensor:
         """The explained quantity from probabilities [batch, labels] or [batch, tokens, labels]."""
+        if target.get("span"):  # an answer span: p(start at its first token) · p(end at its last)
+            first, last = target["positions"][0], target["positions"][-1]
+            return probabilities[:, first, 0] * probabilities[:, last, 1]
         if target["positions"] is None:
             return probabilities[:, target["index"]]
         positions = torch.tensor(target["positions"], device=probabilities.device)
@@ -75,19 +91,28 @@ class Explainer:
         def forward(embeds, mask):
             batch = embeds.shape[0]
             extra = {k: v.expand(batch, -1) for k, v in rest.items()}
-            logits = self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits.float()
-            return self.score(logits.softmax(-1), target)
+            outputs = self.model(inputs_embeds=embeds, attention_mask=mask, **extra)
+            return self.score(self.output_probabilities(outputs), target)
         return forward
 
     # ---- attributions ----------------------------------------------------------------------------------
-    def explain_feature(self, feature: dict) -> tuple[list[dict], torch.Tensor]:
-        """(targets, each with `scores` per token, `delta` for integrated gradients; the probabilities)."""
+    def explain_feature(self, feature: dict) -> tuple[list[dict], dict | None]:
+        """(targets, each with `scores` per token, `delta` for integrated gradients; the prediction of a
+        sequence classifier ({"label", "score"}) or the generated text ({"generated"}), else None)."""
+        if self.kind == "generation":
+            from ftune.explain.generation import explain_generation
+
+            return explain_generation(self, feature)
         probabilities = self.probabilities([feature])[0]
         targets = self.task.explain_targets(feature, probabilities.cpu(), self.settings.target)
         for target in targets:
             target["probability"] = float(self.score(probabilities[None], target)[0])
             target["scores"], target["delta"] = self.attribute(feature, target)
-        return targets, probabilities
+        prediction = None
+        if self.kind == "labels" and probabilities.dim() == 1:  # a sequence's label
+            best = int(probabilities.argmax())
+            prediction = {"label": self.task.labels[best], "score": float(probabilities[best])}
+        return targets, prediction
 
     def attribute(self, feature: dict, target: dict) -> tuple[list[float], float | None]:
         """Per-token attributions of one target (special tokens included, at 0 for the baseline methods)."""
@@ -95,24 +120,27 @@ class Explainer:
         inputs = self.inputs([feature])
         if method == "attention":
             return self._attention(inputs, target), None
+        ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
+        return self.integrate(ids, mask, self._forward(target, inputs))
+
+    def integrate(self, ids: torch.Tensor, mask: torch.Tensor, forward, index: int | None = None):
+        """(per-token attributions, delta or None) of forward(embeds, mask) (its output `index` when it gives
+        several per input) with respect to the embeddings of `ids` [1, tokens], by the gradient method."""
         from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel
 
-        ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
-        embeds = self.embeddings(ids).detach()
-        forward = self._forward(target, inputs)
-        delta = None
+        embeds, method, delta = self.embeddings(ids).detach().requires_grad_(), self.settings.method, None
         if method == "integrated_gradients":
             scores, delta = IntegratedGradients(forward).attribute(
-                embeds, baselines=self._baseline(ids, embeds), additional_forward_args=(mask,),
+                embeds, baselines=self._baseline(ids, embeds), additional_forward_args=(mask,), target=index,
                 n_steps=self.settings.steps, internal_batch_size=self.settings.internal_batch_size,
                 return_convergence_delta=True)
             delta = float(delta[0])
         elif method == "gradient_x_input":
-            scores = InputXGradient(forward).attribute(embeds, additional_forward_args=(mask,))
+            scores = InputXGradient(forward).attribute(embeds, additional_forward_args=(mask,), target=index)
         else:  # smooth_grad
             torch.manual_seed(0)  # the same noise for the same input: explanations are reproducible
             scores = NoiseTunnel(InputXGradient(forward)).attribute(
-                embeds, nt_type="smoothgrad", nt_samples=self.settings.samples,
+                embeds, nt_type="smoothgrad", nt_samples=self.settings.samples, target=index,
                 nt_samples_batch_size=self.settings.internal_batch_size,
                 stdevs=self.settings.noise * float(embeds.std()), additional_forward_args=(mask,))
         return scores.sum(-1)[0].detach().cpu().tolist(), delta
@@ -123,16 +151,21 @@ class Explainer:
             replaced = torch.zeros_like(embeds)
         else:
             replaced = self.embeddings(torch.full_like(ids, self.baseline_id)).detach()
-        return torch.where(keep[..., None], embeds, replaced)
+        return torch.where(keep[..., None], embeds.detach(), replaced)
 
-    def _attention(self, inputs: dict, target: dict) -> list[float]:
+    def attentions(self, inputs: dict, key: str = "attentions"):
+        """The model's attention weights (`key`: attentions, cross_attentions), eager attention switched on."""
         if getattr(self.model.config, "_attn_implementation", "eager") != "eager":
             self.model.set_attn_implementation("eager")  # sdpa returns no attention weights
         with torch.no_grad():
-            attentions = self.model(**inputs, output_attentions=True).attentions
+            attentions = getattr(self.model(**inputs, output_attentions=True), key, None)
         if not attentions:
             raise FtuneError("this model returns no attention weights", where="explain.method",
                              fix="use integrated_gradients or gradient_x_input")
+        return attentions
+
+    def _attention(self, inputs: dict, target: dict) -> list[float]:
+        attentions = self.attentions(inputs)
         last = attentions[-1][0].float().mean(0)  # [tokens, tokens], mean over heads
         rows = target["positions"] if target["positions"] is not None else [0]
         return last[rows].mean(0).cpu().tolist()

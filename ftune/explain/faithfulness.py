@@ -20,6 +20,11 @@ def measure(explainer: Explainer, examples: list, seed: int = 0, ks: tuple[float
     """Mean comprehensiveness and sufficiency at each k and their AOPC, for the method (under "method"; its
     name under "explained_by") and for random rankings (under "random")."""
     task, rng = explainer.task, random.Random(seed)
+    if explainer.kind == "generation":
+        from ftune.errors import FtuneError
+
+        raise FtuneError(f"faithfulness is not measured for generated text (task={task.name})",
+                         where="explain.faithfulness", fix="explain inputs instead: leave explain.faithfulness=false")
     sums = {name: {"comprehensiveness": [0.0] * len(ks), "sufficiency": [0.0] * len(ks)}
             for name in ("method", "random")}
     count, seconds, started = 0, 0.0, time.perf_counter()

@@ -7,14 +7,30 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+UNITS_STYLE = ".t{padding:.1em .15em;margin:0 .05em;border-radius:.2em;line-height:2}.l{font-weight:600}" \
+    ".m{color:#666;font-size:.85em}"  # shaded units, labels, muted text: also embedded by `ftune report`
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.5em;vertical-align:top;
-text-align:left}.t{padding:.1em .15em;margin:0 .05em;border-radius:.2em;line-height:2}.l{font-weight:600}
-.m{color:#666;font-size:.85em}"""
+text-align:left}""" + UNITS_STYLE
 
 
 def write(rows: list[dict], path: str | Path, title: str) -> Path:
     """Write the page atomically; returns its path."""
+    method = rows[0]["explanations"][0]["method"] if rows and rows[0].get("explanations") else ""
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p class=m>method: {html.escape(method)}; green supports the label, red speaks against it</p>"
+            f"{rows_table(rows)}</body></html>\n")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def rows_table(rows: list[dict]) -> str:
+    """The table of explained rows (the classes of STYLE: .t shaded unit, .l label, .m muted); also used by
+    `ftune report ... explain=N`."""
     body = []
     for number, row in enumerate(rows, 1):
         if "error" in row:
@@ -33,20 +49,16 @@ def write(rows: list[dict], path: str | Path, title: str) -> Path:
                          f"<span class=m>p={item['probability']:.3f}{delta}</span><br>{shaded}</div>")
         if not cells:
             cells.append("<div class=m>nothing predicted to explain</div>")
-        head = (f"<span class=l>{html.escape(predicted['label'])}</span> <span class=m>{predicted['score']:.3f}"
-                "</span>") if predicted else ""
+        head = ""
+        if predicted and "label" in predicted:
+            head = (f"<span class=l>{html.escape(predicted['label'])}</span> "
+                    f"<span class=m>{predicted['score']:.3f}</span>")
+        elif predicted and "generated" in predicted:  # a generated text: one row of shading per generated token
+            head = f"<span class=l>{html.escape(predicted['generated'])}</span>"
+        if "gold" in row:  # `ftune report`: the example's own label
+            head += f"<br><span class=m>gold: {html.escape(row['gold'])}</span>"
         body.append(f"<tr><td>{number}</td><td>{head}</td><td>{''.join(cells)}</td></tr>")
-    method = rows[0]["explanations"][0]["method"] if rows and rows[0].get("explanations") else ""
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p class=m>method: {html.escape(method)}; green supports the label, red speaks against it</p>"
-            f"<table><tr><th>#</th><th>prediction</th><th>explanation</th></tr>{''.join(body)}</table>"
-            "</body></html>\n")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return f"<table><tr><th>#</th><th>prediction</th><th>explanation</th></tr>{''.join(body)}</table>"
 
 
 def _shade(text: str, weight: float) -> str:

@@ -60,7 +60,7 @@ def _median(values: list) -> float | None:
     return numbers[len(numbers) // 2] if numbers else None
 
 
-def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
+def run_sections(run: dict, plots: list[tuple[str, Path]], explained: list[dict] | None = None) -> list[str]:
     results, config = run["results"], run["config"]
     train = results.get("train") or {}
     overview = [["task", results.get("task") or (config.get("task") or {}).get("name")],
@@ -97,6 +97,18 @@ def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
             [["clean", stress.get("clean"), "", "", "", ""]] +
             [[r["perturbation"], r[main], r["std"], r["delta"], r["flipped"], r["changed"]]
              for r in stress.get("perturbations", [])]))
+        if stress.get("attack"):  # stress.attack=input_reduction
+            from ftune.explain.reduction import summary
+
+            sections.append(f"<p>{html.escape(summary(stress['attack']))}</p>")
+    if explained:  # `ftune report ... explain=N`: explained validation examples, the most confident errors first
+        from ftune.explain.page import UNITS_STYLE, rows_table
+
+        method = next((e["method"] for r in explained for e in r.get("explanations", [])), "")
+        sections.append(f"<h2>Explained validation examples ({html.escape(method)})</h2><style>{UNITS_STYLE}"
+                        ".x td{text-align:left;vertical-align:top}</style><p class=muted>the most confident errors "
+                        "first; green supports the label, red speaks against it</p>"
+                        f"<div class=x>{rows_table(explained)}</div>")
     if config:
         from ftune.loggers.base import flatten
 
@@ -107,14 +119,15 @@ def run_sections(run: dict, plots: list[tuple[str, Path]]) -> list[str]:
     return sections
 
 
-def write_run_report(run_dir: Path | RunDir, out: Path | None = None) -> Path:
-    """report.html (and the PNGs in report/) of a run directory; returns the HTML file."""
+def write_run_report(run_dir: Path | RunDir, out: Path | None = None, explained: list[dict] | None = None) -> Path:
+    """report.html (and the PNGs in report/) of a run directory, with `explained` rows (`ftune explain`'s) when
+    given; returns the HTML file."""
     run_dir = RunDir.of(run_dir)
     run = read_run(run_dir)
     plots = run_plots(run, run_dir.file(PNG_FOLDER))
     results = run["results"]
     title = f"ftune run: {results.get('task', '?')} / {results.get('model', '?')} ({run_dir.path.name})"
-    return _write(out or run_dir.file("report.html"), page(title, run_sections(run, plots)))
+    return _write(out or run_dir.file("report.html"), page(title, run_sections(run, plots, explained)))
 
 
 def _write(path: Path, text: str) -> Path:

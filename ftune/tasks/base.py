@@ -39,6 +39,8 @@ class Task(Protocol):
     scheme: str | None
     prompting: str | None
     explainable: bool  # hooks explain_targets / explain_words: TaskBase
+    explain_output: str
+    explain_texts: tuple[str, ...]
     stress_input: str | None
 
     @classmethod
@@ -166,6 +168,11 @@ class TaskBase:
     # `ftune explain` (ftune/explain/): whether attributions can be computed for the task's predictions (the
     # hooks explain_targets and explain_words say what is explained and how tokens group into words)
     explainable: ClassVar[bool] = False
+    # what is explained of the model's output: "labels" (softmax of `.logits` over `labels`, per sequence or per
+    # token), "span" (an answer span: start and end logits), "generation" (each generated token's log-probability,
+    # teacher-forced); and the example fields the default `explain_words` encodes again to find words
+    explain_output: ClassVar[str] = "labels"
+    explain_texts: ClassVar[tuple[str, ...]] = ("text", "text_pair")
     # `ftune stress`: the shape of an example's input the perturbations edit: "text" (the strings `text` and
     # `text_pair`, label unchanged), "tagged_tokens" (`tokens` with `tags` aligned: entity swaps), None: none
     stress_input: ClassVar[str | None] = None
@@ -248,8 +255,8 @@ class TaskBase:
     def explain_words(self, example: dict, feature: dict, tokenizer: Any) -> tuple[list[str], list] | None:
         """(words, the word index of each token of `feature`, None for special tokens), for summing token
         attributions into words; None when they cannot be matched. Default: `text` (and `text_pair`) encoded
-        again with offsets, words as the tokenizer's pre-tokeniser splits them."""
-        texts = [example.get("text"), example.get("text_pair")]
+        again with offsets (the fields of `explain_texts`), words as the tokenizer's pre-tokeniser splits them."""
+        texts = [*(example.get(field) for field in self.explain_texts), None][:2]
         if not isinstance(texts[0], str) or not getattr(tokenizer, "is_fast", False):
             return None
         encoded = tokenizer(texts[0], texts[1], truncation=True, max_length=feature["length"],

@@ -1,10 +1,10 @@
 """Extractive question answering (SQuAD v1.1 and v2.0).
 
-Question + context are tokenised into overlapping windows (`max_length`, `doc_stride`) with offset
-mappings. Each window keeps only the n-best start and end positions of its logits (small host lists), and
-answers are assembled per question across windows: valid spans inside the context, at most
-`max_answer_length` tokens, and for v2 the empty answer when the best null score beats the best span by
-more than `null_threshold`. EM and F1 use the official SQuAD normalisation.
+Question + context are tokenised into overlapping windows (`max_length`, `doc_stride`) with offset mappings. Each
+window keeps only the n-best start and end positions of its logits (small host lists), and answers are assembled
+per question across windows: valid spans inside the context, at most `max_answer_length` tokens, and for v2 the
+empty answer when the best null score beats the best span by more than `null_threshold`. EM and F1 use the
+official SQuAD normalisation. `ftune explain` attributes each window's best span (squad.span_targets).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ftune.errors import FtuneError
 from ftune.paths import existing_file
 from ftune.tasks.base import TaskBase
 from ftune.tasks.generation import normalize_answer, token_f1
-from ftune.tasks.squad import iter_squad, span_positions, top_pairs
+from ftune.tasks.squad import iter_squad, span_positions, span_targets, top_pairs
 
 
 @dataclass
@@ -54,13 +54,13 @@ class QaTask(TaskBase):
     name = "qa"
     prompting = "answer"  # ftune eval prompt=...: generated and parsed (ftune/prompted/)
     example_input = '{"question": "Who won?", "context": "The Broncos beat the Panthers ."}'
-    main_metric = "f1"
-    greater_is_better = True
-    pipeline_task = None  # transformers 5 removed the question-answering pipeline; best/ loads with AutoModelForQuestionAnswering
+    main_metric, greater_is_better = "f1", True
+    pipeline_task = None  # transformers 5 removed the question-answering pipeline; best/ loads with auto_class
     table_columns = ("exact", "f1", "questions")
     pipeline_tag = "question-answering"
     auto_class = "AutoModelForQuestionAnswering"
     onnx_outputs = ("start_logits", "end_logits")
+    explainable, explain_output, explain_texts = True, "span", ("question", "context")  # ftune explain: the answer
     card_usage = ("inputs = tokenizer('Who won?', 'The Broncos beat the Panthers.', return_tensors='pt')",
                   "out = model(**inputs)",
                   "start, end = int(out.start_logits.argmax()), int(out.end_logits.argmax())",
@@ -221,6 +221,9 @@ class QaTask(TaskBase):
         start_top = start.masked_fill(~context, -math.inf).topk(k, dim=-1)
         end_top = end.masked_fill(~context, -math.inf).topk(k, dim=-1)
         return [(null[b], top_pairs(start_top, b), top_pairs(end_top, b)) for b in range(start.shape[0])]
+
+    def explain_targets(self, feature: dict, probabilities: Any, target: str | None) -> list[dict]:
+        return span_targets(feature, probabilities, self.cfg.max_answer_length, target)
 
     # ---- answers and metrics ------------------------------------------------------------------------
     def _answers(self, predictions: list, features, examples, first: int = 0) -> list[dict]:

@@ -64,6 +64,7 @@ class Seq2seqTask(TaskBase):
     auto_class = "AutoModelForSeq2SeqLM"
     generates = True
     chat_input = "last_user_message"  # a text-to-text model answers the last user message
+    explainable, explain_output, explain_texts = True, "generation", ("source",)  # ftune explain: generated tokens
 
     def __init__(self, cfg: Any):
         if cfg.metrics not in METRICS:

@@ -64,6 +64,7 @@ class SftTask(TaskBase):
     card_example = "What is the capital of France?"
     generates = True
     chat_input = "messages"
+    explainable, explain_output, explain_texts = True, "generation", ()  # ftune explain: each generated token
     gguf_export = True
 
     def __init__(self, cfg: Any):

@@ -33,3 +33,27 @@ def span_positions(example: dict, offsets: list) -> tuple[int, int]:
     start = next(i for i in inside if offsets[i][1] > begin)
     end = next(i for i in reversed(inside) if offsets[i][0] < finish)
     return start, max(start, end)
+
+
+def span_targets(feature: dict, probabilities, max_answer_length: int, target: str | None) -> list[dict]:
+    """`ftune explain`: the window's best answer span (start ≤ end inside the context, at most
+    `max_answer_length` tokens) by p(start) · p(end); `probabilities` is [tokens, 2] (start, end)."""
+    import torch
+
+    from ftune.errors import FtuneError
+
+    if target is not None:
+        raise FtuneError("qa explains its predicted answer span; explain.target does not apply", where="explain.target",
+                         fix="leave explain.target unset")
+    inside = [i for i, o in enumerate(feature["offsets"]) if o is not None]
+    if not inside:
+        return []
+    p_start, p_end = probabilities[inside, 0], probabilities[inside, 1]
+    scores = p_start[:, None] * p_end[None, :]  # [start, end] over the context tokens
+    gap = torch.arange(len(inside))  # the context tokens of a window are contiguous
+    length = gap[None, :] - gap[:, None]  # end - start
+    scores = scores.masked_fill((length < 0) | (length >= max_answer_length), -1.0)
+    best = int(scores.argmax())
+    first, last = inside[best // len(inside)], inside[best % len(inside)]
+    return [{"label": "answer", "index": [0, 1], "positions": list(range(first, last + 1)), "span": True}]
+

@@ -30,15 +30,20 @@ FILLER = ["the", "said", "on", "monday", "in", "of", "to", "a"]
 @pytest.fixture(scope="module")
 def keyed(tiny_model_dir, tokenizer):
     """The tiny BERT trained until it decides on one word ("army" present or not), and its examples."""
+    return _keyed(tiny_model_dir, tokenizer, [6])
+
+
+def _keyed(tiny_model_dir, tokenizer, lengths: list[int]):
     import random
 
     torch.manual_seed(0)
     inference = _inference("classification", ["absent", "present"],
                            AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2), tokenizer)
     rng = random.Random(0)
-    texts = [rng.sample(FILLER, 6) for _ in range(64)]  # one length for both classes: only "army" tells them
-    examples = [{"text": " ".join(t[:2] + ["army"] + t[3:]) if i % 2 else " ".join(t),
-                 "label": ["absent", "present"][i % 2]} for i, t in enumerate(texts)]
+    texts = [rng.sample(FILLER, lengths[i // 2 % len(lengths)]) for i in range(64)]  # only "army" tells the classes
+    at = [2 if len(lengths) == 1 else rng.randrange(len(t)) for t in texts]  # where "army" replaces a word
+    examples = [{"text": " ".join(t[:a] + ["army"] + t[a + 1:]) if i % 2 else " ".join(t),
+                 "label": ["absent", "present"][i % 2]} for i, (t, a) in enumerate(zip(texts, at, strict=True))]
     examples += [{"text": " ".join(["[MASK]"] * 6), "label": "absent"}] * 8  # the mask baseline has no "army"
     model, task = inference.model, inference.task
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -152,3 +157,42 @@ def test_faithfulness_of_a_perfect_ranking_beats_random_on_a_model_keyed_on_one_
     assert result["targets"] == 8
     assert result["method"]["comprehensiveness"]["aopc"] > result["random"]["comprehensiveness"]["aopc"] + 0.1
     assert result["method"]["sufficiency"]["aopc"] < result["random"]["sufficiency"]["aopc"]
+
+
+def test_input_reduction_keeps_the_prediction_and_is_deterministic(tiny_model_dir, tokenizer):
+    """On a classifier keyed on "army" (trained on 3 to 8 words), reduction leaves few tokens ("army" among them
+    for "present"), each reduced input still gets the original label, and a second run gives the same result."""
+    from ftune.explain import reduction
+
+    inference, examples = _keyed(tiny_model_dir, tokenizer, [3, 4, 5, 6, 7, 8])
+    chosen = [ex for ex in examples if ex["label"] == "present" and len(ex["text"].split()) == 6][:3] + [
+        ex for ex in examples if ex["label"] == "absent" and len(ex["text"].split()) == 6][:1]
+    explainer = Explainer(inference, Settings(method="gradient_x_input"))
+    result = reduction.reduce_inputs(explainer, chosen)
+    assert result["examples"] == 4 and result == {**reduction.reduce_inputs(explainer, chosen),
+                                                 "seconds": result["seconds"]}
+    for item, example in zip(result["items"], chosen, strict=True):
+        assert item["tokens"] == 6 and 1 <= item["kept"] < item["tokens"]
+        original = explainer.probabilities(inference.task.featurize([example], tokenizer))[0].argmax()
+        reduced = explainer.probabilities(inference.task.featurize([{"text": item["reduced"]}], tokenizer))[0]
+        assert inference.task.labels[int(reduced.argmax())] == item["label"] == inference.task.labels[int(original)]
+        if example["label"] == "present":  # "army" is not in the tiny vocabulary: the model keys on [UNK]
+            assert item["reduced"] == tokenizer.unk_token  # the one token it decides on is all that is left
+    assert result["median_kept"] == 1 and result["mean_share"] == pytest.approx(1 / 6)
+    assert "input_reduction (gradient_x_input)" in reduction.summary(result)
+
+
+def test_the_report_explains_the_most_confident_errors_first(classifier, keyed):
+    from ftune.explain.examples import explained_examples
+    from ftune.explain.page import rows_table
+
+    _, examples = keyed
+    split = [dict(ex) for ex in examples[:10]]
+    for i in (3, 6):  # wrong gold labels: the model's confident predictions become errors
+        split[i]["label"] = {"absent": "present", "present": "absent"}[split[i]["label"]]
+    explainer = Explainer(classifier, Settings(method="gradient_x_input"))
+    rows = explained_examples(explainer, split, 3)
+    assert {r["text"] for r in rows[:2]} == {split[3]["text"], split[6]["text"]}
+    assert rows[0]["prediction"]["score"] >= rows[1]["prediction"]["score"]  # the more confident error first
+    assert all(r["gold"] != r["prediction"]["label"] for r in rows[:2]) and rows[2]["gold"] == rows[2]["prediction"]["label"]
+    assert rows_table(rows).count("gold: ") == 3
