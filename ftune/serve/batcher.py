@@ -7,7 +7,11 @@ queued; with `window_s` it waits that long for more only when others are already
 features grouped by exact token length: no padding inside a pass, so a request's answer is bit-identical alone
 and in any batch (a row's arithmetic depends on its own length, never on its neighbours'). When a pass fails,
 its requests are retried one by one, so only the request that caused the failure gets it. The queue is bounded
-(in inputs): over it `submit` raises `QueueFull`. Generation (`call`) takes requests one by one, in turn.
+(in inputs): over it `submit` raises `QueueFull`.
+
+Replies (`generate`, the OpenAI routes) have their own queue: when the model thread is free it takes every
+reply waiting (up to `max_generate`) and decodes them together (`Inference.generate_batch`: a static batch;
+replies that arrive meanwhile wait for the next one). Other model calls (`call`) run in turn with both.
 """
 
 from __future__ import annotations
@@ -37,23 +41,30 @@ class Job:
 class Batcher:
     """Joins concurrent requests into model passes on the single model thread."""
 
-    def __init__(self, infer, max_batch: int, window_s: float, max_queue: int = 1024, threads: int | None = None):
+    def __init__(self, infer, max_batch: int, window_s: float, max_queue: int = 1024, threads: int | None = None,
+                 generate_many=None, max_generate: int = 16):
         self.infer, self.max_batch, self.window_s, self.max_queue = infer, max_batch, window_s, max_queue
+        self.generate_many, self.max_generate = generate_many, max_generate  # requests -> results or exceptions
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftune-model",
                                            initializer=_set_threads, initargs=(threads,))
         self.queue: asyncio.Queue | None = None
-        self.task: asyncio.Task | None = None
+        self.replies: asyncio.Queue | None = None
+        self.tasks: list[asyncio.Task] = []
         self.queued = 0  # features waiting (the bound is on these)
         self.batches = 0  # model passes so far (/info shows it: batching at work)
         self.retries = 0  # failed passes retried request by request
+        self.reply_batches = 0  # generation batches so far, and the most replies one decoded together
+        self.largest_reply_batch = 0
 
     def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+        self.queue, self.replies, loop = asyncio.Queue(), asyncio.Queue(), asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._loop())]
+        if self.generate_many is not None:
+            self.tasks.append(loop.create_task(self._reply_loop()))
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
         self.executor.shutdown(wait=True)
 
     async def submit(self, features: list[dict], finish) -> Any:
@@ -67,8 +78,36 @@ class Batcher:
         return await job.future
 
     async def call(self, function, *args):
-        """Any other model call (generation), in turn with the batches."""
+        """Any other model call (embeddings), in turn with the batches."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def generate(self, request) -> dict:
+        """A reply (a GenerationRequest), decoded in one batch with the others waiting when the model thread is
+        free; raises QueueFull at once when `max_queue` replies are waiting, and the request's own failure."""
+        if self.replies.qsize() >= self.max_queue:
+            raise QueueFull(f"{self.replies.qsize()} replies are waiting for the model (the limit is {self.max_queue})")
+        future = asyncio.get_running_loop().create_future()
+        self.replies.put_nowait((request, future))
+        return await future
+
+    async def _reply_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.replies.get()]
+            while not self.replies.empty() and len(jobs) < self.max_generate:
+                jobs.append(self.replies.get_nowait())
+            jobs = [(request, future) for request, future in jobs if not future.done()]  # not its client gone
+            if not jobs:
+                continue
+            try:
+                results = await loop.run_in_executor(self.executor, self.generate_many, [r for r, _ in jobs])
+            except Exception as error:  # noqa: BLE001 - never expected (generate_batch answers every request)
+                log.exception("generation batch failed")
+                results = [error] * len(jobs)
+            self.reply_batches += 1
+            self.largest_reply_batch = max(self.largest_reply_batch, len(jobs))
+            for (_, future), result in zip(jobs, results, strict=True):
+                _settle(future, result)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

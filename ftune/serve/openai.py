@@ -5,7 +5,9 @@ events ending in `data: [DONE]`; /v1/embeddings (embeddings.py) for encoder runs
 `ftune predict` and `ftune chat` make them; greedy replies equal theirs. `stop`, `seed`, `max_tokens`,
 `temperature`, `top_p` and `stream_options.include_usage` are honoured; what cannot be honoured (tools,
 response_format other than text, logprobs, n > 1, echo, ...) is refused with 400 naming the parameter, and
-another model's name with 404, so that OpenAI's clients raise BadRequestError / NotFoundError.
+another model's name with 404, so that OpenAI's clients raise BadRequestError / NotFoundError. Concurrent
+requests are decoded together (the model thread takes every reply waiting: `Batcher.generate`,
+`Inference.generate_batch`), each with its own settings, seed and stop strings, and each streamed on its own.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from omegaconf import OmegaConf
 
+from ftune.generate_batch import GenerationRequest
 from ftune.replies import PromptTooLong
 from ftune.serve import embeddings
-from ftune.serve.generation import generate
 from ftune.serve.http import HttpError, Served, read_json
 
 ROLES = ("system", "user", "assistant")
@@ -81,7 +83,7 @@ def router(served: Served) -> APIRouter:
         kind = "chat.completion" if chat else "text_completion"
         ident, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
         if not body.get("stream"):
-            result = await served.batcher.call(generate, inference, prompt, generation, min_tokens, stops, seed)
+            result = await served.batcher.generate(GenerationRequest(prompt, generation, min_tokens, stops, seed))
             choice = ({"index": 0, "message": {"role": "assistant", "content": result["text"]}} if chat
                       else {"index": 0, "text": result["text"]})
             return {"id": ident, "object": kind, "created": created, "model": model_id,
@@ -97,8 +99,8 @@ def router(served: Served) -> APIRouter:
         def on_text(piece: str) -> None:  # on the model thread: hand the piece to the event loop
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-        job = asyncio.ensure_future(served.batcher.call(generate, inference, prompt, generation, min_tokens, stops,
-                                                        seed, on_text))
+        job = asyncio.ensure_future(served.batcher.generate(GenerationRequest(prompt, generation, min_tokens, stops,
+                                                                              seed, on_text)))
         # after the last piece (call_soon_threadsafe keeps their order), also when generation fails
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
         kind = "chat.completion.chunk" if chat else "text_completion"

@@ -151,7 +151,7 @@ def test_openai_client_raises_not_found_for_another_model(openai_client):
 
 
 def test_stop_strings_are_held_back_across_pieces():
-    from ftune.serve.generation import StopWatch
+    from ftune.generate_batch import StopWatch
 
     watch = StopWatch(["END", "\n\n"])
     sent = [watch.feed(piece) for piece in ["the c", "at E", "N", "D more"]]

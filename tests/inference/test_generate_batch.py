@@ -1,0 +1,96 @@
+"""Inference.generate_batch on the tiny random Llama: replies decoded together answer as each request alone
+(greedy: the same text; seeded sampling: the same sample), each row stops at its own max_tokens, stop string or
+end, and a row that fails fails alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ftune.generate_batch import GenerationRequest
+
+QUESTIONS = ["hi", "what colour is the sky ?", "tell me a much longer story about the cat , the dog and the sky",
+             "why ?"]
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama_dir):
+    from ftune.inference import Inference
+    from ftune.registry import defaults
+
+    task = OmegaConf.merge(defaults("task", "sft"), {"max_length": 64, "generation": {"max_new_tokens": 10}})
+    return Inference.load(OmegaConf.create({"model_dir": str(tiny_llama_dir), "task": task, "device": "cpu",
+                                            "precision": "fp32"}))
+
+
+def _prompts(llama) -> list[list[int]]:
+    prompts = [llama.prompt([{"role": "user", "content": q}]) for q in QUESTIONS]
+    assert len({len(p) for p in prompts}) == len(prompts)  # different lengths: the batch is padded
+    return prompts
+
+
+def _settings(llama, **changes):
+    return OmegaConf.merge(llama.task.cfg.generation, changes)
+
+
+def test_batched_greedy_replies_equal_model_generate_alone(llama):
+    prompts = _prompts(llama)
+    alone = [llama.generate(prompt) for prompt in prompts]  # model.generate, one prompt at a time
+    batched = llama.generate_batch([GenerationRequest(p, _settings(llama)) for p in prompts])
+    for one, together in zip(alone, batched, strict=True):
+        assert together["text"] == one["text"] and together["tokens"] == one["tokens"]
+        assert (together["finish_reason"], together["completion_tokens"]) == (one["finish_reason"],
+                                                                              one["completion_tokens"])
+
+
+def test_a_seeded_sample_is_the_same_alone_and_in_a_batch(llama):
+    prompts = _prompts(llama)
+    sampled = _settings(llama, do_sample=True, temperature=1.0, top_p=0.9)
+    alone = llama.generate_batch([GenerationRequest(prompts[1], sampled, seed=7)])[0]
+    batch = [GenerationRequest(p, sampled, seed=seed) for p, seed in zip(prompts, [1, 7, 2, 3], strict=True)]
+    assert llama.generate_batch(batch)[1]["tokens"] == alone["tokens"]
+    torch.manual_seed(7)  # the sample model.generate draws after torch.manual_seed(seed), as before batching
+    assert llama.generate(prompts[1], sampled)["tokens"] == alone["tokens"]
+    others = llama.generate_batch([GenerationRequest(prompts[1], sampled, seed=s) for s in (8, 9, 10)])
+    assert any(other["tokens"] != alone["tokens"] for other in others)  # the seed is what makes them equal
+
+
+def test_each_row_stops_at_its_own_max_tokens_stop_string_or_end(llama):
+    prompts = _prompts(llama)
+    full = llama.generate(prompts[2])["text"]
+    stop = full[len(full) // 2:][:2]
+    emitted: list[list[str]] = [[], [], []]
+    requests = [GenerationRequest(prompts[0], _settings(llama, max_new_tokens=2), emit=emitted[0].append),
+                GenerationRequest(prompts[2], _settings(llama), stops=[stop], emit=emitted[1].append),
+                GenerationRequest(prompts[3], _settings(llama), emit=emitted[2].append)]
+    short, stopped, long = llama.generate_batch(requests)
+    assert short["completion_tokens"] == 2 and short["finish_reason"] == "length"
+    assert stopped["text"] == full[:full.index(stop)] and stopped["finish_reason"] == "stop"
+    assert long == {**llama.generate(prompts[3]), "created": long["created"], "id": long["id"]}
+    for pieces, result in zip(emitted, (short, stopped, long), strict=True):
+        assert "".join(pieces) == result["text"]  # each stream gets its own reply, piece by piece
+
+
+def test_a_failing_row_fails_alone(llama):
+    prompts = _prompts(llama)
+    bad = GenerationRequest([0, 10 ** 6], _settings(llama))  # a token id past the vocabulary: the forward raises
+    results = llama.generate_batch([GenerationRequest(prompts[0], _settings(llama)), bad,
+                                    GenerationRequest(prompts[1], _settings(llama))])
+    assert isinstance(results[1], IndexError)
+    assert [results[0]["text"], results[2]["text"]] == [llama.generate(p)["text"] for p in prompts[:2]]
+
+
+def test_a_retried_stream_does_not_send_its_text_twice():
+    from ftune.generate_batch import _Emitter
+
+    got: list[str] = []
+    first = _Emitter(got.append)
+    for piece in ["the ", "cat"]:
+        first.send(piece)
+    again = _Emitter(got.append, already=first.sent)  # the row from its start, alone
+    for piece in ["th", "e c", "at sat", "."]:
+        again.send(piece)
+    assert "".join(got) == "the cat sat."
+    with pytest.raises(RuntimeError, match="differs"):
+        _Emitter(got.append, already="the cat").send("a dog")
