@@ -1,71 +1,33 @@
 """Several replies generated together (`Inference.generate_batch`, used by `ftune serve`'s OpenAI routes).
 
-A static batch: the prompts are left-padded into one forward pass (attention mask and position ids, so padding
-changes no row's positions), the KV cache (transformers' DynamicCache) is kept, then every active row gets one
-token per step. A row leaves the batch (its cache rows dropped) at an end-of-sequence token, at its
-`max_new_tokens`, or at one of its stop strings (checked on the decoded text, across token boundaries:
-`StopWatch`). Requests that arrive while a batch runs wait for the next one.
+The prompts are left-padded into one forward pass (attention mask and position ids, so padding moves no row's
+positions), the KV cache (transformers' DynamicCache) is kept, then every active row gets one token per step.
+A row leaves the batch (its cache rows dropped, and cache columns no row needs any more) at an end-of-sequence
+token, at its `max_new_tokens`, or at one of its stop strings (checked on the decoded text, across token
+boundaries: `StopWatch`), and is answered at once (`on_done`). Between steps, requests that arrived meanwhile
+may join (`more`): their prompts get one forward pass of their own, then their cache is left-padded to the
+batch's width and appended, so nobody waits for a running batch to end. (Models whose cache is not plain
+full-attention layers, e.g. sliding windows, run static batches: newcomers wait for the next batch.)
 
 Each row keeps its own settings: the logits processors `model.generate` would build for it alone (repetition
 penalty, min_new_tokens, temperature, top_k, top_p: transformers' own helpers), and for sampling its own
 `torch.Generator`, seeded by the request's `seed`, so a seeded request samples the same tokens alone and in a
 batch (and as `model.generate` after `torch.manual_seed(seed)`). Greedy rows pick the same tokens alone and
 in a batch up to float rounding: padding changes the shapes of the matrix products, so logits differ in the
-last bits (about 1e-6 in fp32) and a near-tie could flip; tests/inference/test_generate_batch.py checks the
-texts are equal. A failure while a batch runs is retried row by row, so only the request that caused it fails
-(text a stream already got is not sent again). Seq2seq models and beam search are generated one request at a
-time (`model.generate`), with the same stop strings and streaming.
+last bits (~1e-7 in fp32 on the tiny test Llama) and a near-tie could flip; tests/inference/
+test_generate_batch.py checks that the tokens are equal. A failure while a batch runs is retried row by row,
+so only the request that caused it fails (text a stream already got is not sent again). Seq2seq models and beam
+search are generated one request at a time (`model.generate`), with the same stop strings and streaming.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from ftune.replies import Emitter, GenerationRequest, StopWatch, generate_alone, reply
 
-@dataclass
-class GenerationRequest:
-    """One reply to generate: the prompt's token ids, a task's `generation` settings (with the request's
-    max_new_tokens / temperature / top_p applied), no end of sequence before `min_tokens`, `stops` ending the
-    reply before their first occurrence, the sampling `seed`, and `emit` receiving the reply's text piece by
-    piece (the pieces join to the returned text)."""
-
-    prompt: list[int]
-    settings: Any
-    min_tokens: int = 0
-    stops: list[str] = field(default_factory=list)
-    seed: int | None = None
-    emit: Callable[[str], None] | None = None
-
-
-class StopWatch:
-    """Feeds on the reply's text pieces; `feed` returns the text that is safe to send now. The reply ends
-    before the first stop string (OpenAI's rule: the stop string is not returned); text that could be the start
-    of a stop string is held back until it is known not to be one."""
-
-    def __init__(self, stops: list[str]):
-        self.stops, self.text, self.sent, self.hit = stops, "", 0, None
-
-    def feed(self, piece: str) -> str:
-        self.text += piece
-        found = [(self.text.find(stop), stop) for stop in self.stops if stop in self.text]
-        if found:
-            cut, self.hit = min(found)
-            self.text = self.text[:cut]
-            return self._send(len(self.text))
-        hold = max((k for stop in self.stops for k in range(1, len(stop)) if self.text.endswith(stop[:k])), default=0)
-        return self._send(len(self.text) - hold)
-
-    def rest(self) -> str:
-        return self._send(len(self.text))
-
-    def _send(self, upto: int) -> str:
-        out = self.text[self.sent:upto] if upto > self.sent else ""
-        self.sent = max(self.sent, upto)
-        return out
+Done = Callable[[GenerationRequest, Any], None]
 
 
 def batchable(model: Any, settings: Any) -> bool:
@@ -73,76 +35,51 @@ def batchable(model: Any, settings: Any) -> bool:
     return not model.config.is_encoder_decoder and settings.num_beams == 1
 
 
-def generate_batch(model: Any, tokenizer: Any, requests: list[GenerationRequest]) -> list[dict | Exception]:
-    """One result per request, in order: generate's dict ({text, tokens, prompt_tokens, completion_tokens,
-    finish_reason, created, id}) or the exception that request alone raised."""
-    rows: list[_Row | dict | Exception] = []
-    for request in requests:
-        try:
-            rows.append(_Row(model, tokenizer, request) if batchable(model, request.settings)
-                        else generate_alone(model, tokenizer, request))
-        except Exception as error:  # noqa: BLE001 - this request's failure only
-            rows.append(error)
-    _run(model, [row for row in rows if isinstance(row, _Row)])
-    return [row.outcome() if isinstance(row, _Row) else row for row in rows]
+def generate_batch(model: Any, tokenizer: Any, requests: list[GenerationRequest],
+                   more: Callable[[int], list[GenerationRequest]] | None = None,
+                   on_done: Done | None = None) -> list[dict | Exception]:
+    """One result per request (those given, then those that joined), in order: generate's dict ({text, tokens,
+    prompt_tokens, completion_tokens, finish_reason, created, id}) or the exception that request alone raised.
+    `more(active)`, asked between steps while rows are active, returns requests to join the batch; `on_done`
+    receives each request's result as soon as it is known."""
+    results: dict[int, Any] = {}
+    order = list(requests)
 
+    def finish(request: GenerationRequest, result: Any) -> None:
+        results[id(request)] = result
+        if on_done is not None:
+            on_done(request, result)
 
-def generate_alone(model: Any, tokenizer: Any, request: GenerationRequest) -> dict:
-    """A reply through `model.generate` (seq2seq, beam search), with the request's seed, stops and pieces."""
-    import torch
+    def admit(new: list[GenerationRequest]) -> list[_Row]:
+        rows = []
+        for request in new:
+            try:
+                if batchable(model, request.settings):
+                    rows.append(_Row(model, tokenizer, request, finish))
+                else:
+                    finish(request, generate_alone(model, tokenizer, request))
+            except Exception as error:  # noqa: BLE001 - this request's failure only
+                finish(request, error)
+        return rows
 
-    from ftune import replies
+    def joining(active: int) -> list[_Row]:
+        new = more(active)
+        order.extend(new)
+        return admit(new)
 
-    if request.seed is not None:
-        torch.manual_seed(request.seed)  # the model thread runs this request alone: the seed is its own
-    if not request.stops and request.emit is None:
-        return replies.generate(model, tokenizer, request.prompt, request.settings, request.min_tokens)
-    watch, row = StopWatch(request.stops), _Emitter(request.emit)
-
-    def on_text(piece: str) -> None:
-        row.send(watch.feed(piece))
-        if watch.hit is not None:
-            raise _Stopped
-
-    try:
-        result = replies.generate(model, tokenizer, request.prompt, request.settings, request.min_tokens, on_text)
-    except _Stopped:
-        # the tokens generated up to the stop string, counted by encoding the text
-        used = len(tokenizer(watch.text + watch.hit, add_special_tokens=False)["input_ids"])
-        return _result(request, watch.text, [], "stop") | {"completion_tokens": used}
-    row.send(watch.rest())
-    return result
-
-
-class _Stopped(Exception):
-    """Raised from the text callback inside `model.generate` to end generation at a stop string."""
-
-
-class _Emitter:
-    """Sends a row's pieces; after a retry, the text its stream already got is not sent again."""
-
-    def __init__(self, emit: Callable[[str], None] | None, already: str = ""):
-        self.emit, self.already, self.sent = emit, already, ""
-
-    def send(self, piece: str) -> None:
-        if not piece or self.emit is None:
-            return
-        start, self.sent = len(self.sent), self.sent + piece
-        if not (self.sent.startswith(self.already) or self.already.startswith(self.sent)):
-            raise RuntimeError("the retried reply differs from the text already streamed")
-        if len(self.sent) > len(self.already):
-            self.emit(self.sent[max(start, len(self.already)):])
+    _run(model, admit(requests), joining if more is not None and _joinable(model) else None)
+    return [results[id(request)] for request in order]
 
 
 class _Row:
     """One request while its batch decodes: its logits processors, generator, tokens and streamed text."""
 
-    def __init__(self, model: Any, tokenizer: Any, request: GenerationRequest, already: str = ""):
+    def __init__(self, model: Any, tokenizer: Any, request: GenerationRequest, finish: Done, already: str = ""):
         import torch
 
         from ftune.tasks.generation import generate_kwargs
 
-        self.request, self.tokenizer, self.error = request, tokenizer, None
+        self.request, self.tokenizer, self.finish, self.done = request, tokenizer, finish, False
         # the generation config and logits processors model.generate makes for this request alone
         config, _ = model._prepare_generation_config(None, min_new_tokens=request.min_tokens or None,
                                                      **generate_kwargs(request.settings, tokenizer))
@@ -162,13 +99,13 @@ class _Row:
                 self.generator.manual_seed(request.seed)
         self.ids = torch.tensor([request.prompt], device=model.device)  # the row's own ids, as the processors see
         self.new: list[int] = []
-        self.finish: str | None = None
+        self.reason: str | None = None
         self.watch, self.shown = StopWatch(request.stops), ""
         self.watched = bool(request.stops) or request.emit is not None
-        self.out = _Emitter(request.emit, already)
+        self.out = Emitter(request.emit, already)
 
     def step(self, logits) -> bool:
-        """Take this row's next token from its logits (1, vocab); True when the row is done."""
+        """Take this row's next token from its logits (1, vocab); True when the row is done (and answered)."""
         import torch
 
         scores = self.processors(self.ids, logits)
@@ -179,15 +116,16 @@ class _Row:
         self.new.append(token)
         self.ids = torch.cat([self.ids, self.ids.new_tensor([[token]])], dim=1)
         if token in self.eos:
-            self.finish = "stop"
+            self.reason = "stop"
         elif len(self.new) >= self.max_new:
-            self.finish = "length"
+            self.reason = "length"
         if self.watched:
             text = self.text()
-            # a partial UTF-8 character waits for the next token
-            if not text.endswith("\ufffd") and text.startswith(self.shown) and len(text) > len(self.shown):
+            if not text.endswith("\ufffd"):  # a partial UTF-8 character waits for the next token
                 self.feed(text)
-        return self.finish is not None
+        if self.reason is not None:
+            self.answer(self.outcome())
+        return self.done
 
     def text(self) -> str:
         return self.tokenizer.decode(self.new, skip_special_tokens=True).strip()  # as `ftune predict` writes it
@@ -197,63 +135,162 @@ class _Row:
             piece, self.shown = text[len(self.shown):], text
             self.out.send(self.watch.feed(piece))
             if self.watch.hit is not None:
-                self.finish = "stop"
+                self.reason = "stop"
 
-    def outcome(self) -> dict | Exception:
-        if self.error is not None:
-            return self.error
+    def outcome(self) -> dict:
         if self.watched:
             self.feed(self.text())  # what the last pieces held back
         if self.watch.hit is not None:
-            return _result(self.request, self.watch.text, self.new, "stop")
+            return reply(self.request, self.watch.text, self.new, "stop")
         self.out.send(self.watch.rest())
-        return _result(self.request, self.text(), self.new, self.finish or "length")
+        return reply(self.request, self.text(), self.new, self.reason or "length")
+
+    def answer(self, result: Any) -> None:
+        self.done = True
+        self.finish(self.request, result)
+
+    def restart(self, model: Any) -> None:
+        """This row from its start (to run alone), keeping what its stream already got."""
+        self.__init__(model, self.tokenizer, self.request, self.finish, already=self.out.sent)
 
 
-def _run(model: Any, rows: list[_Row]) -> None:
-    """Decode the rows together; when that fails, each unfinished row again alone (only its own failure)."""
-    if not rows:
-        return
-    try:
-        _decode(model, rows)
-    except Exception as error:  # noqa: BLE001 - retried row by row below
-        if len(rows) == 1:
-            rows[0].error = error
-            return
-        for row in [row for row in rows if row.finish is None]:
-            fresh = _Row(model, row.tokenizer, row.request, already=row.out.sent)
-            _run(model, [fresh])
-            row.__dict__.update(fresh.__dict__)
-
-
-def _decode(model: Any, rows: list[_Row]) -> None:
-    import torch
+def _joinable(model: Any) -> bool:
+    """Whether a running batch's cache can take new rows: every layer a plain full-attention DynamicLayer."""
     from transformers import DynamicCache
 
-    device = model.device
-    width = max(len(row.request.prompt) for row in rows)
-    # left padding: every row's last prompt token in the last column; pad positions masked out
-    ids = torch.tensor([[0] * (width - len(r.request.prompt)) + r.request.prompt for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r.request.prompt)) + [1] * len(r.request.prompt) for r in rows],
-                        device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    return _plain(DynamicCache(config=model.config))
+
+
+def _run(model: Any, rows: list[_Row], joining: Callable[[int], list[_Row]] | None) -> None:
+    """Decode the rows (and those that join); when that fails, each unanswered row again alone."""
+    everyone = list(rows)
+    if not everyone:
+        return
+    try:
+        _decode(model, everyone, joining)
+    except Exception as error:  # noqa: BLE001 - retried row by row below: only the failing request fails
+        if len(everyone) == 1:
+            everyone[0].answer(error)
+            return
+        for row in [row for row in everyone if not row.done]:
+            row.restart(model)
+            _run(model, [row], None)
+
+
+def _decode(model: Any, everyone: list[_Row], joining: Callable[[int], list[_Row]] | None) -> None:
+    import torch
+
     with torch.inference_mode():
+        batch = _start(model, list(everyone), joining is not None)
         while True:
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                           logits_to_keep=1).logits[:, -1].to(dtype=torch.float32)
-            keep = [n for n, row in enumerate(rows) if not row.step(logits[n:n + 1])]
-            if not keep:
+            new = joining(len(batch.rows)) if joining is not None else []
+            if new:
+                everyone.extend(new)
+                batch = batch.join(_start(model, new, True))
+            if not batch.rows:
                 return
-            if len(keep) < len(rows):  # finished rows leave the batch and the cache
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, positions, rows = mask[index], positions[index], [rows[n] for n in keep]
-            ids = torch.tensor([[row.new[-1]] for row in rows], device=device)
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            positions = positions[:, -1:] + 1
+            batch.step(model)
 
 
-def _result(request: GenerationRequest, text: str, tokens: list[int], finish: str) -> dict:
-    return {"text": text, "tokens": tokens, "prompt_tokens": len(request.prompt), "completion_tokens": len(tokens),
-            "finish_reason": finish, "created": int(time.time()), "id": uuid.uuid4().hex[:24]}
+def _start(model: Any, rows: list[_Row], joinable: bool) -> _Batch:
+    """The rows' prefill; when it fails (and batches can be joined), each row's own: only a bad prompt fails."""
+    try:
+        return _Batch.prefill(model, rows)
+    except Exception as error:
+        if not joinable:
+            raise
+        rows = [row for row in rows if not row.done]
+        if len(rows) == 1:
+            rows[0].answer(error)
+            return _Batch([], None, None, None)
+        batch = _Batch([], None, None, None)
+        for row in rows:
+            row.restart(model)
+            batch = batch.join(_start(model, [row], True))
+        return batch
+
+
+class _Batch:
+    """The active rows with their KV cache, attention mask (rows × columns) and last positions."""
+
+    def __init__(self, rows: list[_Row], cache: Any, mask, positions):
+        self.rows, self.cache, self.mask, self.positions = rows, cache, mask, positions
+
+    @classmethod
+    def prefill(cls, model: Any, rows: list[_Row]) -> _Batch:
+        """The prompts' forward pass (left-padded) and each row's first token."""
+        import torch
+        from transformers import DynamicCache
+
+        prompts = [row.request.prompt for row in rows]
+        width = max(len(prompt) for prompt in prompts)
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        batch = cls(rows, cache, mask, positions[:, -1:])
+        batch.pick(_forward(model, ids, mask, positions, cache))
+        return batch
+
+    def step(self, model: Any) -> None:
+        import torch
+
+        ids = torch.tensor([[row.new[-1]] for row in self.rows], device=self.mask.device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        self.positions = self.positions + 1
+        self.pick(_forward(model, ids, self.mask, self.positions, self.cache))
+
+    def pick(self, logits) -> None:
+        """Each row's next token; rows that are done leave the batch and the cache."""
+        import torch
+
+        keep = [n for n, row in enumerate(self.rows) if not row.step(logits[n:n + 1])]
+        if len(keep) == len(self.rows):
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.rows, self.mask, self.positions = [self.rows[n] for n in keep], self.mask[index], self.positions[index]
+        unused = int(self.mask.any(0).int().argmax()) if keep else 0  # leading columns that are padding for all
+        if unused and _plain(self.cache):
+            self._resize(lambda t: t[:, :, unused:])
+            self.mask = self.mask[:, unused:]
+
+    def join(self, other: _Batch) -> _Batch:
+        """This batch and another (new rows after their prefill) as one: the narrower one left-padded."""
+        import torch
+        import torch.nn.functional as F
+
+        if not other.rows:
+            return self
+        if not self.rows:
+            return other
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for batch in (self, other):
+            grow = width - batch.mask.shape[1]
+            if grow:
+                batch._resize(lambda t, grow=grow: F.pad(t, (0, 0, grow, 0)))
+                batch.mask = F.pad(batch.mask, (grow, 0))
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys, mine.values = torch.cat([mine.keys, theirs.keys]), torch.cat([mine.values, theirs.values])
+        self.rows = self.rows + other.rows
+        self.mask, self.positions = torch.cat([self.mask, other.mask]), torch.cat([self.positions, other.positions])
+        return self
+
+    def _resize(self, change: Callable) -> None:
+        for layer in self.cache.layers:
+            layer.keys, layer.values = change(layer.keys), change(layer.values)
+
+
+def _plain(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _forward(model: Any, ids, mask, positions, cache):
+    """The logits of each row's last position, in fp32."""
+    import torch
+
+    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                   logits_to_keep=1)
+    return output.logits[:, -1].to(dtype=torch.float32)

@@ -191,15 +191,16 @@ class Inference:
         return replies.generate(model, self.tokenizer, prompt, settings or self.task.cfg.generation,
                                    min_tokens, on_text)
 
-    def generate_batch(self, requests: list) -> list[dict | Exception]:
-        """Several replies decoded together (ftune/generate_batch.py: a static batch, each request with its own
-        settings, seed, stop strings and `emit` for its pieces): one generate dict per request, or the exception
-        that request alone raised. `ftune serve` answers concurrent chat completions with it."""
+    def generate_batch(self, requests: list, more: Callable | None = None, on_done: Callable | None = None) -> list:
+        """Several replies (replies.GenerationRequest: each with its own settings, seed, stop strings and `emit`
+        for its pieces) decoded together, on this thread: one generate dict per request, or the exception that
+        request alone raised. `more(active)` may add requests between steps; `on_done(request, result)` hears of
+        each as soon as it is answered (ftune/generate_batch.py). `ftune serve` answers chat completions with it."""
         from ftune import generate_batch
 
         self._check_generative()
         model = self.engine.accelerator.unwrap_model(self.engine.model).eval()
-        return generate_batch.generate_batch(model, self.tokenizer, requests)
+        return generate_batch.generate_batch(model, self.tokenizer, requests, more, on_done)
 
     def stream(self, prompt: list[int], settings: Any = None, min_tokens: int = 0):
         """The reply's text pieces while they are generated (a worker thread runs `generate`); the iterator's

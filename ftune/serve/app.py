@@ -129,7 +129,7 @@ def create_app(inference: Any, settings: ServeSettings):
                              "retried_passes": batcher.retries, "max_queue": settings.max_queue,
                              "queued": batcher.queued, "model_threads": settings.model_threads(),
                              "generation_batch": settings.generation_batch, "reply_batches": batcher.reply_batches,
-                             "replies_waiting": batcher.replies.qsize() if batcher.replies else 0,
+                             "replies_waiting": len(batcher.replies), "replies_joined": batcher.joined,
                              "largest_reply_batch": batcher.largest_reply_batch},
                 "limits": {"max_body_bytes": settings.max_body_bytes, "max_inputs": settings.max_inputs,
                            "max_input_chars": settings.max_input_chars, "max_new_tokens": settings.max_new_tokens}}

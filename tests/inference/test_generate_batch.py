@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ftune.generate_batch import GenerationRequest
+from ftune.replies import GenerationRequest
 
 QUESTIONS = ["hi", "what colour is the sky ?", "tell me a much longer story about the cat , the dog and the sky",
              "why ?"]
@@ -81,16 +81,41 @@ def test_a_failing_row_fails_alone(llama):
     assert [results[0]["text"], results[2]["text"]] == [llama.generate(p)["text"] for p in prompts[:2]]
 
 
+def test_requests_join_a_running_batch_and_are_answered_when_done(llama):
+    """Requests that arrive while a batch decodes join it between steps (their prompts prefilled apart, their
+    cache left-padded into the batch's); each is answered as soon as it is done, as it would be alone."""
+    from ftune.generate_batch import generate_batch
+
+    prompts, model = _prompts(llama), llama.engine.model.eval()
+    arriving = {2: [GenerationRequest(prompts[2], _settings(llama))],  # a longer prompt than the running rows'
+                4: [GenerationRequest(prompts[3], _settings(llama, max_new_tokens=2)),
+                    GenerationRequest([0, 10 ** 6], _settings(llama))]}  # its prefill fails: it alone fails
+    steps, answered = [], []
+
+    def more(active: int) -> list:
+        steps.append(active)
+        return arriving.get(len(steps), [])
+
+    first = [GenerationRequest(prompts[0], _settings(llama)), GenerationRequest(prompts[1], _settings(llama))]
+    results = generate_batch(model, llama.tokenizer, first, more, lambda request, result: answered.append(request))
+    assert steps[:5] == [2, 2, 3, 3, 3]  # the rows active when asked: one joined at step 2, one at step 4 for 2 tokens
+    for prompt, result in zip([*prompts[:2], prompts[2], prompts[3]], results, strict=False):
+        settings = _settings(llama, max_new_tokens=len(result["tokens"])) if result["finish_reason"] == "length" \
+            else _settings(llama)
+        assert result["tokens"] == llama.generate(prompt, settings)["tokens"]
+    assert isinstance(results[4], IndexError) and answered[:2] == arriving[4][::-1]  # each answered when done
+
+
 def test_a_retried_stream_does_not_send_its_text_twice():
-    from ftune.generate_batch import _Emitter
+    from ftune.replies import Emitter
 
     got: list[str] = []
-    first = _Emitter(got.append)
+    first = Emitter(got.append)
     for piece in ["the ", "cat"]:
         first.send(piece)
-    again = _Emitter(got.append, already=first.sent)  # the row from its start, alone
+    again = Emitter(got.append, already=first.sent)  # the row from its start, alone
     for piece in ["th", "e c", "at sat", "."]:
         again.send(piece)
     assert "".join(got) == "the cat sat."
     with pytest.raises(RuntimeError, match="differs"):
-        _Emitter(got.append, already="the cat").send("a dog")
+        Emitter(got.append, already="the cat").send("a dog")

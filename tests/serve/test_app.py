@@ -151,7 +151,7 @@ def test_openai_client_raises_not_found_for_another_model(openai_client):
 
 
 def test_stop_strings_are_held_back_across_pieces():
-    from ftune.generate_batch import StopWatch
+    from ftune.replies import StopWatch
 
     watch = StopWatch(["END", "\n\n"])
     sent = [watch.feed(piece) for piece in ["the c", "at E", "N", "D more"]]
@@ -161,8 +161,8 @@ def test_stop_strings_are_held_back_across_pieces():
 
 
 def test_concurrent_chat_requests_are_decoded_together_each_streamed_on_its_own(llama, monkeypatch):
-    """While the model thread is busy, five requests queue; they are then decoded in one batch: each stream's
-    pieces join to its alone-answer, and the one whose prompt fails gets its 500 alone."""
+    """While the model thread is busy, five requests queue; they join the running batch: each stream's pieces
+    join to its alone-answer, and the one whose prompt fails gets its 500 alone."""
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -174,11 +174,11 @@ def test_concurrent_chat_requests_are_decoded_together_each_streamed_on_its_own(
 
     batches, gate, generate_batch, prompt = [], threading.Event(), llama.generate_batch, llama.prompt
 
-    def held(requests):  # the first batch holds the model thread until the others are queued
+    def held(requests, more=None, on_done=None):  # the first batch waits to start until the others are queued
         batches.append(len(requests))
         if len(batches) == 1:
             gate.wait(30)
-        return generate_batch(requests)
+        return generate_batch(requests, more, on_done)
 
     monkeypatch.setattr(llama, "generate_batch", held, raising=False)
     monkeypatch.setattr(llama, "prompt", lambda conversation, cut=True: [0, 10 ** 6] if conversation[-1][
@@ -197,7 +197,7 @@ def test_concurrent_chat_requests_are_decoded_together_each_streamed_on_its_own(
         while server.get("/info").json()["batching"]["replies_waiting"] < len(answers):
             time.sleep(0.01)
         gate.set()
-        assert first.result().status_code == 200 and batches == [1, len(answers)]
+        assert first.result().status_code == 200
         for n, (question, answer) in enumerate(zip(questions, answers, strict=False)):
             alone = llama.generate(prompt([{"role": "user", "content": question}]), OmegaConf.merge(
                 llama.task.cfg.generation, {"max_new_tokens": 6}))
@@ -210,3 +210,9 @@ def test_concurrent_chat_requests_are_decoded_together_each_streamed_on_its_own(
                 assert answer.result().json()["choices"][0]["message"]["content"] == alone["text"]
         failed = answers[-1].result()
         assert failed.status_code == 500 and "IndexError" in failed.json()["error"]["message"]
+        for _ in range(100):  # the batch ends (and is counted) just after its last answer
+            batching = server.get("/info").json()["batching"]
+            if batching["reply_batches"]:
+                break
+            time.sleep(0.01)
+        assert batches == [1] and batching["replies_joined"] == len(answers) and batching["reply_batches"] == 1
