@@ -22,8 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from omegaconf import OmegaConf
 
-from ftune.replies import GenerationRequest
-from ftune.replies import PromptTooLong
+from ftune.replies import GenerationRequest, PromptTooLong
 from ftune.serve import embeddings
 from ftune.serve.http import HttpError, Served, read_json
 
