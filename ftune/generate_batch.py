@@ -119,6 +119,8 @@ class _Row:
             self.reason = "stop"
         elif len(self.new) >= self.max_new:
             self.reason = "length"
+        elif self.request.cancelled:
+            self.reason = "cancelled"
         if self.watched:
             text = self.text()
             if not text.endswith("\ufffd"):  # a partial UTF-8 character waits for the next token

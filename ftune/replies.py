@@ -139,7 +139,8 @@ class GenerationRequest:
     """One reply to generate: the prompt's token ids, a task's `generation` settings (with the request's
     max_new_tokens / temperature / top_p applied), no end of sequence before `min_tokens`, `stops` ending the
     reply before their first occurrence, the sampling `seed`, and `emit` receiving the reply's text piece by
-    piece (the pieces join to the returned text)."""
+    piece (the pieces join to the returned text). `cancelled` is set when its client has gone: a batched row
+    then ends at its next token (finish_reason "cancelled")."""
 
     prompt: list[int]
     settings: Any
@@ -147,6 +148,7 @@ class GenerationRequest:
     stops: list[str] = field(default_factory=list)
     seed: int | None = None
     emit: Callable[[str], None] | None = None
+    cancelled: bool = False
 
 
 class StopWatch:

@@ -98,8 +98,8 @@ def router(served: Served) -> APIRouter:
         def on_text(piece: str) -> None:  # on the model thread: hand the piece to the event loop
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-        job = asyncio.ensure_future(served.batcher.generate(GenerationRequest(prompt, generation, min_tokens, stops,
-                                                                              seed, on_text)))
+        request = GenerationRequest(prompt, generation, min_tokens, stops, seed, on_text)
+        job = asyncio.ensure_future(served.batcher.generate(request))
         # after the last piece (call_soon_threadsafe keeps their order), also when generation fails
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
         kind = "chat.completion.chunk" if chat else "text_completion"
@@ -113,21 +113,26 @@ def router(served: Served) -> APIRouter:
             body = {"id": ident, "object": kind, "created": created, "model": model_id, "choices": [choice], **extra}
             return f"data: {json.dumps(body)}\n\n"
 
-        if chat:
-            yield chunk(role=True)
-        while (piece := await pieces.get()) is not None:
-            yield chunk(piece)
         try:
-            result = await job
-        except Exception as error:  # noqa: BLE001 - the stream has started: the error is its last event
-            yield f"data: {json.dumps({'error': {'message': f'{type(error).__name__}: {error}', 'type': 'server_error', 'param': None, 'code': 'internal_error'}})}\n\n"
-            return
-        yield chunk(finish=result["finish_reason"])
-        if include_usage:  # OpenAI's last chunk: no choices, the usage
-            body = {"id": ident, "object": kind, "created": created, "model": model_id, "choices": [],
-                    "usage": usage(result)}
-            yield f"data: {json.dumps(body)}\n\n"
-        yield "data: [DONE]\n\n"
+            if chat:
+                yield chunk(role=True)
+            while (piece := await pieces.get()) is not None:
+                yield chunk(piece)
+            try:
+                result = await job
+            except Exception as error:  # noqa: BLE001 - the stream has started: the error is its last event
+                yield f"data: {json.dumps({'error': {'message': f'{type(error).__name__}: {error}', 'type': 'server_error', 'param': None, 'code': 'internal_error'}})}\n\n"
+                return
+            yield chunk(finish=result["finish_reason"])
+            if include_usage:  # OpenAI's last chunk: no choices, the usage
+                body = {"id": ident, "object": kind, "created": created, "model": model_id, "choices": [],
+                        "usage": usage(result)}
+                yield f"data: {json.dumps(body)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            if not job.done():  # the client went away: its row leaves the batch at the next step
+                request.cancelled = True
+                job.cancel()
 
     return routes
 

@@ -72,6 +72,14 @@ def test_each_row_stops_at_its_own_max_tokens_stop_string_or_end(llama):
         assert "".join(pieces) == result["text"]  # each stream gets its own reply, piece by piece
 
 
+def test_a_cancelled_row_leaves_at_its_next_token(llama):
+    prompts = _prompts(llama)
+    gone = GenerationRequest(prompts[1], _settings(llama))
+    gone.emit = lambda piece: setattr(gone, "cancelled", True)  # its client goes away after the first piece
+    stays, left = llama.generate_batch([GenerationRequest(prompts[0], _settings(llama)), gone])
+    assert left["finish_reason"] == "cancelled" and len(left["tokens"]) < len(stays["tokens"]) == 10
+
+
 def test_a_failing_row_fails_alone(llama):
     prompts = _prompts(llama)
     bad = GenerationRequest([0, 10 ** 6], _settings(llama))  # a token id past the vocabulary: the forward raises
