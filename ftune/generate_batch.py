@@ -1,13 +1,11 @@
 """Several replies generated together (`Inference.generate_batch`, used by `ftune serve`'s OpenAI routes).
 
-The prompts are left-padded into one forward pass (attention mask and position ids, so padding moves no row's
-positions), the KV cache (transformers' DynamicCache) is kept, then every active row gets one token per step.
-A row leaves the batch (its cache rows dropped, and cache columns no row needs any more) at an end-of-sequence
+The prompts get one prefill pass (left-padded; a prefix they share computed once), then every active row gets
+one token per step (ftune/batch_cache.py holds the rows' KV cache). A row leaves the batch at an end-of-sequence
 token, at its `max_new_tokens`, or at one of its stop strings (checked on the decoded text, across token
 boundaries: `StopWatch`), and is answered at once (`on_done`). Between steps, requests that arrived meanwhile
-may join (`more`): their prompts get one forward pass of their own, then their cache is left-padded to the
-batch's width and appended, so nobody waits for a running batch to end. (Models whose cache is not plain
-full-attention layers, e.g. sliding windows, run static batches: newcomers wait for the next batch.)
+may join (`more`): their prompts get a prefill of their own and their cache is appended to the batch's, so
+nobody waits for a running batch to end (models whose cache cannot be joined run static batches).
 
 Each row keeps its own settings: the logits processors `model.generate` would build for it alone (repetition
 penalty, min_new_tokens, temperature, top_k, top_p: transformers' own helpers), and for sampling its own
@@ -25,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ftune.batch_cache import Batch, joinable
 from ftune.replies import Emitter, GenerationRequest, StopWatch, generate_alone, reply
 
 Done = Callable[[GenerationRequest, Any], None]
@@ -67,7 +66,7 @@ def generate_batch(model: Any, tokenizer: Any, requests: list[GenerationRequest]
         order.extend(new)
         return admit(new)
 
-    _run(model, admit(requests), joining if more is not None and _joinable(model) else None)
+    _run(model, admit(requests), joining if more is not None and joinable(model) else None)
     return [results[id(request)] for request in order]
 
 
@@ -156,13 +155,6 @@ class _Row:
         self.__init__(model, self.tokenizer, self.request, self.finish, already=self.out.sent)
 
 
-def _joinable(model: Any) -> bool:
-    """Whether a running batch's cache can take new rows: every layer a plain full-attention DynamicLayer."""
-    from transformers import DynamicCache
-
-    return _plain(DynamicCache(config=model.config))
-
-
 def _run(model: Any, rows: list[_Row], joining: Callable[[int], list[_Row]] | None) -> None:
     """Decode the rows (and those that join); when that fails, each unanswered row again alone."""
     everyone = list(rows)
@@ -194,105 +186,19 @@ def _decode(model: Any, everyone: list[_Row], joining: Callable[[int], list[_Row
             batch.step(model)
 
 
-def _start(model: Any, rows: list[_Row], joinable: bool) -> _Batch:
+def _start(model: Any, rows: list[_Row], joinable: bool) -> Batch:
     """The rows' prefill; when it fails (and batches can be joined), each row's own: only a bad prompt fails."""
     try:
-        return _Batch.prefill(model, rows)
+        return Batch.prefill(model, rows)
     except Exception as error:
         if not joinable:
             raise
         rows = [row for row in rows if not row.done]
         if len(rows) == 1:
             rows[0].answer(error)
-            return _Batch([], None, None, None)
-        batch = _Batch([], None, None, None)
+            return Batch([], None, None, None)
+        batch = Batch([], None, None, None)
         for row in rows:
             row.restart(model)
             batch = batch.join(_start(model, [row], True))
         return batch
-
-
-class _Batch:
-    """The active rows with their KV cache, attention mask (rows × columns) and last positions."""
-
-    def __init__(self, rows: list[_Row], cache: Any, mask, positions):
-        self.rows, self.cache, self.mask, self.positions = rows, cache, mask, positions
-
-    @classmethod
-    def prefill(cls, model: Any, rows: list[_Row]) -> _Batch:
-        """The prompts' forward pass (left-padded) and each row's first token."""
-        import torch
-        from transformers import DynamicCache
-
-        prompts = [row.request.prompt for row in rows]
-        width = max(len(prompt) for prompt in prompts)
-        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=model.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
-        batch = cls(rows, cache, mask, positions[:, -1:])
-        batch.pick(_forward(model, ids, mask, positions, cache))
-        return batch
-
-    def step(self, model: Any) -> None:
-        import torch
-
-        ids = torch.tensor([[row.new[-1]] for row in self.rows], device=self.mask.device)
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-        self.positions = self.positions + 1
-        self.pick(_forward(model, ids, self.mask, self.positions, self.cache))
-
-    def pick(self, logits) -> None:
-        """Each row's next token; rows that are done leave the batch and the cache."""
-        import torch
-
-        keep = [n for n, row in enumerate(self.rows) if not row.step(logits[n:n + 1])]
-        if len(keep) == len(self.rows):
-            return
-        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.rows, self.mask, self.positions = [self.rows[n] for n in keep], self.mask[index], self.positions[index]
-        unused = int(self.mask.any(0).int().argmax()) if keep else 0  # leading columns that are padding for all
-        if unused and _plain(self.cache):
-            self._resize(lambda t: t[:, :, unused:])
-            self.mask = self.mask[:, unused:]
-
-    def join(self, other: _Batch) -> _Batch:
-        """This batch and another (new rows after their prefill) as one: the narrower one left-padded."""
-        import torch
-        import torch.nn.functional as F
-
-        if not other.rows:
-            return self
-        if not self.rows:
-            return other
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        for batch in (self, other):
-            grow = width - batch.mask.shape[1]
-            if grow:
-                batch._resize(lambda t, grow=grow: F.pad(t, (0, 0, grow, 0)))
-                batch.mask = F.pad(batch.mask, (grow, 0))
-        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys, mine.values = torch.cat([mine.keys, theirs.keys]), torch.cat([mine.values, theirs.values])
-        self.rows = self.rows + other.rows
-        self.mask, self.positions = torch.cat([self.mask, other.mask]), torch.cat([self.positions, other.positions])
-        return self
-
-    def _resize(self, change: Callable) -> None:
-        for layer in self.cache.layers:
-            layer.keys, layer.values = change(layer.keys), change(layer.values)
-
-
-def _plain(cache: Any) -> bool:
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def _forward(model: Any, ids, mask, positions, cache):
-    """The logits of each row's last position, in fp32."""
-    import torch
-
-    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                   logits_to_keep=1)
-    return output.logits[:, -1].to(dtype=torch.float32)

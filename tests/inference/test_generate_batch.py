@@ -44,6 +44,22 @@ def test_batched_greedy_replies_equal_model_generate_alone(llama):
                                                                               one["completion_tokens"])
 
 
+def test_a_shared_prompt_prefix_is_computed_once_with_the_same_replies(llama, monkeypatch):
+    from ftune import batch_cache
+
+    system = {"role": "system", "content": "be brief and kind"}
+    prompts = [llama.prompt([system, {"role": "user", "content": q}]) for q in ["hi", "why ?", "what colour is it ?"]]
+    assert batch_cache._shared(prompts) >= batch_cache.SHARED_MIN and max(map(len, prompts)) < 64  # not cut
+    widths = []
+    forward = batch_cache._forward
+    monkeypatch.setattr(batch_cache, "_forward", lambda model, ids, *rest: widths.append(ids.shape) or forward(
+        model, ids, *rest))
+    batched = llama.generate_batch([GenerationRequest(p, _settings(llama)) for p in prompts])
+    shared, longest = batch_cache._shared(prompts), max(len(p) for p in prompts)
+    assert widths[:2] == [(1, shared), (len(prompts), longest - shared)]  # the prefix once, then each row's rest
+    assert [r["tokens"] for r in batched] == [llama.generate(p)["tokens"] for p in prompts]
+
+
 def test_a_seeded_sample_is_the_same_alone_and_in_a_batch(llama):
     prompts = _prompts(llama)
     sampled = _settings(llama, do_sample=True, temperature=1.0, top_p=0.9)
