@@ -50,13 +50,16 @@ def test_a_shared_prompt_prefix_is_computed_once_with_the_same_replies(llama, mo
     system = {"role": "system", "content": "be brief and kind"}
     prompts = [llama.prompt([system, {"role": "user", "content": q}]) for q in ["hi", "why ?", "what colour is it ?"]]
     assert batch_cache._shared(prompts) >= batch_cache.SHARED_MIN and max(map(len, prompts)) < 64  # not cut
-    widths = []
+    widths, logits = [], []
     forward = batch_cache._forward
-    monkeypatch.setattr(batch_cache, "_forward", lambda model, ids, *rest: widths.append(ids.shape) or forward(
-        model, ids, *rest))
+    monkeypatch.setattr(batch_cache, "_forward", lambda model, ids, *rest: widths.append(ids.shape) or logits.append(
+        forward(model, ids, *rest)) or logits[-1])
     batched = llama.generate_batch([GenerationRequest(p, _settings(llama)) for p in prompts])
     shared, longest = batch_cache._shared(prompts), max(len(p) for p in prompts)
     assert widths[:2] == [(1, shared), (len(prompts), longest - shared)]  # the prefix once, then each row's rest
+    with torch.inference_mode():  # each row's first logits as its prompt's alone, to float rounding
+        alone = torch.cat([llama.engine.model(input_ids=torch.tensor([p])).logits[:, -1] for p in prompts])
+    assert (logits[1] - alone).abs().max() < 1e-5
     assert [r["tokens"] for r in batched] == [llama.generate(p)["tokens"] for p in prompts]
 
 
