@@ -147,8 +147,9 @@ class _Row:
         return reply(self.request, self.text(), self.new, self.reason or "length")
 
     def answer(self, result: Any) -> None:
-        self.done = True
-        self.finish(self.request, result)
+        if not self.done:  # once per request, whatever fails after
+            self.done = True
+            self.finish(self.request, result)
 
     def restart(self, model: Any) -> None:
         """This row from its start (to run alone), keeping what its stream already got."""
