@@ -4,9 +4,9 @@ settings, and predicts JSON in → JSON out (`predict_json`), the same for every
 
 For tasks that generate (`task.generates`), it also owns generation: `prompt` turns a conversation or a
 text into the token ids the task feeds its model (cut once, here, when too long), `generate` answers one
-prompt, and `stream` yields the reply's text while it is generated. `ftune chat`, `ftune serve` (its
-OpenAI routes) and the GGUF export's check all go through them; nothing else calls `model.generate` for
-those paths. How the run's settings and model folder are found is in ftune/loading.py.
+prompt, `generate_batch` answers several prompts together (serve), and `stream` yields the reply's text
+while it is generated. `ftune chat`, `ftune serve` (its OpenAI routes) and the GGUF export's check all go
+through them; nothing else calls `model.generate` for those paths. How the run's settings and model folder are found is in ftune/loading.py.
 """
 
 from __future__ import annotations
@@ -190,6 +190,17 @@ class Inference:
         model = self.engine.accelerator.unwrap_model(self.engine.model).eval()
         return replies.generate(model, self.tokenizer, prompt, settings or self.task.cfg.generation,
                                    min_tokens, on_text)
+
+    def generate_batch(self, requests: list, more: Callable | None = None, on_done: Callable | None = None) -> list:
+        """Several replies (replies.GenerationRequest: each with its own settings, seed, stop strings and `emit`
+        for its pieces) decoded together, on this thread: one generate dict per request, or the exception that
+        request alone raised. `more(active)` may add requests between steps; `on_done(request, result)` hears of
+        each as soon as it is answered (ftune/generate_batch.py). `ftune serve` answers chat completions with it."""
+        from ftune import generate_batch
+
+        self._check_generative()
+        model = self.engine.accelerator.unwrap_model(self.engine.model).eval()
+        return generate_batch.generate_batch(model, self.tokenizer, requests, more, on_done)
 
     def stream(self, prompt: list[int], settings: Any = None, min_tokens: int = 0):
         """The reply's text pieces while they are generated (a worker thread runs `generate`); the iterator's

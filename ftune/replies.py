@@ -1,5 +1,6 @@
 """How `Inference` generates: the prompt's token ids, one reply with its text streamed piece by piece, and
-a blocking iterator over those pieces (chat). Kept apart from ftune/inference.py only for its size; callers
+a blocking iterator over those pieces (chat); what one reply of `ftune serve` needs besides (a request with its
+stop strings and seed, `StopWatch`, `generate_alone`); ftune/generate_batch.py decodes several together. Kept apart from ftune/inference.py only for its size; callers
 use the `Inference` methods (`prompt`, `generate`, `stream`), not this module.
 """
 
@@ -10,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftune.errors import FtuneError
@@ -130,3 +132,98 @@ class TextStream:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+@dataclass
+class GenerationRequest:
+    """One reply to generate: the prompt's token ids, a task's `generation` settings (with the request's
+    max_new_tokens / temperature / top_p applied), no end of sequence before `min_tokens`, `stops` ending the
+    reply before their first occurrence, the sampling `seed`, and `emit` receiving the reply's text piece by
+    piece (the pieces join to the returned text). `cancelled` is set when its client has gone: a batched row
+    then ends at its next token (finish_reason "cancelled")."""
+
+    prompt: list[int]
+    settings: Any
+    min_tokens: int = 0
+    stops: list[str] = field(default_factory=list)
+    seed: int | None = None
+    emit: Callable[[str], None] | None = None
+    cancelled: bool = False
+
+
+class StopWatch:
+    """Feeds on the reply's text pieces; `feed` returns the text that is safe to send now. The reply ends
+    before the first stop string (OpenAI's rule: the stop string is not returned); text that could be the start
+    of a stop string is held back until it is known not to be one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops, self.text, self.sent, self.hit = stops, "", 0, None
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        found = [(self.text.find(stop), stop) for stop in self.stops if stop in self.text]
+        if found:
+            cut, self.hit = min(found)
+            self.text = self.text[:cut]
+            return self._send(len(self.text))
+        hold = max((k for stop in self.stops for k in range(1, len(stop)) if self.text.endswith(stop[:k])), default=0)
+        return self._send(len(self.text) - hold)
+
+    def rest(self) -> str:
+        return self._send(len(self.text))
+
+    def _send(self, upto: int) -> str:
+        out = self.text[self.sent:upto] if upto > self.sent else ""
+        self.sent = max(self.sent, upto)
+        return out
+
+
+def generate_alone(model: Any, tokenizer: Any, request: GenerationRequest) -> dict:
+    """A reply through `model.generate` (seq2seq, beam search), with the request's seed, stops and pieces."""
+    import torch
+
+    if request.seed is not None:
+        torch.manual_seed(request.seed)  # the model thread runs this request alone: the seed is its own
+    if not request.stops and request.emit is None:
+        return generate(model, tokenizer, request.prompt, request.settings, request.min_tokens)
+    watch, row = StopWatch(request.stops), Emitter(request.emit)
+
+    def on_text(piece: str) -> None:
+        row.send(watch.feed(piece))
+        if watch.hit is not None:
+            raise _Stopped
+
+    try:
+        result = generate(model, tokenizer, request.prompt, request.settings, request.min_tokens, on_text)
+    except _Stopped:
+        # the tokens generated up to the stop string, counted by encoding the text
+        used = len(tokenizer(watch.text + watch.hit, add_special_tokens=False)["input_ids"])
+        return reply(request, watch.text, [], "stop") | {"completion_tokens": used}
+    row.send(watch.rest())
+    return result
+
+
+class _Stopped(Exception):
+    """Raised from the text callback inside `model.generate` to end generation at a stop string."""
+
+
+class Emitter:
+    """Sends a row's pieces; after a retry, the text its stream already got is not sent again."""
+
+    def __init__(self, emit: Callable[[str], None] | None, already: str = ""):
+        self.emit, self.already, self.sent = emit, already, ""
+
+    def send(self, piece: str) -> None:
+        if not piece or self.emit is None:
+            return
+        start, self.sent = len(self.sent), self.sent + piece
+        if not (self.sent.startswith(self.already) or self.already.startswith(self.sent)):
+            raise RuntimeError("the retried reply differs from the text already streamed")
+        if len(self.sent) > len(self.already):
+            self.emit(self.sent[max(start, len(self.already)):])
+
+
+def reply(request: GenerationRequest, text: str, tokens: list[int], finish: str) -> dict:
+    """generate's dict for a request's reply."""
+    return {"text": text, "tokens": tokens, "prompt_tokens": len(request.prompt), "completion_tokens": len(tokens),
+            "finish_reason": finish, "created": int(time.time()), "id": uuid.uuid4().hex[:24]}

@@ -2,6 +2,7 @@
 `transformers.pipeline` loop, and SmolLM2 chat tokens/s with concurrent streams.
 
     python scripts/bench_serve.py [--requests 400] [--clients 1,8,32,64] [--streams 1,4,16] [--work runs/bench_serve]
+    python scripts/bench_serve.py --only chat [--streams 1,4,16] [--max-tokens 32]     # the SmolLM2 part alone
 
 NER: trains a short MiniLM NER run on 200 CoNLL-2003 sentences (throughput does not depend on F1; the CoNLL
 slice in ../shared/data, else the demo data), exports it to ONNX, measures `transformers.pipeline` called in a
@@ -11,7 +12,9 @@ p50/p95/p99 latency, the server's CPU use (its CPU seconds over the wall time) a
 answer is compared with the server's answer to the same sentence alone (batch invariance under load).
 A stage profile (parse, featurise, model, format) of one request in process comes first.
 Chat: `ftune serve model=smollm2-135m task=sft` (SmolLM2-135M-Instruct from its packaged GGUF), N concurrent
-streams of `--max-tokens` tokens: aggregate tokens/s and time to first token. Writes <work>/bench_serve.json.
+streams of `--max-tokens` tokens each (min_tokens too, so every stream generates that many): aggregate tokens/s,
+its ratio to one stream, time to first token, and how many replies the server decoded together (/info: the
+concurrent replies are batched, ftune/generate_batch.py). Writes <work>/bench_serve.json.
 The clients run on the same cores as the server: on a small machine they take CPU from the model.
 """
 
@@ -168,23 +171,15 @@ async def chat_streams(url: str, streams: int, max_tokens: int) -> dict:
     started = time.perf_counter()
     await asyncio.gather(*(one(n) for n in range(streams)))
     seconds = time.perf_counter() - started
-    return {"streams": streams, "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
-            "ttft_p50_ms": percentile(first, 0.5), "ttft_max_ms": percentile(first, 1.0)}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        batching = (await http.get("/info")).json()["batching"]
+    return {"streams": streams, "tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+            "ttft_p50_ms": percentile(first, 0.5), "ttft_max_ms": percentile(first, 1.0),
+            "largest_batch_so_far": batching.get("largest_reply_batch")}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400, help="requests per measurement (1 client: a quarter)")
-    parser.add_argument("--clients", default="1,8,32,64")
-    parser.add_argument("--streams", default="1,4,16", help="concurrent chat streams ('' to skip the chat part)")
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--runtimes", default="torch,onnx")
-    parser.add_argument("--precision", default="fp32", help="torch runtime's precision (the pipeline loop runs fp32)")
-    parser.add_argument("--work", default="runs/bench_serve")
-    args = parser.parse_args()
-    work = Path(args.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    ftune = str(Path(sys.executable).parent / "ftune")
+def ner(args, work: Path, ftune: str, results: dict) -> None:
+    """The MiniLM NER part: the pipeline loop in process, then ftune serve per runtime and client count."""
     data = CONLL if (CONLL / "train.txt").is_file() else None
     run = work / "run"
     if not (run / "best").is_dir():
@@ -197,8 +192,6 @@ def main() -> None:
     if "onnx" in args.runtimes and not (onnx / "model.onnx").is_file():
         subprocess.run([ftune, "export", f"run_dir={run}", "format=onnx", f"out={onnx}", "overwrite=true"], check=True)
     texts = sentences(data / "test.txt" if data else DEMO / "test.conll", 500)
-    results = {"cpu_cores": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
-               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rows": [], "chat": []}
     results["stage_profile_ms"] = stage_profile(run, texts, args.precision)
     print(json.dumps({"stage_profile_ms": results["stage_profile_ms"]}), file=sys.stderr, flush=True)
 
@@ -248,6 +241,28 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400, help="requests per measurement (1 client: a quarter)")
+    parser.add_argument("--clients", default="1,8,32,64")
+    parser.add_argument("--streams", default="1,4,16", help="concurrent chat streams ('' to skip the chat part)")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--runtimes", default="torch,onnx")
+    parser.add_argument("--precision", default="fp32", help="torch runtime's precision (the pipeline loop runs fp32)")
+    parser.add_argument("--work", default="runs/bench_serve")
+    parser.add_argument("--only", choices=("all", "ner", "chat"), default="all", help="ner: /predict only; chat: SmolLM2 only")
+    args = parser.parse_args()
+    if args.only == "ner":
+        args.streams = ""
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    ftune = str(Path(sys.executable).parent / "ftune")
+    results = {"cpu_cores": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
+               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rows": [], "chat": []}
+    if args.only != "chat":
+        ner(args, work, ftune, results)
     if args.streams:
         process, url = serve(ftune, [f"model={SMOLLM}", "task=sft", "max_new_tokens=512"])
         try:
@@ -262,13 +277,21 @@ def main() -> None:
             process.wait(60)
     results["load_average_at_end"] = os.getloadavg()
     (work / "bench_serve.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| setup | clients | requests/s | p50 ms | p95 ms | p99 ms | server CPU % | differ from alone | load avg |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    if results["rows"]:
+        print("| setup | clients | requests/s | p50 ms | p95 ms | p99 ms | server CPU % | differ from alone | load avg |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results["rows"]:
         print(f"| {r['setup']} | {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
               f"{r['p99_ms']} | {r['cpu_percent']} | {r.get('differ_from_alone', '')} | {r['load_average']:.1f} |")
-    for r in results["chat"]:
-        print(f"chat {r['streams']} streams: {r['tokens_per_s']} tokens/s, TTFT p50 {r['ttft_p50_ms']} ms")
+    if results["chat"]:
+        one = next((r["tokens_per_s"] for r in results["chat"] if r["streams"] == 1), None)
+        print("\n| SmolLM2 chat streams | tokens | tokens/s | × 1 stream | TTFT p50 ms | TTFT max ms | "
+              "most replies decoded together | load avg |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in results["chat"]:
+            ratio = f"{r['tokens_per_s'] / one:.2f}" if one else ""
+            print(f"| {r['streams']} | {r['tokens']} | {r['tokens_per_s']} | {ratio} | {r['ttft_p50_ms']} | "
+                  f"{r['ttft_max_ms']} | {r['largest_batch_so_far']} | {r['load_average']:.1f} |")
 
 
 if __name__ == "__main__":

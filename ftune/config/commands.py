@@ -114,6 +114,7 @@ class ServeConfig:
     max_inputs: int = bounded(ge=1)  # inputs per request; more get 413
     max_input_chars: int = bounded(ge=1)  # characters per input; longer inputs get 413
     max_new_tokens: int = bounded(ge=1)  # generative runs: the most a request may ask for
+    generation_batch: int = bounded(ge=1)  # generative runs: the most replies decoded together (a static batch)
     log_requests: bool = False  # uvicorn's access log
 
 

@@ -38,10 +38,9 @@ def create_app(inference: Any, settings: ServeSettings):
     def model_pass(features: list[dict]) -> list:  # one pass of same-length features (no padding)
         return inference.engine.infer(features, len(features))[0]
 
-    served = Served(inference, settings, Batcher(model_pass, inference.batch_size, window, settings.max_queue,
-                                                     settings.model_threads()),
-                    model_id(inference))
-    batcher = served.batcher
+    batcher = Batcher(model_pass, inference.batch_size, window, settings.max_queue, settings.model_threads(),
+                      inference.generate_batch if generative else None, settings.generation_batch)
+    served = Served(inference, settings, batcher, model_id(inference))
     state = {"requests": 0, "in_flight": 0}
 
     @asynccontextmanager
@@ -128,7 +127,10 @@ def create_app(inference: Any, settings: ServeSettings):
         return {**inference.info(), "model_id": served.model_id, "generative": generative,
                 "batching": {"max_batch": inference.batch_size, "window_ms": window * 1000, "passes": batcher.batches,
                              "retried_passes": batcher.retries, "max_queue": settings.max_queue,
-                             "queued": batcher.queued, "model_threads": settings.model_threads()},
+                             "queued": batcher.queued, "model_threads": settings.model_threads(),
+                             "generation_batch": settings.generation_batch, "reply_batches": batcher.reply_batches,
+                             "replies_waiting": len(batcher.replies), "replies_joined": batcher.joined,
+                             "largest_reply_batch": batcher.largest_reply_batch},
                 "limits": {"max_body_bytes": settings.max_body_bytes, "max_inputs": settings.max_inputs,
                            "max_input_chars": settings.max_input_chars, "max_new_tokens": settings.max_new_tokens}}
 

@@ -7,14 +7,20 @@ queued; with `window_s` it waits that long for more only when others are already
 features grouped by exact token length: no padding inside a pass, so a request's answer is bit-identical alone
 and in any batch (a row's arithmetic depends on its own length, never on its neighbours'). When a pass fails,
 its requests are retried one by one, so only the request that caused the failure gets it. The queue is bounded
-(in inputs): over it `submit` raises `QueueFull`. Generation (`call`) takes requests one by one, in turn.
+(in inputs): over it `submit` raises `QueueFull`.
+
+Replies (`generate`, the OpenAI routes) have their own queue: when the model thread is free it takes every
+reply waiting (up to `max_generate`) and decodes them together (`Inference.generate_batch`); replies that
+arrive meanwhile join the running batch between two decoding steps while it has room, and each is answered
+as soon as it is done. While replies are being decoded, other model work (`submit`, `call`) waits for the
+batch to end. The queue is bounded too (`max_queue` replies waiting).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,23 +43,32 @@ class Job:
 class Batcher:
     """Joins concurrent requests into model passes on the single model thread."""
 
-    def __init__(self, infer, max_batch: int, window_s: float, max_queue: int = 1024, threads: int | None = None):
+    def __init__(self, infer, max_batch: int, window_s: float, max_queue: int = 1024, threads: int | None = None,
+                 generate_many=None, max_generate: int = 16):
         self.infer, self.max_batch, self.window_s, self.max_queue = infer, max_batch, window_s, max_queue
+        self.generate_many, self.max_generate = generate_many, max_generate  # requests -> results or exceptions
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftune-model",
                                            initializer=_set_threads, initargs=(threads,))
         self.queue: asyncio.Queue | None = None
-        self.task: asyncio.Task | None = None
+        self.replies: deque = deque()  # (request, future) waiting; the model thread takes from it too
+        self.reply_waiting: asyncio.Event | None = None
+        self.tasks: list[asyncio.Task] = []
         self.queued = 0  # features waiting (the bound is on these)
         self.batches = 0  # model passes so far (/info shows it: batching at work)
         self.retries = 0  # failed passes retried request by request
+        self.reply_batches = 0  # generation batches so far, replies that joined one running, the most at once
+        self.joined = 0
+        self.largest_reply_batch = 0
 
     def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+        self.queue, self.reply_waiting, loop = asyncio.Queue(), asyncio.Event(), asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._loop())]
+        if self.generate_many is not None:
+            self.tasks.append(loop.create_task(self._reply_loop()))
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
         self.executor.shutdown(wait=True)
 
     async def submit(self, features: list[dict], finish) -> Any:
@@ -67,8 +82,54 @@ class Batcher:
         return await job.future
 
     async def call(self, function, *args):
-        """Any other model call (generation), in turn with the batches."""
+        """Any other model call (embeddings), in turn with the batches."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def generate(self, request) -> dict:
+        """A reply (a GenerationRequest), decoded together with the others; raises QueueFull at once when
+        `max_queue` replies are waiting, and the request's own failure (never a neighbour's)."""
+        if len(self.replies) >= self.max_queue:
+            raise QueueFull(f"{len(self.replies)} replies are waiting for the model (the limit is {self.max_queue})")
+        future = asyncio.get_running_loop().create_future()
+        self.replies.append((request, future))
+        self.reply_waiting.set()
+        return await future
+
+    def _take(self, room: int) -> list:
+        """Up to `room` waiting replies whose clients still wait (on any thread: deque pops are atomic)."""
+        taken = []
+        while self.replies and len(taken) < room:
+            request, future = self.replies.popleft()
+            if not future.done():
+                taken.append((request, future))
+        return taken
+
+    async def _reply_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.reply_waiting.wait()
+            self.reply_waiting.clear()
+            while jobs := self._take(self.max_generate):
+                futures = {id(request): future for request, future in jobs}
+
+                def more(active: int, futures=futures) -> list:  # on the model thread, between two steps
+                    new = self._take(self.max_generate - active)
+                    futures.update({id(request): future for request, future in new})
+                    self.joined += len(new)
+                    self.largest_reply_batch = max(self.largest_reply_batch, active + len(new))
+                    return [request for request, _ in new]
+
+                def done(request, result, futures=futures) -> None:  # on the model thread
+                    loop.call_soon_threadsafe(_settle, futures.pop(id(request)), result)
+
+                self.largest_reply_batch = max(self.largest_reply_batch, len(jobs))
+                try:
+                    await loop.run_in_executor(self.executor, self.generate_many, [r for r, _ in jobs], more, done)
+                except Exception as error:  # noqa: BLE001 - never expected (generate_batch answers every request)
+                    log.exception("generation batch failed")
+                    for future in list(futures.values()):
+                        _settle(future, error)
+                self.reply_batches += 1
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -46,6 +46,7 @@ class ServeSettings:
     max_inputs: int = 256
     max_input_chars: int = 100_000
     max_new_tokens: int = 512
+    generation_batch: int = 16  # generative runs: the most replies decoded together (one static batch)
     max_queue: int = 1024  # inputs waiting for the model; beyond it requests get 503 with Retry-After
     threads: int | None = None  # torch's threads for the model; default: the cores less one (HTTP keeps one)
 

@@ -5,7 +5,9 @@ events ending in `data: [DONE]`; /v1/embeddings (embeddings.py) for encoder runs
 `ftune predict` and `ftune chat` make them; greedy replies equal theirs. `stop`, `seed`, `max_tokens`,
 `temperature`, `top_p` and `stream_options.include_usage` are honoured; what cannot be honoured (tools,
 response_format other than text, logprobs, n > 1, echo, ...) is refused with 400 naming the parameter, and
-another model's name with 404, so that OpenAI's clients raise BadRequestError / NotFoundError.
+another model's name with 404, so that OpenAI's clients raise BadRequestError / NotFoundError. Concurrent
+requests are decoded together (the model thread takes every reply waiting: `Batcher.generate`,
+`Inference.generate_batch`), each with its own settings, seed and stop strings, and each streamed on its own.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from omegaconf import OmegaConf
 
-from ftune.replies import PromptTooLong
+from ftune.replies import GenerationRequest, PromptTooLong
 from ftune.serve import embeddings
-from ftune.serve.generation import generate
 from ftune.serve.http import HttpError, Served, read_json
 
 ROLES = ("system", "user", "assistant")
@@ -81,7 +82,7 @@ def router(served: Served) -> APIRouter:
         kind = "chat.completion" if chat else "text_completion"
         ident, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
         if not body.get("stream"):
-            result = await served.batcher.call(generate, inference, prompt, generation, min_tokens, stops, seed)
+            result = await served.batcher.generate(GenerationRequest(prompt, generation, min_tokens, stops, seed))
             choice = ({"index": 0, "message": {"role": "assistant", "content": result["text"]}} if chat
                       else {"index": 0, "text": result["text"]})
             return {"id": ident, "object": kind, "created": created, "model": model_id,
@@ -97,8 +98,8 @@ def router(served: Served) -> APIRouter:
         def on_text(piece: str) -> None:  # on the model thread: hand the piece to the event loop
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-        job = asyncio.ensure_future(served.batcher.call(generate, inference, prompt, generation, min_tokens, stops,
-                                                        seed, on_text))
+        request = GenerationRequest(prompt, generation, min_tokens, stops, seed, on_text)
+        job = asyncio.ensure_future(served.batcher.generate(request))
         # after the last piece (call_soon_threadsafe keeps their order), also when generation fails
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
         kind = "chat.completion.chunk" if chat else "text_completion"
@@ -112,21 +113,26 @@ def router(served: Served) -> APIRouter:
             body = {"id": ident, "object": kind, "created": created, "model": model_id, "choices": [choice], **extra}
             return f"data: {json.dumps(body)}\n\n"
 
-        if chat:
-            yield chunk(role=True)
-        while (piece := await pieces.get()) is not None:
-            yield chunk(piece)
         try:
-            result = await job
-        except Exception as error:  # noqa: BLE001 - the stream has started: the error is its last event
-            yield f"data: {json.dumps({'error': {'message': f'{type(error).__name__}: {error}', 'type': 'server_error', 'param': None, 'code': 'internal_error'}})}\n\n"
-            return
-        yield chunk(finish=result["finish_reason"])
-        if include_usage:  # OpenAI's last chunk: no choices, the usage
-            body = {"id": ident, "object": kind, "created": created, "model": model_id, "choices": [],
-                    "usage": usage(result)}
-            yield f"data: {json.dumps(body)}\n\n"
-        yield "data: [DONE]\n\n"
+            if chat:
+                yield chunk(role=True)
+            while (piece := await pieces.get()) is not None:
+                yield chunk(piece)
+            try:
+                result = await job
+            except Exception as error:  # noqa: BLE001 - the stream has started: the error is its last event
+                yield f"data: {json.dumps({'error': {'message': f'{type(error).__name__}: {error}', 'type': 'server_error', 'param': None, 'code': 'internal_error'}})}\n\n"
+                return
+            yield chunk(finish=result["finish_reason"])
+            if include_usage:  # OpenAI's last chunk: no choices, the usage
+                body = {"id": ident, "object": kind, "created": created, "model": model_id, "choices": [],
+                        "usage": usage(result)}
+                yield f"data: {json.dumps(body)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            if not job.done():  # the client went away: its row leaves the batch at the next step
+                request.cancelled = True
+                job.cancel()
 
     return routes
 

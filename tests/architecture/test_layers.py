@@ -32,6 +32,8 @@ MODULE_LAYERS = {
     "ftune.inference": "run",
     "ftune.loading": "run",  # the run settings and model folder an Inference loads
     "ftune.replies": "run",  # prompt ids and generation settings of Inference.generate
+    "ftune.generate_batch": "run",  # Inference.generate_batch: several replies decoded together (serve)
+    "ftune.batch_cache": "run",  # the rows of a batch of replies with their KV cache (generate_batch)
     "ftune.report.*": "run",  # may become a package when it is split
     "ftune.card": "run",
     "ftune.sweep": "run",

@@ -151,10 +151,68 @@ def test_openai_client_raises_not_found_for_another_model(openai_client):
 
 
 def test_stop_strings_are_held_back_across_pieces():
-    from ftune.serve.generation import StopWatch
+    from ftune.replies import StopWatch
 
     watch = StopWatch(["END", "\n\n"])
     sent = [watch.feed(piece) for piece in ["the c", "at E", "N", "D more"]]
     assert sent == ["the c", "at ", "", ""] and watch.text == "the cat " and watch.hit == "END"
     other = StopWatch(["END"])
     assert [other.feed(p) for p in ["a E", "x"]] + [other.rest()] == ["a ", "Ex", ""] and other.hit is None
+
+
+def test_concurrent_chat_requests_are_decoded_together_each_streamed_on_its_own(llama, monkeypatch):
+    """While the model thread is busy, five requests queue; they join the running batch: each stream's pieces
+    join to its alone-answer, and the one whose prompt fails gets its 500 alone."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from ftune.serve.app import create_app
+    from ftune.serve.http import ServeSettings
+
+    batches, gate, generate_batch, prompt = [], threading.Event(), llama.generate_batch, llama.prompt
+
+    def held(requests, more=None, on_done=None):  # the first batch waits to start until the others are queued
+        batches.append(len(requests))
+        if len(batches) == 1:
+            gate.wait(30)
+        return generate_batch(requests, more, on_done)
+
+    monkeypatch.setattr(llama, "generate_batch", held, raising=False)
+    monkeypatch.setattr(llama, "prompt", lambda conversation, cut=True: [0, 10 ** 6] if conversation[-1][
+        "content"] == "BAD" else prompt(conversation, cut), raising=False)  # a token id the model cannot embed
+    questions = ["hi", "what colour is the sky ?", "tell me about the cat and the dog", "why ?"]
+    settings = ServeSettings.from_cfg({"port": 1, "max_new_tokens": 8, "api_key": None})
+    with TestClient(create_app(llama, settings)) as server, ThreadPoolExecutor(6) as pool:
+        def ask(question: str, stream: bool):
+            body = {"messages": [{"role": "user", "content": question}], "max_tokens": 6, "stream": stream}
+            return server.post("/v1/chat/completions", json=body)
+
+        first = pool.submit(ask, "hello", False)
+        while not batches:
+            time.sleep(0.01)
+        answers = [pool.submit(ask, q, n % 2 == 0) for n, q in enumerate(questions)] + [pool.submit(ask, "BAD", False)]
+        while server.get("/info").json()["batching"]["replies_waiting"] < len(answers):
+            time.sleep(0.01)
+        gate.set()
+        assert first.result().status_code == 200
+        for n, (question, answer) in enumerate(zip(questions, answers, strict=False)):
+            alone = llama.generate(prompt([{"role": "user", "content": question}]), OmegaConf.merge(
+                llama.task.cfg.generation, {"max_new_tokens": 6}))
+            if n % 2 == 0:
+                events = [json.loads(line[6:]) for line in answer.result().text.splitlines()
+                          if line.startswith("data: {")]
+                assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == alone["text"]
+                assert events[-1]["choices"][0]["finish_reason"] == alone["finish_reason"]
+            else:
+                assert answer.result().json()["choices"][0]["message"]["content"] == alone["text"]
+        failed = answers[-1].result()
+        assert failed.status_code == 500 and "IndexError" in failed.json()["error"]["message"]
+        for _ in range(100):  # the batch ends (and is counted) just after its last answer
+            batching = server.get("/info").json()["batching"]
+            if batching["reply_batches"]:
+                break
+            time.sleep(0.01)
+        assert batches == [1] and batching["replies_joined"] == len(answers) and batching["reply_batches"] == 1

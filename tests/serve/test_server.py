@@ -217,6 +217,28 @@ def test_openai_chat_and_completions_stream_the_same_text(servers):
         assert answer.status_code in (400, 413) and answer.json()["error"]["param"] == field, answer.text
 
 
+def test_concurrent_chats_each_get_their_alone_reply(servers):
+    """Chat requests sent together (streamed or not, different max_tokens) share batches in the real server
+    (in a trial run: 7 of 8 joined a running batch, 5 at once); each gets the reply it gets alone, and each
+    stream only its own pieces. That they are batched is asserted in process (test_app.py), not timed here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = servers("sft")
+    questions = ["what colour is the sky ?", "hi", "tell me about the cat and the dog please", "why ?"] * 2
+    bodies = [{"messages": [{"role": "user", "content": q}], "max_tokens": 4 + n % 5, "stream": n % 2 == 1}
+              for n, q in enumerate(questions)]
+
+    def text(body: dict) -> str:
+        answer = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
+        if body["stream"]:
+            return "".join(c["choices"][0]["delta"].get("content", "") for c in _events(answer))
+        return answer.json()["choices"][0]["message"]["content"]
+
+    alone = [text(body) for body in bodies]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        assert list(pool.map(text, bodies)) == alone
+
+
 def test_sigterm_finishes_in_flight_requests(servers):
     """SIGTERM while a reply is streaming: the reply is finished (every token, then [DONE]) and the server
     exits 0. The signal is sent once the first token has arrived, so the request is in flight whatever the
