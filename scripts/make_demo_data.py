@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--train", type=int, default=1200, help="training sentences")
-    parser.add_argument("--validation", type=int, default=300, help="validation sentences")
-    parser.add_argument("--test", type=int, default=300, help="test sentences")
+    parser.add_argument("--validation", type=int, default=100, help="validation sentences")
+    parser.add_argument("--test", type=int, default=100, help="test sentences")
     args = parser.parse_args(argv)
 
     seen, everything = split_pools(args.seed)

@@ -46,29 +46,31 @@ def test_missing_data_file_is_one_line_and_exit_2(tmp_path, tiny_model_dir):
     assert "ftune: error: task.data.train: file not found: missing.conll" in result.stderr
 
 
-def test_train_eval_predict_end_to_end(tmp_path, tiny_model_dir, tiny_ner_data):
+def test_train_eval_predict_end_to_end(tmp_path, tiny_model_dir, tiny_ner_data, capsys):
+    """train, eval, predict in this process (the README's test and the CI script's run them as subprocesses)."""
+    from tests.conftest import run_cli
+
     run_dir = tmp_path / "run"
-    train = ftune("train", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
-                  f"task.data.train={tiny_ner_data['train']}", f"task.data.validation={tiny_ner_data['validation']}",
-                  f"task.data.test={tiny_ner_data['test']}", "trainer.epochs=1", "optimizer.lr=1e-3",
-                  f"run_dir={run_dir}", cwd=tmp_path)
-    assert "micro avg" in train.stdout  # the F1 table
+    run_cli("train", f"model.name_or_path={tiny_model_dir}", "model.name=tiny",
+            f"task.data.train={tiny_ner_data['train']}", f"task.data.validation={tiny_ner_data['validation']}",
+            f"task.data.test={tiny_ner_data['test']}", "trainer.epochs=1", "optimizer.lr=1e-3", f"run_dir={run_dir}")
+    assert "micro avg" in capsys.readouterr().out  # the F1 table
     assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "train.log").stat().st_size > 0
     results = json.loads((run_dir / "results.json").read_text())
 
-    evaluated = ftune("eval", f"run_dir={run_dir}", "split=test", cwd=tmp_path)
-    assert "micro avg" in evaluated.stdout
+    run_cli("eval", f"run_dir={run_dir}", "split=test")
+    assert "micro avg" in capsys.readouterr().out
     saved = json.loads((run_dir / "eval_test.json").read_text())
     assert saved["f1"] == pytest.approx(results["test"]["f1"])
 
     text = "Angela Merkel met Emmanuel Macron in Paris .\n\n" + json.dumps({"tokens": ["Rome", "is", "big"]}) + "\n"
-    predicted = ftune("predict", f"run_dir={run_dir}", "input=-", "output=-", stdin=text, cwd=tmp_path)
-    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    (tmp_path / "in.txt").write_text(text)
+    run_cli("predict", f"run_dir={run_dir}", f"input={tmp_path / 'in.txt'}", f"output={tmp_path / 'out.jsonl'}")
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[0]["text"].startswith("Angela") and rows[1] == {"text": "", "entities": []}
     assert rows[2]["tokens"] == ["Rome", "is", "big"] and len(rows[2]["tags"]) == 3
     for entity in rows[0]["entities"]:
         assert rows[0]["text"][entity["start"]:entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
-
 
 def test_multirun_2x2_summary_with_failed_jobs(tmp_path, tiny_model_dir, tiny_ner_data):
     """Every job in its own folder; a failing job is in the table and does not stop the others."""
@@ -96,19 +98,3 @@ def test_multirun_2x2_summary_with_failed_jobs(tmp_path, tiny_model_dir, tiny_ne
     csv_rows = (sweep / "summary.csv").read_text().splitlines()
     assert csv_rows[0].startswith("job,optimizer.lr,task.data.train,f1,status,best") and len(csv_rows) == 5
     assert "failed: task.data.train: file not found" in result.stdout  # the table
-
-
-def test_installed_package_ships_its_configs(tmp_path):
-    """A non-editable install works from any directory: configs travel inside the wheel as ftune.configs."""
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target",
-                    str(target), str(REPO)], check=True, capture_output=True, timeout=300)
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    info = subprocess.run([sys.executable, "-m", "ftune", "train", "--info", "searchpath"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, check=True)
-    assert "pkg://ftune.configs" in info.stdout
-    where = subprocess.run([sys.executable, "-c", "import ftune, ftune.configs; print(ftune.__file__)"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    assert where.stdout.startswith(str(target))
-    assert (target / "ftune" / "configs" / "task" / "ner.yaml").is_file()
-    assert (target / "ftune" / "demo_data" / "ner" / "train.conll").is_file()

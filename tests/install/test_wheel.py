@@ -1,7 +1,9 @@
 """The wheel ships every config YAML and the demo data by declaration (pyproject's package list), and
 building it prints no warning about the project's own metadata (issue 26: a deprecated license table and
-undeclared config folders printed hundreds of lines on `make install`)."""
+undeclared config folders printed hundreds of lines on `make install`); installed from that wheel, ftune runs
+from any directory with its configs."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -36,3 +38,15 @@ def test_the_wheel_holds_every_config_and_the_demo_data_and_builds_quietly(tmp_p
     assert not demo - names, sorted(demo - names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()
+
+    # installed from that wheel (not editable), ftune works from any directory: the configs are ftune.configs
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    info = subprocess.run([sys.executable, "-m", "ftune", "train", "--info", "searchpath"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+    assert "pkg://ftune.configs" in info.stdout
+    where = subprocess.run([sys.executable, "-c", "import ftune, ftune.configs; print(ftune.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(target))
