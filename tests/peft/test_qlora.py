@@ -1,5 +1,6 @@
 """QLoRA: model.quantization=nf4|int8 (bitsandbytes, on the CPU here) with LoRA on a tiny Llama."""
 
+import importlib.util
 import json
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 
 from tests.conftest import run_cli, write_data
 
-pytest.importorskip("bitsandbytes", reason="the quant extra (bitsandbytes) is not installed")
+# find_spec, not importorskip: importing bitsandbytes costs ~3 s in every collecting worker; the tests import it
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                                reason="the quant extra (bitsandbytes) is not installed")
 CHAT = [{"role": "user", "content": "what colour is the sky ?"}, {"role": "assistant", "content": "the sky is blue"}]
 
 
