@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import deploy_fixtures as F
-from tests.conftest import SHARED_DATA, run_cli
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow  # exports and runs ONNX graphs end to end: make test, not make test-unit
 
@@ -105,28 +105,3 @@ def test_onnx_refusals(sft_run, ner_run, tmp_path, capsys):
     assert "no model.onnx" in capsys.readouterr().err
     assert _cli_exit("export", f"run_dir={ner_run}", "format=tflite", f"out={tmp_path / 'x'}") == 2
     assert not (tmp_path / "x").exists()
-
-
-@pytest.mark.integration
-def test_same_entities_as_pytorch_on_conll(tmp_path):
-    """MiniLM (real weights: no ties between near-uniform random logits) on CoNLL-2003 sentences."""
-    from tests.conftest import head_of_conll
-
-    source = SHARED_DATA / "conll2003"
-    if not (source / "validation.txt").is_file():
-        pytest.skip(f"{source} not found (the shared CoNLL-2003 data)")
-    train = head_of_conll(source / "train.txt", tmp_path / "train.txt", 64)
-    validation = head_of_conll(source / "validation.txt", tmp_path / "validation.txt", 200)
-    run = tmp_path / "run"
-    run_cli("train", "task=ner", "model=minilm", f"task.data.train={train}", f"task.data.validation={validation}",
-            "trainer.max_steps=8", "trainer.batch_size=16", "optimizer.lr=1e-3", "logger.console=none",
-            f"run_dir={run}")
-    lines = [" ".join(line.split()[0] for line in block.splitlines())
-             for block in validation.read_text().split("\n\n") if block.strip()]
-    out = tmp_path / "onnx"
-    run_cli("export", f"run_dir={run}", "format=onnx", f"out={out}")
-    torch_rows = _predict(tmp_path, lines, f"run_dir={run}", "precision=fp32")  # as ONNX: not bf16 autocast
-    onnx_rows = _predict(tmp_path, lines, f"model={out}", "runtime=onnx")
-    assert sum(len(r["entities"]) for r in torch_rows) > 10  # the comparison covers real predictions
-    spans = [[(e["type"], e["start"], e["end"]) for e in row["entities"]] for row in torch_rows]
-    assert spans == [[(e["type"], e["start"], e["end"]) for e in row["entities"]] for row in onnx_rows]
