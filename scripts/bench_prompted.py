@@ -1,7 +1,8 @@
 """Shared-prefix vs full-prompt scoring of `ftune eval prompt=few_shot` (docs/few-shot.md), in one process,
 alternating: SmolLM2-135M-Instruct, 8-shot SST-2 prompts, the first N dev rows.
 
-    python scripts/bench_prompted.py 32
+    python scripts/bench_prompted.py 32             # ../shared/data/sst2 beside the repository
+    python scripts/bench_prompted.py 32 <sst2 folder>
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from pathlib import Path
 
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
@@ -16,7 +18,7 @@ from transformers import AutoModelForCausalLM
 from ftune.models import load_pretrained, load_tokenizer, locate
 from ftune.prompted import prompts, scoring
 
-DATA = "/work/shared/data/sst2" if len(sys.argv) < 3 else sys.argv[2]
+DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2") if len(sys.argv) < 3 else sys.argv[2]
 
 
 def rows(path: str) -> list[dict]:
