@@ -66,34 +66,41 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
 
 
-def run_cli(*args: str) -> None:
-    """`ftune <args>` in-process (sparing the imports of a subprocess); the test fails unless it exits 0."""
+def _clear_hydra() -> None:
+    """Hydra's process-wide state after an in-process `ftune` call: the global config search and the job's
+    HydraConfig (left set, it would make a later `train.run(cfg)` in the same worker read that job's output
+    folder, or fail on `hydra.runtime.output_dir` after `--help`)."""
     from hydra.core.global_hydra import GlobalHydra
-
-    from ftune import cli
+    from hydra.core.hydra_config import HydraConfig
 
     GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+
+
+def run_cli(*args: str) -> None:
+    """`ftune <args>` in-process (sparing the imports of a subprocess); the test fails unless it exits 0."""
+    from ftune import cli
+
+    _clear_hydra()
     try:
         cli.main(list(args))
     except SystemExit as stop:
         assert stop.code in (0, None), f"ftune {' '.join(args)} exited with {stop.code}"
     finally:
-        GlobalHydra.instance().clear()
+        _clear_hydra()
 
 
 def cli_exit_code(*args: str) -> int:
     """`ftune <args>` in-process; its exit code (0 when it returns)."""
-    from hydra.core.global_hydra import GlobalHydra
-
     from ftune import cli
 
-    GlobalHydra.instance().clear()
+    _clear_hydra()
     try:
         cli.main(list(args))
     except SystemExit as stop:
         return stop.code or 0
     finally:
-        GlobalHydra.instance().clear()
+        _clear_hydra()
     return 0
 
 
