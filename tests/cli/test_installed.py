@@ -1,4 +1,6 @@
-"""The installed command, run as a user would: a few subprocess runs (each pays ~5 s of imports)."""
+"""The installed command as a user runs it: a bad key and a sweep as subprocesses (each pays ~5 s of imports);
+help, an unknown command, missing data and train/eval/predict in-process (the README's and the CI script's tests
+cover the subprocess path of those)."""
 
 import json
 import os
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # every test here starts the installed command as a subprocess
+pytestmark = pytest.mark.slow  # subprocesses and whole train/eval/predict runs: make test, not make test-unit
 
 REPO = Path(__file__).resolve().parents[2]
 FTUNE = [sys.executable, "-m", "ftune"]
