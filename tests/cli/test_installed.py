@@ -6,13 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow  # subprocesses and whole train/eval/predict runs: make test, not make test-unit
 
-REPO = Path(__file__).resolve().parents[2]
 FTUNE = [sys.executable, "-m", "ftune"]
 
 
