@@ -85,17 +85,18 @@ def main(argv: list[str] | None = None) -> None:
         hint = did_you_mean(command, COMMANDS) or f"choose from {', '.join(COMMANDS)}"
         sys.exit(report(FtuneError(f"unknown command `{command}`", fix=hint)))
 
-    from ftune.config.preflight import asks_hydra_info, hydra_args, preflight
+    from ftune.config.preflight import UNCHECKED, asks_hydra_info, hydra_args, mode_known, preflight
     from ftune.registry import register_configs
 
     register_configs()
     # configs/hydra/launcher/ray.yaml shares its name with the Ray plugin's schema, which Hydra then checks
     # it against (as wanted) while warning that the practice is deprecated
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
+    mode = UNCHECKED
     try:
         rest = hydra_args(command, rest)
         if not asks_hydra_info(rest):
-            preflight(command, rest)
+            mode = preflight(command, rest)
             if command == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 from ftune.distributed import shared_output_dirs
 
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.argv = [f"ftune {command}", *rest]
     try:
-        _hydra_app(command)()
+        with mode_known(mode):
+            _hydra_app(command)()
     except KeyboardInterrupt:
         print("ftune: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

@@ -45,6 +45,11 @@ try:  # absl comes with rouge-score
 except ImportError:
     pass
 
+# Compositions (about a thousand in the suite) without re-reading the config files each time: tests/hydra_speed.py
+from tests import hydra_speed  # noqa: E402
+
+hydra_speed.install()
+
 # The tiny trained runs of the deployment tests (ner_run, classification_run, qa_run, sft_run): registered once
 # here, so each is built once per session rather than once per module that imports it.
 pytest_plugins = ["tests.deploy_fixtures"]

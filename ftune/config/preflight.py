@@ -5,7 +5,13 @@ multi-line report, before any job, data or weight loads."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from ftune.errors import FtuneError, did_you_mean
+
+UNCHECKED = "unchecked"  # preflight's answer when it composed nothing
+ComposedMode = Any  # hydra.types.RunMode | None | UNCHECKED (hydra is imported lazily)
 
 # Hydra answers these itself (help, config search path, completion): nothing to compose or check
 HYDRA_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
@@ -39,21 +45,22 @@ def _quoted(arg: str) -> str:
     return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def preflight(command: str, args: list[str]) -> None:
-    """Compose the config in-process and turn composition errors into one FtuneError line.
+def preflight(command: str, args: list[str]) -> ComposedMode:
+    """Compose the config in-process and turn composition errors into one FtuneError line; return the
+    composed `hydra.mode` (None when unset; UNCHECKED when unusual Hydra flags skipped the check).
 
     Needs the schemas registered (ftune.config.register_configs)."""
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     from ftune.config.checks import check_known_keys, check_values
 
     flags = [a for a in args if a.startswith("-")]
     if any(f not in ("-m", "--multirun") and not f.startswith("--cfg") and f not in ("-p", "--package")
            for f in flags):
-        return  # unusual Hydra flags (--config-dir, ...): let Hydra handle everything
+        return UNCHECKED  # unusual Hydra flags (--config-dir, ...): let Hydra handle everything
     overrides = [a for a in args if not a.startswith("-") and a not in ("job", "hydra", "all")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -64,18 +71,41 @@ def preflight(command: str, args: list[str]) -> None:
     first = [_with_value(o, _values(o)[0]) for o in parsed]
     variants = [first] + [first[:i] + [_with_value(o, v)] + first[i + 1:]
                           for i, o in enumerate(parsed) for v in _values(o)[1:]]
+    mode = None
     with initialize_config_module("ftune.configs", version_base="1.3"):
-        for variant in variants[:50]:
+        for index, variant in enumerate(variants[:50]):
             try:
-                cfg = compose(command, overrides=variant)
+                cfg = compose(command, overrides=variant, return_hydra_config=index == 0)
             except Exception as error:  # Hydra and OmegaConf raise many types; all mean "bad config"
                 raise _explain(error, command, variant, compose) from error
+            if index == 0:  # what Hydra.get_mode would compose the whole config once more to read
+                mode = cfg.hydra.mode
+                with open_dict(cfg):
+                    del cfg["hydra"]
             check_values(cfg)  # first: an unknown plug-in name is the error, not the keys its schema lacks
             check_known_keys(cfg)
             missing = sorted(OmegaConf.missing_keys(cfg))
             if missing:
                 raise FtuneError(f"`{missing[0]}` is required", where=missing[0],
                                  fix=f"add {missing[0]}=<value> (see `ftune {command} --help`)")
+    return mode
+
+
+@contextlib.contextmanager
+def mode_known(mode: ComposedMode):
+    """Inside this block Hydra takes `hydra.mode` as preflight() composed it. Before a run Hydra composes the
+    whole config once more only to read that key (Hydra.get_mode, about 0.2 s a call)."""
+    if mode == UNCHECKED:
+        yield
+        return
+    from hydra._internal.hydra import Hydra
+
+    composing = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: mode
+    try:
+        yield
+    finally:
+        Hydra.get_mode = composing
 
 
 def _values(override) -> list[str]:

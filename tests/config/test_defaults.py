@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from ftune.config import COMMANDS
-from ftune.registry import GROUP_COMMANDS, GROUPS, PEFT_METHODS, TASKS
+from ftune.config import COMMANDS, check_known_keys
+from ftune.registry import GROUP_COMMANDS, GROUPS, PEFT_METHODS, TASKS, register_configs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 OPTIONS = [(group, path.stem) for group in [*GROUPS, "task"] for path in sorted((CONFIGS / group).glob("*.yaml"))]
@@ -52,8 +52,8 @@ def _leaves(node: DictConfig, prefix: str = ""):
 
 
 @pytest.mark.parametrize("group,option", OPTIONS + [(None, name) for name in COMMANDS], ids=lambda v: str(v))
-def test_no_yaml_repeats_the_value_it_extends(compose_config, group, option):
-    compose_config("train", [])  # registers the schemas
+def test_no_yaml_repeats_the_value_it_extends(group, option):
+    register_configs()
     path = CONFIGS / (f"{group}/{option}.yaml" if group else f"{option}.yaml")
     text = OmegaConf.load(path)
     parent = _parent(group, text)
@@ -63,8 +63,10 @@ def test_no_yaml_repeats_the_value_it_extends(compose_config, group, option):
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=lambda v: str(v))
-def test_every_option_sets_every_value(compose_config, group, option):
+def test_every_option_composes_validates_and_sets_every_value(compose_config, group, option):
     cfg = compose_config(GROUP_COMMANDS.get(group, "train"), [f"{group}={option}"])
+    check_known_keys(cfg)
+    assert cfg[group] is not None
     assert not OmegaConf.missing_keys(cfg), f"{group}={option} leaves unset: {sorted(OmegaConf.missing_keys(cfg))}"
 
 
