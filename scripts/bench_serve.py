@@ -61,8 +61,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of the server process and its worker processes (workers=N)."""
+    import psutil
+
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
 
 
 def free_port() -> int:
@@ -220,9 +223,10 @@ def ner(args, work: Path, ftune: str, results: dict) -> None:
         print(json.dumps(results["rows"][-1]), file=sys.stderr, flush=True)
     torch.set_num_threads(default_threads)
     del tagger
-    for runtime in args.runtimes.split(","):
+    for runtime, workers in ((r, int(w)) for r in args.runtimes.split(",") for w in args.workers.split(",")):
         source = f"run_dir={run} precision={args.precision}" if runtime == "torch" else f"model={onnx}"
-        process, url = serve(ftune, [*source.split(), f"runtime={runtime}", "batch_size=64", "max_queue=4096"])
+        process, url = serve(ftune, [*source.split(), f"runtime={runtime}", "batch_size=64", "max_queue=4096",
+                                     f"workers={workers}"])
         try:
             import httpx
 
@@ -234,7 +238,8 @@ def ner(args, work: Path, ftune: str, results: dict) -> None:
                 cpu0 = cpu_seconds(process.pid)
                 row = asyncio.run(load(url, texts[:len(alone)], clients, total, alone))
                 row["cpu_percent"] = round(100 * (cpu_seconds(process.pid) - cpu0) / row.pop("seconds"))
-                row.update(setup=f"ftune serve, {runtime}" + (f" {args.precision}" if runtime == "torch" else " fp32"),
+                row.update(setup=f"ftune serve, {runtime}" + (f" {args.precision}" if runtime == "torch" else " fp32")
+                           + (f", {workers} workers" if workers > 1 else ""),
                            load_average=os.getloadavg()[0])
                 results["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
@@ -250,6 +255,7 @@ def main() -> None:
     parser.add_argument("--streams", default="1,4,16", help="concurrent chat streams ('' to skip the chat part)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--runtimes", default="torch,onnx")
+    parser.add_argument("--workers", default="1,2", help="server processes (ftune serve workers=N) to measure")
     parser.add_argument("--precision", default="fp32", help="torch runtime's precision (the pipeline loop runs fp32)")
     parser.add_argument("--work", default="runs/bench_serve")
     parser.add_argument("--only", choices=("all", "ner", "chat"), default="all", help="ner: /predict only; chat: SmolLM2 only")

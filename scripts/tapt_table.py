@@ -87,7 +87,7 @@ def main() -> None:
     mlm = train(out / mlm_name(args), "task=mlm", "model=minilm", f"task.data.train={text}",
                 "task.max_length=64", "trainer.batch_size=32", f"optimizer.lr={args.mlm_lr}", "optimizer.weight_decay=0.01",
                 *steps)
-    print(f"MLM: {mlm['train']['steps']} steps, held-out masked-token loss {mlm['validation']['loss']:.3f} "
+    print(f"MLM: {mlm['steps']} steps, held-out masked-token loss {mlm['validation']['loss']:.3f} "
           f"(accuracy {mlm['validation']['accuracy']:.3f}), {mlm['wall']:.0f} s", flush=True)
     rows, table = {}, [f"| labelled rows | from MiniLM ({metric}) | after TAPT ({metric}) | gain (points) | "
                        "fine-tuning s (plain / TAPT) |", "| --- | --- | --- | --- | --- |"]
@@ -106,7 +106,7 @@ def main() -> None:
         table.append(f"| {size:,} | {cell(plain)} | {cell(tapt)} | {cell(gains)} | {wall[0]:.0f} / {wall[1]:.0f} |")
     print("\n".join(table), flush=True)
     (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                  "mlm": {k: mlm[k] for k in ("train", "validation", "wall")},
+                                                  "mlm": {k: mlm[k] for k in ("steps", "train", "validation", "wall")},
                                                   "runs": rows, "table": table}, indent=2) + "\n")
 
 

@@ -29,14 +29,22 @@ def run(cfg: DictConfig) -> dict:
     _check_port(cfg.host, cfg.port)  # before the slow model load
     api_key = cfg.api_key or os.environ.get("FTUNE_API_KEY") or None
     inference = Inference.load(cfg)
-    from ftune.serve.app import create_app
-    from ftune.serve.http import ServeSettings
-
-    app = create_app(inference, ServeSettings.from_cfg(cfg, api_key=api_key))
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: reachable from other machines%s", cfg.host,
                     "" if api_key else " and no api_key is set")
     log.info("API key %s", "required (Authorization: Bearer <key>)" if api_key else "not required")
+    if cfg.workers > 1:
+        del inference  # loaded here only to refuse a bad run before the port opens: each worker loads its own
+        from ftune.serve.workers import serve_in_workers
+
+        log.info("starting %d server processes on http://%s:%d", cfg.workers, cfg.host, cfg.port)
+        serve_in_workers(cfg, api_key)
+        log.info("server stopped")
+        return {"served": True}
+    from ftune.serve.app import create_app
+    from ftune.serve.http import ServeSettings
+
+    app = create_app(inference, ServeSettings.from_cfg(cfg, api_key=api_key))
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
                                            access_log=cfg.log_requests, timeout_graceful_shutdown=60))
     # uvicorn finishes in-flight requests on SIGTERM/SIGINT, then re-raises the signal to the handler that was

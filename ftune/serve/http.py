@@ -49,11 +49,12 @@ class ServeSettings:
     generation_batch: int = 16  # generative runs: the most replies decoded together (one static batch)
     max_queue: int = 1024  # inputs waiting for the model; beyond it requests get 503 with Retry-After
     threads: int | None = None  # torch's threads for the model; default: the cores less one (HTTP keeps one)
+    workers: int = 1  # server processes, each with its own model; the default threads are divided among them
 
     def model_threads(self) -> int:
         import os
 
-        return self.threads or max(1, len(os.sched_getaffinity(0)) - 1)
+        return self.threads or max(1, (len(os.sched_getaffinity(0)) - 1) // self.workers)
 
     @classmethod
     def from_cfg(cls, cfg: Any, **changes: Any) -> ServeSettings:

@@ -260,3 +260,31 @@ def test_sigterm_finishes_in_flight_requests(servers):
     assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) >= 100  # the whole reply, not a cut
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert server.process.wait(60) == 0
+
+
+def test_two_worker_processes_answer_as_one_and_stop_on_sigterm(ner_run, servers):
+    """workers=2: two processes behind one port (uvicorn's supervisor), each answering what the one-process
+    server answers; SIGTERM stops the supervisor and both workers, exit 0."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    alone = servers("ner")
+    server = Server(ner_run, "workers=2")
+    try:
+        workers = psutil.Process(server.process.pid).children(recursive=True)
+        assert len([w for w in workers if "spawn" in " ".join(w.cmdline())]) == 2, [w.cmdline() for w in workers]
+        inputs = INPUTS["ner"][:2] * 20
+
+        def answer(url: str, text) -> dict:
+            reply = httpx.post(f"{url}/predict", json={"input": text}, headers=AUTH, timeout=60)
+            assert reply.status_code == 200, reply.text
+            return reply.json()["prediction"]
+
+        expected = [answer(alone.url, text) for text in inputs[:2]]
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda text: answer(server.url, text), inputs))
+        assert got == expected * 20
+    finally:
+        assert server.stop() == 0
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
