@@ -1,33 +1,69 @@
-"""`ftune serve workers=N`: N server processes on one port, each with its own model (uvicorn's supervisor).
+"""`ftune serve workers=N`: N server processes on one port, each with its own model.
 
 In one process the HTTP parsing, the event loop and the model thread share one interpreter lock: under load
-the server measured at most one core busy (docs/serving.md). Separate processes do not share it. uvicorn binds
-the port once, spawns the workers (fresh interpreters: torch's thread pools are never forked), restarts one
-that dies, and on SIGTERM/SIGINT stops them all after their in-flight requests. The workers read the command's
-resolved config from the environment; the parent has loaded the model once before, so a bad run is still one
-line and exit 2 before the port opens.
+the server measured at most one core busy (docs/serving.md). Separate processes do not share it. Each worker
+is a fresh interpreter (spawned: torch's thread pools are never forked) that loads the model, then binds its
+own socket to the port with SO_REUSEPORT, so the kernel spreads new connections over the workers that are
+ready. (uvicorn's own `workers` shares one listening socket: a client's keep-alive connection stays with
+whichever worker accepted it first, and measured at 32 clients one worker took nearly all of them.)
+
+The parent has loaded the model once before (a bad run is one line and exit 2 before any worker starts); it
+passes the resolved config through the environment, forwards SIGTERM/SIGINT (each worker finishes its
+in-flight requests, as uvicorn does) and, if a worker dies, stops the others and exits 1, for the process
+supervisor (systemd, Kubernetes) to restart the whole server.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import socket
 
+log = logging.getLogger("ftune")
 CONFIG_VARIABLE = "FTUNE_SERVE_CONFIG"
 
 
 def serve_in_workers(cfg, api_key: str | None) -> None:
-    import uvicorn
+    """Run cfg.workers server processes until a signal stops them (returns) or one of them dies (exit 1)."""
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     os.environ[CONFIG_VARIABLE] = OmegaConf.to_yaml({**resolved, "api_key": api_key})
-    uvicorn.run("ftune.serve.workers:app_in_worker", factory=True, workers=cfg.workers, host=cfg.host,
-                port=cfg.port, log_level="warning", access_log=cfg.log_requests, timeout_graceful_shutdown=60)
+    spawn = multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=_worker, name=f"ftune-serve-{n}", daemon=False) for n in range(cfg.workers)]
+    stopping: list[int] = []
+
+    def stop(number, frame) -> None:
+        stopping.append(number)
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for worker in workers:
+            worker.start()
+        while not stopping and all(worker.is_alive() for worker in workers):
+            multiprocessing.connection.wait([worker.sentinel for worker in workers], timeout=1)
+        if not stopping:
+            dead = next(worker for worker in workers if not worker.is_alive())
+            stop(None, None)
+            for worker in workers:
+                worker.join(90)
+            raise SystemExit(f"ftune: server process {dead.name} exited with {dead.exitcode}; the others were stopped")
+        for worker in workers:
+            worker.join(90)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def app_in_worker():
-    """uvicorn's app factory, called once in each worker process."""
+def _worker() -> None:
+    """One server process: the model, then its own SO_REUSEPORT socket, then uvicorn until SIGTERM."""
+    import uvicorn
     from omegaconf import OmegaConf
 
     from ftune.inference import Inference
@@ -36,4 +72,11 @@ def app_in_worker():
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     cfg = OmegaConf.create(os.environ[CONFIG_VARIABLE])
-    return create_app(Inference.load(cfg), ServeSettings.from_cfg(cfg))
+    app = create_app(Inference.load(cfg), ServeSettings.from_cfg(cfg))
+    listener = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((cfg.host, cfg.port))  # only now, with the model loaded: no connection waits on a loading worker
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=cfg.log_requests,
+                            timeout_graceful_shutdown=60)
+    uvicorn.Server(config).run(sockets=[listener])
