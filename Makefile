@@ -36,6 +36,7 @@ test-unit: $(STAMP)  ## the fast tier: in-process tests on tiny models, no subpr
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_scale.py  # data at scale: 1x/10x/100x CoNLL + 200k sft, memory and start-up
+	$(BIN)/python scripts/bench_scale.py --scales '' --sft 0 --text-mb 200,2000  # task=mlm on 0.2 and 2 GB of raw text
 	$(BIN)/python scripts/bench_serve.py  # ftune serve under load vs the pipeline loop; SmolLM2 streams (docs/serving.md)
 
 lint: $(STAMP)

@@ -2,6 +2,7 @@
 
     python scripts/bench_scale.py                        # 1x, 10x, 100x CoNLL-2003 train + 200k sft (make bench)
     python scripts/bench_scale.py --scales 1,10 --sft 20000 --steps 5   # what fits in a few minutes
+    python scripts/bench_scale.py --scales '' --sft 0 --text-mb 200,2000  # raw text only: task=mlm on 0.2 and 2 GB
 
 Builds CoNLL-2003 train repeated k times (14,041 sentences each) and an sft set of N prompt/response
 conversations generated from SQuAD v1.1 dev questions (question → answer sentence), in a temporary folder.
@@ -10,7 +11,9 @@ the second is a cache hit. While a run goes, /proc/<pid>/status of the run and i
 featurisation workers) is sampled every 50 ms: peak RssAnon (anonymous memory: what the data path costs,
 page cache of memory-mapped files excluded) and peak VmRSS. From the log: featurisation throughput, and
 the time from the start of the process to the first training step. Ratios are to the 1x run of the same
-kind. A markdown table goes to stdout (and --out). Skips (exit 0) when ../shared/data is absent.
+kind. With --text-mb, a raw-text file of that many MB (SQuAD v1.1 contexts, one document a line, repeated with
+a line number so no two lines are equal) trains `task=mlm` (issue 28: memory must not grow with the corpus).
+A markdown table goes to stdout (and --out). Skips (exit 0) when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -91,6 +94,21 @@ def _status_kb(pid: int) -> dict[str, int]:
     return found
 
 
+def build_text(folder: Path, megabytes: int) -> Path:
+    """`megabytes` MB of real English text, one document (a SQuAD context) a line."""
+    contexts = [" ".join(p["context"].split()) for article in json.loads(SQUAD.read_text())["data"]
+                for p in article["paragraphs"]]
+    target, size, number = folder / f"text_{megabytes}mb.txt", megabytes * 1_000_000, 0
+    with target.open("w") as out:
+        while out.tell() < size:
+            for context in contexts:
+                number += 1
+                out.write(f"{number}. {context}\n")
+                if out.tell() >= size:
+                    break
+    return target
+
+
 def run_once(args: list[str], env: dict) -> dict:
     """One `ftune train` in a subprocess: peaks sampled from /proc, milestones from its log lines."""
     started = time.perf_counter()
@@ -126,7 +144,8 @@ def run_once(args: list[str], env: dict) -> dict:
             "featurize_per_s": tokenised, "wall_s": time.perf_counter() - started}
 
 
-def workloads(folder: Path, scales: list[int], sft: int, steps: int) -> list[tuple[str, str, list[str]]]:
+def workloads(folder: Path, scales: list[int], sft: int, steps: int,
+              text_mb: list[int]) -> list[tuple[str, str, list[str]]]:
     common = [f"trainer.max_steps={steps}", "trainer.log_every=1", "trainer.eval_every=null", "trainer.save_every=null",
               "logger.console=plain", "logger.jsonl=false"]
     runs = []
@@ -138,6 +157,13 @@ def workloads(folder: Path, scales: list[int], sft: int, steps: int) -> list[tup
         runs.append((f"sft, {sft:,} conversations", "sft",
                      ["task=sft", "model=smollm2-135m", f"task.data.train={build_sft(folder, sft)}",
                       "task.max_length=256", "trainer.batch_size=4", "trainer.grad_accum=1", *common]))
+    if text_mb:
+        validation = folder / "text_validation.txt"  # a fixed small one: a held-out 5 % of 2 GB would be 100 MB
+        validation.write_text("".join(build_text(folder, 1).open().readlines()[:200]))
+    for megabytes in text_mb:
+        runs.append((f"mlm, {megabytes:,} MB of raw text", "mlm",
+                     ["task=mlm", "model=minilm", f"task.data.train={build_text(folder, megabytes)}",
+                      f"task.data.validation={validation}", "task.max_length=128", "trainer.batch_size=8", *common]))
     return runs
 
 
@@ -146,15 +172,17 @@ def main() -> int:
     parser.add_argument("--scales", default="1,10,100", help="repetitions of CoNLL-2003 train")
     parser.add_argument("--sft", type=int, default=200_000, help="conversations in the sft workload (0: none)")
     parser.add_argument("--steps", type=int, default=20, help="trainer.max_steps of every run")
+    parser.add_argument("--text-mb", default="", help="sizes (MB) of generated raw text for task=mlm, e.g. 200,2000")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     args = parser.parse_args()
-    if not (CONLL / "train.txt").is_file() or (args.sft and not SQUAD.is_file()):
+    if not (CONLL / "train.txt").is_file() or ((args.sft or args.text_mb) and not SQUAD.is_file()):
         print(f"skipped: {CONLL} or {SQUAD} is missing (see ../shared/data/README.md)")
         return 0
     rows, base = [], {}
     with tempfile.TemporaryDirectory(prefix="ftune-bench-scale-") as tmp:
         folder = Path(tmp)
-        for label, kind, overrides in workloads(folder, [int(s) for s in args.scales.split(",")], args.sft, args.steps):
+        sizes = [[int(s) for s in value.split(",") if s] for value in (args.scales, args.text_mb)]
+        for label, kind, overrides in workloads(folder, sizes[0], args.sft, args.steps, sizes[1]):
             env = {**os.environ, "FTUNE_CACHE_DIR": str(folder / f"cache-{len(rows)}"), "HF_HUB_OFFLINE": "1",
                    "HF_DATASETS_OFFLINE": "1"}
             for attempt in ("first run", "cache hit"):
