@@ -110,7 +110,7 @@ class ServeConfig:
     batch_window_ms: float = bounded(ge=0)  # under load, how long a batch waits for more requests to join
     max_queue: int = bounded(ge=1)  # inputs waiting for the model; more get 503 with Retry-After
     threads: int | None = bounded(None, ge=1)  # torch's threads for the model; default: the cores less one
-    workers: int = bounded(ge=1)  # server processes, each with its own copy of the model (uvicorn workers)
+    workers: int = bounded(ge=1)  # server processes on the port, each with its own model (ftune/serve/workers.py)
     max_body_bytes: int = bounded(ge=1)  # larger request bodies get 413
     max_inputs: int = bounded(ge=1)  # inputs per request; more get 413
     max_input_chars: int = bounded(ge=1)  # characters per input; longer inputs get 413

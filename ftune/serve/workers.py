@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 
-log = logging.getLogger("ftune")
 CONFIG_VARIABLE = "FTUNE_SERVE_CONFIG"
 
 
@@ -59,6 +58,7 @@ def serve_in_workers(cfg, api_key: str | None) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.environ.pop(CONFIG_VARIABLE, None)  # it holds the API key: no later child of this process inherits it
 
 
 def _worker() -> None:
