@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -23,8 +25,11 @@ DEMO = REPO / "ftune" / "demo_data" / "ner"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-# The feature cache of the test session lives in its own folder, not in the user's ~/.cache.
-os.environ.setdefault("FTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="ftune-test-cache-"))
+# The feature cache of the test session lives in its own folder, not in the user's ~/.cache, and goes with the
+# process that made it (each xdist worker makes one): 500 leaked folders once filled a CI machine's disk.
+if "FTUNE_CACHE_DIR" not in os.environ:
+    os.environ["FTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="ftune-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FTUNE_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # make test runs one pytest-xdist worker per core: each worker (and every process it starts) computes on one
 # thread, or the workers' OpenMP threads oversubscribe the cores and spin-wait (measured: a 20-minute suite).
