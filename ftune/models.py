@@ -39,6 +39,21 @@ def locate(name_or_path: str, key: str = "model.name_or_path", allow_pickle: boo
     )
 
 
+def preset_source(name: str) -> str:
+    """A model preset's name_or_path (`model=smollm2-135m` in eval, predict or a prompted eval, as in train);
+    a path, hub id or `gguf:`/`pkg:` spec unchanged."""
+    if "/" in name or ":" in name or Path(name).expanduser().exists():
+        return name
+    from hydra.errors import MissingConfigException
+
+    from ftune.registry import defaults
+
+    try:
+        return str(defaults("model", name).name_or_path)
+    except MissingConfigException:  # not a preset: a hub id such as gpt2
+        return name
+
+
 def gguf_model_folder(spec: str, key: str = "model.name_or_path") -> Path:
     """A safetensors model folder converted (dequantised, fp32) from a GGUF file, once, then cached.
 

