@@ -5,10 +5,13 @@ match / token F1 on the evaluation questions, before and after DPO.
 
     python scripts/dpo_squad_check.py                      # the set-up of docs/generation.md
     python scripts/dpo_squad_check.py --dpo-steps 60 --loss ipo
+    python scripts/dpo_squad_check.py --train-prompts 128 --heldout-prompts 48 --dpo-steps 20 --kto   # + KTO vs DPO
 
 Articles (SQuAD v1.1 dev, paragraphs ≤ --max-context characters): SFT trains on the first 3, the EM/F1
 evaluation uses the last 2 (as sft_squad_check.py), DPO training pairs come from article 3 (Nikola_Tesla) and
-held-out pairs from article 4 (Computational_complexity_theory): no context is in two roles. Everything runs
+held-out pairs from article 4 (Computational_complexity_theory): no context is in two roles. With --kto, the same
+pairs split into unpaired rows (chosen: desirable, rejected: undesirable) train task=kto from the same SFT start,
+with twice the batch for the same steps (the same completions seen), and are scored the same way. Everything runs
 through the `ftune` command line (the commands are printed); figures go to <work>/summary.json.
 """
 
@@ -72,6 +75,7 @@ def main() -> None:
                         "has the same LoRA run: EM 28.05, F1 36.16)")
     parser.add_argument("--shipped", action="store_true", help="also score the shipped model (docs/generation.md "
                         "has it: EM 1.22, F1 22.96 on the same questions)")
+    parser.add_argument("--kto", action="store_true", help="also train task=kto on the pairs split into unpaired rows")
     parser.add_argument("--work", default="runs/dpo_squad_check")
     args = parser.parse_args()
 
@@ -137,9 +141,33 @@ def main() -> None:
     if not (dpo_model / "config.json").is_file():
         S.ftune("export", f"run_dir={dpo_run}", "merge=true", "check=false", f"out={dpo_model}", "overwrite=true")
 
-    # 4. SQuAD EM/F1 after SFT + DPO, after SFT, (the shipped model)
-    for name, folder, wanted in (("sft_dpo", dpo_model, True), ("sft", sft_model, not args.skip_sft_eval),
-                                 ("shipped", base, args.shipped)):
+    # 3b. KTO on the same feedback, unpaired: what a thumbs-up/down log gives instead of pairs
+    kto_model = work / "kto_merged"
+    if args.kto:
+        kto_files = {}
+        for name, rows in (("kto", train_pairs), ("kto_heldout", heldout_pairs)):
+            kto_files[name] = work / f"{name}.jsonl"
+            kto_files[name].write_text("".join(
+                json.dumps({"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}) + "\n"
+                for p in rows for side in ("chosen", "rejected")))
+        kto_run = work / "kto"
+        if not (kto_run / "results.json").is_file():
+            S.ftune("train", "task=kto", "model=smollm2-135m", f"model.name_or_path={sft_model}", "peft=lora",
+                    f"task.beta={args.beta}", "task.max_length=384", f"trainer.batch_size={2 * args.batch_size}",
+                    "trainer.grad_accum=1", "trainer.eval_batch_size=8", f"task.data.train={kto_files['kto']}",
+                    f"task.data.validation={kto_files['kto_heldout']}", f"trainer.max_steps={args.dpo_steps}",
+                    f"optimizer.lr={args.dpo_lr}", f"trainer.eval_every={args.eval_every or args.dpo_steps}",
+                    f"run_dir={kto_run}", *common)
+        kto_results = json.loads((kto_run / "results.json").read_text())
+        save(kto_steps=kto_results["steps"], kto_train_seconds=kto_results["train"]["seconds"],
+             kto_heldout_after={k: round(v, 4) for k, v in kto_results["validation"].items()
+                                if isinstance(v, float)})
+        if not (kto_model / "config.json").is_file():
+            S.ftune("export", f"run_dir={kto_run}", "merge=true", "check=false", f"out={kto_model}", "overwrite=true")
+
+    # 4. SQuAD EM/F1 after SFT + DPO, (after SFT + KTO), after SFT, (the shipped model)
+    for name, folder, wanted in (("sft_dpo", dpo_model, True), ("sft_kto", kto_model, args.kto),
+                                 ("sft", sft_model, not args.skip_sft_eval), ("shipped", base, args.shipped)):
         if wanted:
             save(squad={**summary["squad"], name: squad_eval(work, folder, name, evaluation, args.answer_tokens)})
     print(json.dumps(summary, indent=2))

@@ -31,20 +31,34 @@ def serve_in_workers(cfg, api_key: str | None) -> None:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     os.environ[CONFIG_VARIABLE] = OmegaConf.to_yaml({**resolved, "api_key": api_key})
+    try:
+        supervise([(_worker, ())] * cfg.workers)
+    finally:
+        os.environ.pop(CONFIG_VARIABLE, None)  # it holds the API key: no later child of this process inherits it
+
+
+def supervise(targets: list[tuple]) -> None:
+    """A spawned process per (function, args), until SIGTERM/SIGINT, forwarded to each, stops them all (returns
+    once they have finished) or one exits on its own: the others are stopped, then SystemExit (exit 1)."""
     spawn = multiprocessing.get_context("spawn")
-    workers = [spawn.Process(target=_worker, name=f"ftune-serve-{n}", daemon=False) for n in range(cfg.workers)]
+    workers = [spawn.Process(target=target, args=args, name=f"ftune-serve-{n}", daemon=False)
+               for n, (target, args) in enumerate(targets)]
     stopping: list[int] = []
+    signalled: set[int] = set()  # once each: uvicorn takes a second SIGTERM as "abort in-flight requests"
 
     def stop(number, frame) -> None:
         stopping.append(number)
         for worker in workers:
-            if worker.is_alive():
+            if worker.is_alive() and worker.pid not in signalled:
+                signalled.add(worker.pid)
                 os.kill(worker.pid, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for worker in workers:
             worker.start()
+        if stopping:  # a signal while starting them: the ones started after it are stopped too
+            stop(None, None)
         while not stopping and all(worker.is_alive() for worker in workers):
             multiprocessing.connection.wait([worker.sentinel for worker in workers], timeout=1)
         if not stopping:
@@ -58,7 +72,6 @@ def serve_in_workers(cfg, api_key: str | None) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        os.environ.pop(CONFIG_VARIABLE, None)  # it holds the API key: no later child of this process inherits it
 
 
 def _worker() -> None:
