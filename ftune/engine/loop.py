@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ftune.data.batching import Indexed, feature_lengths, train_batches
+from ftune.data.batching import Batches, Indexed, feature_lengths, train_batches
 from ftune.engine import checkpoint as ckpt
 from ftune.engine import strategy as strategies
 from ftune.engine.checkpoint import TrainState
@@ -29,7 +29,7 @@ from ftune.tasks.base import Task
 log = logging.getLogger("ftune")
 
 
-def shard(batches: list[list[int]], processes: int, rank: int) -> list[list[int]]:
+def shard(batches: Batches, processes: int, rank: int) -> Batches:
     """This process's share of an epoch's batches. The list is padded by repeating its first batches so
     every process runs the same number of steps (as DistributedSampler does): no process waits forever."""
     if processes == 1:
@@ -120,11 +120,12 @@ class Engine(Evaluation):
         while state.step < total:
             batches = train_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
             batches = shard(batches, processes, rank)
-            chunks = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
-            remaining = chunks[state.chunk:]
-            micro = iter(self._loader(train, [b for chunk in remaining for b in chunk]))
-            for chunk in remaining:
-                if not self._train_step([next(micro) for _ in chunk], params, window, state.step + 1):
+            # an optimizer step ("chunk") is grad_accum batches; a resumed run starts at its epoch's next chunk
+            steps_in_epoch = -(-len(batches) // cfg.grad_accum)
+            micro = iter(self._loader(train, batches[state.chunk * cfg.grad_accum:]))
+            for first in range(state.chunk * cfg.grad_accum, len(batches), cfg.grad_accum):
+                chunk = batches[first:first + cfg.grad_accum]
+                if not self._train_step([next(micro) for _ in range(len(chunk))], params, window, state.step + 1):
                     if cfg.nonfinite == "stop":
                         saved = (f"the last checkpoint (step {self.last_checkpoint}) is intact" if self.last_checkpoint
                                  else "no checkpoint was saved yet")
@@ -136,8 +137,8 @@ class Engine(Evaluation):
                                 state.step + 1, state.skipped)
                 state.step += 1
                 state.chunk += 1
-                state.samples += sum(len(b) for b in chunk)
-                epoch_end = state.chunk == len(chunks)
+                state.samples += int(chunk.sizes().sum())
+                epoch_end = state.chunk == steps_in_epoch
                 if epoch_end:
                     state.epoch, state.chunk = state.epoch + 1, 0
                 last = state.step >= total

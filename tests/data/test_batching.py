@@ -26,6 +26,42 @@ def test_train_batches_cover_every_example_once_per_epoch(group):
     assert order(0) != order(1)  # new order per epoch
 
 
+def _reference_order(lengths, batch_size, seed, epoch, group, factor=50):
+    """The order as first written, with Python lists: the compact one must give exactly these batches (the
+    recorded-loss test and every resumed run depend on it)."""
+    import random
+
+    rng = random.Random(seed * 1_000_003 + epoch)
+
+    def permutation(n):
+        order = list(range(n))
+        rng.shuffle(order)
+        return order
+
+    def cut(order):
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    order = permutation(len(lengths))
+    if not group:
+        return cut(order)
+    batches = []
+    for start in range(0, len(order), batch_size * factor):
+        batches += cut(sorted(order[start:start + batch_size * factor], key=lambda i: -lengths[i]))
+    return [batches[i] for i in permutation(len(batches))]
+
+
+@pytest.mark.parametrize("group", [True, False])
+@pytest.mark.parametrize(("count", "batch_size"), [(0, 8), (1, 8), (33, 1), (1601, 32), (5000, 7)])
+def test_batches_equal_the_list_based_order_and_slice_and_join_like_lists(count, batch_size, group):
+    lengths = [(i * 37) % 101 + 1 for i in range(count)]
+    batches = train_batches(lengths, batch_size, 3, 1, group)
+    expected = _reference_order(lengths, batch_size, 3, 1, group)
+    assert [b.tolist() for b in batches] == expected and len(batches) == len(expected)
+    assert [b.tolist() for b in batches[1::2]] == expected[1::2]
+    assert [b.tolist() for b in batches + batches[:3]] == expected + expected[:3]
+    assert batches.sizes().sum() == count
+
+
 def test_length_grouping_cuts_padding_but_stays_random():
     lengths = [(i * 37) % 101 + 1 for i in range(2000)]
 
