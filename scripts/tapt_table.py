@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--mlm-steps", type=int, default=None, help="trainer.max_steps of the MLM run (default: one epoch)")
     parser.add_argument("--mlm-lr", type=float, default=1e-4)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "tapt")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for every run, e.g. trainer.precision=fp32 to match runs made on a CPU without bf16")
     args = parser.parse_args()
     recipe, source, metric = TASKS[args.task]
     if not source.is_file():
@@ -86,7 +88,7 @@ def main() -> None:
     steps = [f"trainer.max_steps={args.mlm_steps}"] if args.mlm_steps else ["trainer.epochs=1"]
     mlm = train(out / mlm_name(args), "task=mlm", "model=minilm", f"task.data.train={text}",
                 "task.max_length=64", "trainer.batch_size=32", f"optimizer.lr={args.mlm_lr}", "optimizer.weight_decay=0.01",
-                *steps)
+                *steps, *args.set)
     print(f"MLM: {mlm['steps']} steps, held-out masked-token loss {mlm['validation']['loss']:.3f} "
           f"(accuracy {mlm['validation']['accuracy']:.3f}), {mlm['wall']:.0f} s", flush=True)
     rows, table = {}, [f"| labelled rows | from MiniLM ({metric}) | after TAPT ({metric}) | gain (points) | "
@@ -96,7 +98,7 @@ def main() -> None:
             for seed in args.seeds:
                 extra = [f"init_from={out / mlm_name(args)}"] if start == "tapt" else []
                 result = train(out / f"{start}-{size}-seed{seed}", f"experiment={recipe}", f"task.data.max_train={size}",
-                               f"trainer.seed={seed}", *extra)
+                               f"trainer.seed={seed}", *extra, *args.set)
                 rows.setdefault(f"{size}", {}).setdefault(start, []).append(
                     {"seed": seed, metric: result["validation"][metric], "wall": result["wall"]})
         plain = [r[metric] for r in rows[f"{size}"]["plain"]]
