@@ -56,6 +56,7 @@ def run(cfg: DictConfig) -> dict:
     print(table, file=sys.stderr if cfg.output_format == "json" else sys.stdout)
     if cfg.output_format == "json":
         print(json.dumps(result))
-    log.info("wrote %s (%d examples, %.0f s)", out, n, result["seconds"])
+    attack = f", {settings.attack} {result['attack']['seconds']:.0f} s" if "attack" in result else ""
+    log.info("wrote %s (%d examples; perturbations %.0f s%s)", out, n, result["seconds"], attack)
     returned = {k: v for k, v in result.items() if k not in ("perturbations", "attack")}
     return OmegaConf.to_container(OmegaConf.create(returned))
