@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> dict:
         raise FtuneError(f"task={task.name} has no perturbation suite", where="task",
                          fix="stress a run of a text classification or tagging task")
     stress.plan(settings, task.stress_input)  # unknown perturbation names: before the split loads
-    if settings.attack and (task.stress_input != "text" or not task.explainable):
+    if settings.attack and (task.stress_input != "text" or task.explain_output != "labels" or not task.explainable):
         raise FtuneError(f"task={task.name} cannot be attacked by {settings.attack}", where="stress.attack",
                          fix="input_reduction attacks a run of a task that labels a text (classification)")
     split = task.load_split(cfg.split)

@@ -6,7 +6,8 @@ integrated gradients (captum's IntegratedGradients, with its convergence delta),
 attention (mean over heads) from the explained positions. What is explained is the task's
 (`TaskBase.explain_targets`, by the kind of output it declares, `explain_output`): for "labels", the
 probability of the predicted label (or of `target`) for a sequence classifier, the mean probability of an
-entity's predicted tags at its words for NER; for "span" (extractive QA), p(start) · p(end) of the predicted
+entity's predicted tags at its words for NER; for "independent_labels" (multi-label), each predicted label's
+own sigmoid probability; for "value" (regression), the predicted number itself; for "span" (extractive QA), p(start) · p(end) of the predicted
 answer span; for "generation", each generated token's log-probability (generation.py). Position and token-type
 embeddings stay as the model adds them; the baseline replaces every non-special token's embedding by the
 baseline token's (pad, mask, unk) or by zeros.
@@ -22,7 +23,8 @@ import torch
 from ftune.errors import FtuneError
 
 METHODS = ("integrated_gradients", "gradient_x_input", "smooth_grad", "attention")
-OUTPUTS = ("labels", "span", "generation")  # the kinds of output a task may declare (TaskBase.explain_output)
+# the kinds of output a task may declare (TaskBase.explain_output)
+OUTPUTS = ("labels", "independent_labels", "value", "span", "generation")
 BASELINES = ("pad", "mask", "unk", "zero")
 
 
@@ -70,10 +72,14 @@ class Explainer:
             return self.output_probabilities(self.model(**self.inputs(features)))
 
     def output_probabilities(self, outputs) -> torch.Tensor:
-        """[batch, labels] or [batch, tokens, labels] ("labels"); [batch, tokens, 2]: start, end ("span")."""
+        """[batch, labels] or [batch, tokens, labels] ("labels": softmax; "independent_labels": a sigmoid per
+        label; "value": the outputs as they are); [batch, tokens, 2]: start, end ("span")."""
         if self.kind == "span":
             return torch.stack((outputs.start_logits.float().softmax(-1), outputs.end_logits.float().softmax(-1)), -1)
-        return outputs.logits.float().softmax(-1)
+        logits = outputs.logits.float()
+        if self.kind == "independent_labels":
+            return logits.sigmoid()
+        return logits if self.kind == "value" else logits.softmax(-1)
 
     @staticmethod
     def score(probabilities: torch.Tensor, target: dict) -> torch.Tensor:
@@ -97,8 +103,9 @@ class Explainer:
 
     # ---- attributions ----------------------------------------------------------------------------------
     def explain_feature(self, feature: dict) -> tuple[list[dict], dict | None]:
-        """(targets, each with `scores` per token, `delta` for integrated gradients; the prediction of a
-        sequence classifier ({"label", "score"}) or the generated text ({"generated"}), else None)."""
+        """(targets, each with `scores` per token, `delta` for integrated gradients; the prediction the task
+        reports for a sequence (`explain_prediction`: {"label", "score"}, {"labels"}, {"value"}) or the generated
+        text ({"generated"}), else None)."""
         if self.kind == "generation":
             from ftune.explain.generation import explain_generation
 
@@ -108,11 +115,7 @@ class Explainer:
         for target in targets:
             target["probability"] = float(self.score(probabilities[None], target)[0])
             target["scores"], target["delta"] = self.attribute(feature, target)
-        prediction = None
-        if self.kind == "labels" and probabilities.dim() == 1:  # a sequence's label
-            best = int(probabilities.argmax())
-            prediction = {"label": self.task.labels[best], "score": float(probabilities[best])}
-        return targets, prediction
+        return targets, self.task.explain_prediction(probabilities.cpu())
 
     def attribute(self, feature: dict, target: dict) -> tuple[list[float], float | None]:
         """Per-token attributions of one target (special tokens included, at 0 for the baseline methods)."""

@@ -53,6 +53,11 @@ def rows_table(rows: list[dict]) -> str:
         if predicted and "label" in predicted:
             head = (f"<span class=l>{html.escape(predicted['label'])}</span> "
                     f"<span class=m>{predicted['score']:.3f}</span>")
+        elif predicted and "labels" in predicted:  # multi-label: every predicted label with its probability
+            head = " ".join(f"<span class=l>{html.escape(label)}</span> <span class=m>{p:.3f}</span>"
+                            for label, p in predicted["labels"].items()) or "<span class=m>no label predicted</span>"
+        elif predicted and "value" in predicted:  # regression
+            head = f"<span class=l>{predicted['value']:.4g}</span>"
         elif predicted and "generated" in predicted:  # a generated text: one row of shading per generated token
             head = f"<span class=l>{html.escape(predicted['generated'])}</span>"
         if "gold" in row:  # `ftune report`: the example's own label

@@ -24,7 +24,7 @@ def explain_examples(explainer: Explainer, examples: list[dict]) -> list[dict]:
         targets, prediction = explainer.explain_feature(feature)
         if prediction is not None:  # a sequence's label or the generated text, before the explanations
             explanations = rows[number].pop("explanations")
-            rows[number]["prediction"] = {k: _round(v) if isinstance(v, float) else v for k, v in prediction.items()}
+            rows[number]["prediction"] = _rounded(prediction)
             rows[number]["explanations"] = explanations
         tokens = tokenizer.convert_ids_to_tokens(list(feature["input_ids"]))
         words = task.explain_words(example, feature, tokenizer)
@@ -49,6 +49,13 @@ def _explanation(target: dict, tokens: list[str], words: tuple | None, method: s
     if words is not None:
         item["words"] = [{"word": w["word"], "score": _round(w["score"])} for w in words_of(target["scores"], *words)]
     return item
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 5 significant digits, inside dicts too (a multi-label prediction: {"labels": {label: p}})."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return _round(value) if isinstance(value, float) else value
 
 
 def _round(value: Any) -> float:

@@ -50,6 +50,9 @@ class Task(Protocol):
     def explain_targets(self, feature: dict, probabilities: Any, target: str | None) -> list[dict]:
         """`ftune explain`: what to attribute in one feature ({"label", "index", "positions"} each)."""
 
+    def explain_prediction(self, probabilities: Any) -> dict | None:
+        """`ftune explain`: the prediction a row shows before its explanations, or None."""
+
     def explain_words(self, example: dict, feature: dict, tokenizer: Any) -> tuple[list[str], list] | None:
         """`ftune explain`: (words, the word index of each token of `feature`), or None when unmatched."""
 
@@ -169,8 +172,9 @@ class TaskBase:
     # hooks explain_targets and explain_words say what is explained and how tokens group into words)
     explainable: ClassVar[bool] = False
     # what is explained of the model's output: "labels" (softmax of `.logits` over `labels`, per sequence or per
-    # token), "span" (an answer span: start and end logits), "generation" (each generated token's log-probability,
-    # teacher-forced); and the example fields the default `explain_words` encodes again to find words
+    # token), "independent_labels" (a sigmoid per label: multi-label), "value" (`.logits` as they are: a predicted
+    # number), "span" (an answer span: start and end logits), "generation" (each generated token's
+    # log-probability, teacher-forced); and the example fields the default `explain_words` encodes again to find words
     explain_output: ClassVar[str] = "labels"
     explain_texts: ClassVar[tuple[str, ...]] = ("text", "text_pair")
     # `ftune stress`: the shape of an example's input the perturbations edit: "text" (the strings `text` and
@@ -251,6 +255,15 @@ class TaskBase:
                              fix=did_you_mean(target, self.labels) or f"choose from: {', '.join(self.labels)[:200]}")
         index = self.labels.index(target) if target is not None else int(probabilities.argmax())
         return [{"label": self.labels[index], "index": index, "positions": None}]
+
+    def explain_prediction(self, probabilities: Any) -> dict | None:
+        """The prediction an explained row starts with, from the explained output of one feature (see
+        `explain_output`). Default: a sequence classifier's label and its probability; None for a label per
+        token (tagging: the targets are the entities)."""
+        if probabilities.dim() != 1:
+            return None
+        best = int(probabilities.argmax())
+        return {"label": self.labels[best], "score": float(probabilities[best])}
 
     def explain_words(self, example: dict, feature: dict, tokenizer: Any) -> tuple[list[str], list] | None:
         """(words, the word index of each token of `feature`, None for special tokens), for summing token

@@ -35,6 +35,7 @@ class MultilabelTask(SequenceTask):
     name = "multilabel"
     main_metric = "micro_f1"
     problem_type = "multi_label_classification"
+    explainable, explain_output = True, "independent_labels"  # ftune explain: each predicted label's own probability
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
@@ -72,6 +73,17 @@ class MultilabelTask(SequenceTask):
 
     def _chosen(self, probabilities: list[float]) -> list[int]:
         return [i for i, p in enumerate(probabilities) if p >= self.cfg.threshold]
+
+    def explain_targets(self, feature: dict, probabilities: Any, target: str | None) -> list[dict]:
+        """Each predicted label (sigmoid probability ≥ threshold), the most probable one when none is, or
+        `target`: its own probability is explained, independent of the other labels'."""
+        if target is not None:
+            return super().explain_targets(feature, probabilities, target)
+        chosen = self._chosen(probabilities.tolist()) or [int(probabilities.argmax())]
+        return [{"label": self.labels[i], "index": i, "positions": None} for i in chosen]
+
+    def explain_prediction(self, probabilities: Any) -> dict:
+        return {"labels": {self.labels[i]: float(probabilities[i]) for i in self._chosen(probabilities.tolist())}}
 
     def metric_state(self) -> dict:
         return {}  # the counts of the first chunk start it

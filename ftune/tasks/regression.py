@@ -34,6 +34,7 @@ class RegressionTask(SequenceTask):
     name = "regression"
     main_metric = "pearson"
     problem_type = "regression"
+    explainable, explain_output = True, "value"  # ftune explain: what raised or lowered the predicted number
     table_columns = ("pearson", "spearman", "mse", "examples")
 
     def __init__(self, cfg: Any):
@@ -48,6 +49,16 @@ class RegressionTask(SequenceTask):
             raise FtuneError("the training split is empty", where="task.data.train",
                              fix="point task.data.train at a non-empty CSV, TSV or JSONL file")
         self.labels = ["score"]  # one output; saved as id2label {0: "score"}
+
+    def explain_targets(self, feature: dict, probabilities: Any, target: str | None) -> list[dict]:
+        """The predicted number (attributions say which tokens raised or lowered it)."""
+        if target is not None:
+            raise FtuneError(f"a regression run has one output: target `{target}` cannot be chosen",
+                             where="explain.target", fix="leave explain.target unset")
+        return [{"label": "score", "index": 0, "positions": None}]
+
+    def explain_prediction(self, probabilities: Any) -> dict:
+        return {"value": float(probabilities[0])}
 
     def check_examples(self, examples: list[dict], split: str) -> None:
         pass  # targets were checked to be finite numbers when read

@@ -136,9 +136,77 @@ def test_bad_settings_are_one_line_errors(classifier, tokenizer):
     with pytest.raises(FtuneError, match="target `maybe` is not a label"):
         Explainer(classifier, Settings(target="maybe")).explain_feature(
             classifier.task.featurize(classifier.task.read_inputs(["the army"]), tokenizer)[0])
-    regression = _inference("regression", ["value"], classifier.model, tokenizer)
-    with pytest.raises(FtuneError, match="task=regression cannot be explained"):
-        Explainer(regression, Settings())
+    mlm = _inference("mlm", [], classifier.model, tokenizer)
+    with pytest.raises(FtuneError, match="task=mlm cannot be explained"):
+        Explainer(mlm, Settings())
+
+
+def _completeness(explainer: Explainer, feature: dict, target: dict) -> float:
+    """f(input) - f(baseline) of one target, to compare with the sum of its integrated gradients."""
+    inputs = explainer.inputs([feature])
+    ids = inputs.pop("input_ids")
+    with torch.no_grad():
+        baseline = explainer._baseline(ids, explainer.embeddings(ids))
+        rest = {k: v for k, v in inputs.items() if k != "attention_mask"}
+        return target["probability"] - float(explainer._forward(target, rest)(baseline, inputs["attention_mask"])[0])
+
+
+def _keyed_head(keyed, rows: list[int], bias: list[float]):
+    """A copy of the keyed classifier (it decides on "army") with the output rows `rows` of its head, shifted."""
+    model = copy.deepcopy(keyed[0].model)
+    head = torch.nn.Linear(model.classifier.in_features, len(rows))
+    with torch.no_grad():
+        head.weight.copy_(model.classifier.weight[rows])
+        head.bias.copy_(model.classifier.bias[rows] + torch.tensor(bias))
+    model.classifier, model.num_labels = head, len(rows)
+    return model.eval()
+
+
+def test_multilabel_explains_each_predicted_label_by_its_own_sigmoid(keyed, tokenizer):
+    from ftune.explain.page import rows_table
+
+    text = "the said army on monday in"
+    model = _keyed_head(keyed, [1, 0, 1], [0.0, 0.0, 0.0])  # labels a and c: "army" present; b: absent
+    inference = _inference("multilabel", ["a", "b", "c"], model, tokenizer)
+    feature = inference.task.featurize(inference.task.read_inputs([text]), tokenizer)[0]
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in inference.task.collate([feature])["inputs"].items()}).logits[0]
+        model.classifier.bias[2] += 1.0 - logits[2]  # c just over the threshold (p = 0.73), a far over it
+    explainer = Explainer(inference, Settings(method="integrated_gradients", steps=64, baseline="mask"))
+    with torch.no_grad():
+        sigmoid = model(**explainer.inputs([feature])).logits[0].sigmoid().tolist()
+    assert sigmoid[0] > 0.5 > sigmoid[1] and sigmoid[2] == pytest.approx(0.731, abs=1e-3)
+    targets, prediction = explainer.explain_feature(feature)
+    assert [t["label"] for t in targets] == ["a", "c"]
+    assert [t["probability"] for t in targets] == pytest.approx([sigmoid[0], sigmoid[2]], abs=1e-6)  # not a softmax
+    assert prediction == {"labels": pytest.approx({"a": sigmoid[0], "c": sigmoid[2]}, abs=1e-6)}
+    for target in targets:
+        change = _completeness(explainer, feature, target)
+        assert abs(change) > 0.05  # the mask baseline has no "army": the check is not vacuous
+        assert sum(target["scores"]) == pytest.approx(change, abs=abs(target["delta"]) + 1e-6)
+    (asked,), again = Explainer(inference, Settings(method="gradient_x_input", target="b")).explain_feature(feature)
+    assert asked["label"] == "b" and asked["probability"] == pytest.approx(sigmoid[1], abs=1e-6) and again == prediction
+    row = explain_examples(explainer, inference.task.read_inputs([text]))[0]
+    assert set(row["prediction"]["labels"]) == {"a", "c"} and [e["label"] for e in row["explanations"]] == ["a", "c"]
+    assert rows_table([row]).count("class=l>") == 4  # two labels in the head, one per explanation
+
+
+def test_regression_explains_the_predicted_number(keyed, tokenizer):
+    model = _keyed_head(keyed, [1], [0.0])  # the number: the keyed classifier's "present" logit
+    inference = _inference("regression", ["score"], model, tokenizer)
+    explainer = Explainer(inference, Settings(method="integrated_gradients", steps=64, baseline="mask"))
+    feature = inference.task.featurize(inference.task.read_inputs(["the said army on monday in"]), tokenizer)[0]
+    with torch.no_grad():
+        value = float(model(**explainer.inputs([feature])).logits[0, 0])
+    (target,), prediction = explainer.explain_feature(feature)
+    assert target["probability"] == pytest.approx(value, abs=1e-5) and prediction == {"value": pytest.approx(value)}
+    change = _completeness(explainer, feature, target)
+    assert abs(change) > 0.5
+    assert sum(target["scores"]) == pytest.approx(change, abs=abs(target["delta"]) + 1e-5)
+    measured = faithfulness.measure(explainer, inference.task.read_inputs(["the said army on monday in", "a b c"]))
+    assert measured["targets"] == 2 and measured["method"]["comprehensiveness"]["aopc"] > 0  # "army" goes first
+    with pytest.raises(FtuneError, match="one output: target `score` cannot be chosen"):
+        Explainer(inference, Settings(target="score")).explain_feature(feature)
 
 
 def test_faithfulness_of_a_perfect_ranking_beats_random_on_a_model_keyed_on_one_token(keyed, tokenizer):
