@@ -7,6 +7,8 @@ and on all four types, on the validation sentences, for each method:
     naive       stage 2 fine-tunes the stage-1 model on the stage-2 data alone
     replay10/30 continual.replay=<stage-1 training file> continual.replay_ratio=0.1 / 0.3
     l2sp, ewc   continual=l2sp / continual=ewc (continual.strength as given)
+    pseudo      continual.pseudo_label=true: the stage-1 model's PER/LOC entities written into the stage-2 data
+                where it tags O (the background shift of class-incremental NER)
     adapter     one LoRA adapter per stage on the same base (peft=lora continual.adapter=s1 / s2); each stage's
                 types are scored with its own adapter; "all four" is not one model's and is left empty
     joint       the upper bound: one run on all four types
@@ -33,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "conll2003"
 OLD, NEW = ("PER", "LOC"), ("ORG", "MISC")
-METHODS = ("naive", "replay10", "replay30", "l2sp", "ewc", "adapter", "joint")
+METHODS = ("naive", "replay10", "replay30", "l2sp", "ewc", "pseudo", "adapter", "joint")
 os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 
@@ -164,7 +166,8 @@ def main() -> None:
                 continue
             extra = {"naive": [], "replay10": [f"continual.replay={stage1['train']}", "continual.replay_ratio=0.1"],
                      "replay30": [f"continual.replay={stage1['train']}", "continual.replay_ratio=0.3"],
-                     "l2sp": ["continual=l2sp", *strength], "ewc": ["continual=ewc", *strength]}[method]
+                     "l2sp": ["continual=l2sp", *strength], "ewc": ["continual=ewc", *strength],
+                     "pseudo": ["continual.pseudo_label=true"]}[method]
             run = train(out, method, stage2, args, seed, f"init_from={first}", f"continual.previous=[{first}]", *extra)
             found = counts(run, joint["validation"])
             rows[method].append({"old": f1(found, OLD), "new": f1(found, NEW), "all": f1(found, OLD + NEW),

@@ -63,6 +63,8 @@ def run(cfg: DictConfig) -> dict:
     splits = R.load_splits(task)
     old_labels = stage.same_task_labels(source, task)  # from a run of the same task: its label ids are kept
     stage.fit_labels(task, splits, old_labels)
+    # the earlier types, where the new data leaves them untagged, from the earlier model (continual.pseudo_label)
+    splits["train"], pseudo = stage.pseudo_label(cfg, task, splits["train"], source)
     earlier = stage.previous_validation(previous, task, cfg.continual.adapter is not None)
     if resume_from is not None and task.has_labels:
         _check_resumable(resume_from, task.labels)
@@ -71,8 +73,10 @@ def run(cfg: DictConfig) -> dict:
 
     set_seed(cfg.trainer.seed)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
-    features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features,
-                                      cache.local_source(cfg.task.data, name), cfg.trainer.featurize_workers)
+    # pseudo-labelled training examples are not their file's: cached by their own contents
+    sources = {name: None if name == "train" and pseudo else cache.local_source(cfg.task.data, name) for name in splits}
+    features = {name: cache.featurize(task, examples, tokenizer, name, cfg.trainer.cache_features, sources[name],
+                                      cfg.trainer.featurize_workers)
                 for name, examples in splits.items()}
     if not features["train"]:
         raise FtuneError("no training features", where="task.data.train", fix="check the training file")
@@ -139,6 +143,8 @@ def run(cfg: DictConfig) -> dict:
                                     len(features["train"]))}
     if source is not None:  # the chain of runs the weights went through (the card names it)
         results["init_from"] = I.record(source, head)
+    if pseudo is not None:
+        results["pseudo_labels"] = pseudo
     for split in ("validation", "test"):
         if splits[split]:
             results[split] = engine.evaluate(features[split], splits[split])

@@ -225,6 +225,8 @@ class ContinualConfig:
     strength: float = bounded(ge=0)  # the regulariser's weight: strength/2 · Σ F·(w − w₀)², F = 1 for L2-SP
     fisher_examples: int = bounded(ge=1)  # EWC: most earlier examples the diagonal Fisher is estimated on
     adapter: str | None = None  # PEFT: the name this stage's adapter is saved under (<run>/adapters/<name>/)
+    # new data that leaves the earlier types untagged (NER: tagged O): the earlier model's predictions fill them in
+    pseudo_label: bool = False
 
 
 @dataclass

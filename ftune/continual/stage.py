@@ -62,6 +62,8 @@ def check(cfg: DictConfig, source: Any) -> list[RunDir]:
             raise FtuneError(f"EWC's Fisher needs earlier data of this task; {source.run} is a "
                              f"{source.run.setting('task.name')} run", where="continual.replay",
                              fix="give the earlier data with continual.replay=<file>")
+    if settings.pseudo_label:
+        _check_pseudo_label(cfg, source)
     if settings.adapter is not None:
         if not _active_peft(cfg):
             raise FtuneError("continual.adapter names a PEFT adapter; this run trains no adapter",
@@ -77,6 +79,17 @@ def check(cfg: DictConfig, source: Any) -> list[RunDir]:
                              f"`{cfg.model.name_or_path}`", where="continual.previous",
                              fix="adapters per stage share one base model: use the same model")
     return previous
+
+
+def _check_pseudo_label(cfg: DictConfig, source: Any) -> None:
+    from ftune.registry import task_class
+
+    if not task_class(cfg.task.name).pseudo_labels:
+        raise FtuneError(f"task {cfg.task.name} has no pseudo-labels (its examples leave no earlier label out)",
+                         where="continual.pseudo_label", fix="set continual.pseudo_label=false")
+    if source is None or source.run is None or source.run.setting("task.name") != cfg.task.name:
+        raise FtuneError("pseudo-labels come from the earlier model: start from an earlier run of this task",
+                         where="continual.pseudo_label", fix=f"add init_from=<earlier {cfg.task.name} run dir>")
 
 
 def same_task_labels(source: Any, task: Any) -> list[str]:
@@ -108,6 +121,29 @@ def fit_labels(task: Any, splits: dict, old: list[str]) -> list[str]:
         log.info("label set extended: %d earlier labels keep their ids, %d added (%s)", len(old), len(added),
                  ", ".join(added[:12]))
     return added
+
+
+# ---- pseudo-labels -------------------------------------------------------------------------------------
+def pseudo_label(cfg: DictConfig, task: Any, train: Any, source: Any) -> tuple[Any, dict | None]:
+    """continual.pseudo_label: the earlier model (init_from) predicts the new training sentences, and the task
+    writes what it found where the new annotation is silent (task.pseudo_label). Returns the training examples
+    and {"entities": added, "examples": changed} for results.json (None when off)."""
+    if not cfg.continual.pseudo_label:
+        return train, None
+    from ftune.inference import Inference
+
+    earlier = Inference.load(OmegaConf.create({"run_dir": str(source.run.path), "checkpoint": str(source.folder),
+                                               "device": cfg.trainer.device}))
+    examples = list(train)
+
+    def predict(inputs: list[dict]) -> list[dict]:  # in chunks: a large training set never makes one batch list
+        return [row for start in range(0, len(inputs), 1024) for row in earlier.predict_batch(inputs[start:start + 1024])]
+
+    labelled, added = task.pseudo_label(examples, predict)
+    changed = sum(new is not old for new, old in zip(labelled, examples, strict=True))
+    log.info("pseudo-labels: the earlier model's predictions added %d items to %d of %d training examples "
+             "(continual.pseudo_label)", added, changed, len(examples))
+    return labelled, {"added": added, "examples": changed, "of": len(examples), "from": str(source.folder)}
 
 
 # ---- replay -------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Task(Protocol):
     explain_output: str
     explain_texts: tuple[str, ...]
     stress_input: str | None
+    pseudo_labels: bool  # hook pseudo_label: TaskBase
 
     @classmethod
     def validate(cls, cfg: Any) -> None:
@@ -56,6 +57,9 @@ class Task(Protocol):
     def explain_words(self, example: dict, feature: dict, tokenizer: Any) -> tuple[list[str], list] | None:
         """`ftune explain`: (words, the word index of each token of `feature`), or None when unmatched."""
 
+    def pseudo_label(self, examples: list[dict], predict: Any) -> tuple[list[dict], int]:
+        """continual.pseudo_label: (examples filled in from an earlier model's `predict(inputs)`, items added)."""
+
     @classmethod
     def auto_peft_class(cls) -> str:
         """peft's AutoPeft class for an adapter folder."""
@@ -67,12 +71,10 @@ class Task(Protocol):
         """Raw examples from a data file."""
 
     def iter_file(self, path: str, key: str = "file") -> Any:
-        """The examples of a data file, possibly a generator (streamed into the example store); `key` names
-        the config key in errors."""
+        """The examples of a data file, possibly a generator (streamed); `key` names the config key in errors."""
 
     def read_inputs(self, lines: list[str], first_line: int = 1) -> list[dict]:
-        """Examples for `predict` from raw input lines (plain text or JSON); `first_line` is the number of
-        lines[0] in the whole input (predict reads it in chunks), for tasks that number their inputs."""
+        """Examples for `predict` from raw input lines (text or JSON); `first_line`: the number of lines[0]."""
 
     def fit_labels(self, train: list[dict], others: dict[str, list[dict]]) -> None:
         """Set `labels` from the training examples and check the other splits against them."""
@@ -129,8 +131,7 @@ class Task(Protocol):
         """One JSON-ready dict per example, for `predict`."""
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
-        """Rows (name, *values) for the console table; the value columns are the task's `table_columns`
-        attribute when it has one, else (precision, recall, f1, support)."""
+        """Rows (name, *values) for the console table; its value columns are the task's `table_columns`."""
 
 
 # TaskBase's defaults are a text classifier's: a card for a model folder without a run names that task
@@ -147,29 +148,25 @@ class TaskBase:
     auto_class: ClassVar[str] = "AutoModelForSequenceClassification"  # the transformers class that loads best/
     pipeline_task: ClassVar[str | None] = None  # transformers.pipeline task that loads best/ (None: there is none)
     card_example: ClassVar[str | None] = None  # an input for the card's usage example (None: a generic sentence)
-    # where `pipeline_task` is None: code lines that predict once with `model` and `tokenizer` loaded by
-    # `auto_class` (None: generate from `card_example`)
+    # where `pipeline_task` is None: lines that predict once with `model`, `tokenizer` (None: from card_example)
     card_usage: ClassVar[tuple[str, ...] | None] = None
-    # one line `ftune predict` reads (plain text or JSON): the conformance tests and docs feed it
+    # a line `ftune predict` reads (text or JSON): the conformance tests and docs feed it
     example_input: ClassVar[str] = "This is a short example text ."
     # what the model and its predictions are
     has_labels: ClassVar[bool] = True  # the model's config carries the label set (id2label)
     generates: ClassVar[bool] = False  # predictions are generated text (the task defines `generate`)
     chat_input: ClassVar[str | None] = None  # how chat/OpenAI routes feed a conversation: "messages" (the chat
     #                                          template over all turns), "last_user_message" (text-to-text), None
-    # exports: the ONNX graph's named outputs (None: no ONNX export); whether `format=gguf` applies
-    onnx_outputs: ClassVar[tuple[str, ...] | None] = None
-    gguf_export: ClassVar[bool] = False
-    # the console/report metrics table's value columns
-    table_columns: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1", "support")
+    onnx_outputs: ClassVar[tuple[str, ...] | None] = None  # the ONNX graph's named outputs (None: no ONNX export)
+    gguf_export: ClassVar[bool] = False  # whether `format=gguf` applies
+    table_columns: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1", "support")  # metrics table columns
     # the tagging scheme fitted from the data (token tagging), part of the feature cache key; None: none
     scheme: str | None = None
     # how `ftune eval prompt=...` scores a causal LM on the task's data (ftune/prompted/): "choice" (one
     # verbalizer per label, by log-likelihood), "entities" (generated `type: span` lines), "answer" (a
     # generated span of the context); None: the task cannot be prompted
     prompting: ClassVar[str | None] = None
-    # `ftune explain` (ftune/explain/): whether attributions can be computed for the task's predictions (the
-    # hooks explain_targets and explain_words say what is explained and how tokens group into words)
+    # `ftune explain` (ftune/explain/) can attribute its predictions (hooks explain_targets, explain_words)
     explainable: ClassVar[bool] = False
     # what is explained of the model's output: "labels" (softmax of `.logits` over `labels`, per sequence or per
     # token), "independent_labels" (a sigmoid per label: multi-label), "value" (`.logits` as they are: a predicted
@@ -180,11 +177,13 @@ class TaskBase:
     # `ftune stress`: the shape of an example's input the perturbations edit: "text" (the strings `text` and
     # `text_pair`, label unchanged), "tagged_tokens" (`tokens` with `tags` aligned: entity swaps), None: none
     stress_input: ClassVar[str | None] = None
+    # continual.pseudo_label: the hook `pseudo_label` fills in what new data leaves untagged (NER: earlier types)
+    pseudo_labels: ClassVar[bool] = False
 
     @classmethod
     def validate(cls, cfg: Any) -> None:
-        """Start-up checks across the keys of the task's config, before data or weights load (run.py); the
-        schema already checked each value's type, range and choices. Raise FtuneError naming the key."""
+        """Start-up checks across the keys of the task's config, before data or weights load (run.py; the schema
+        checked each value alone). Raise FtuneError naming the key."""
 
     def iter_file(self, path: str, key: str = "file") -> Any:
         """Examples of a data file for `eval file=...`; a task that streams large files returns a generator."""
@@ -290,6 +289,10 @@ class TaskBase:
             words[span[0]] = texts[seq][span[2]:span[3]]
             index.append(span[0])
         return words, index
+
+    def pseudo_label(self, examples: list[dict], predict: Any) -> tuple[list[dict], int]:
+        """None by default: `train` refuses continual.pseudo_label at start-up where `pseudo_labels` is False."""
+        raise NotImplementedError(f"{type(self).__name__} has no pseudo-labels")
 
     @classmethod
     def auto_peft_class(cls) -> str:

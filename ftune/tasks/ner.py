@@ -9,11 +9,9 @@ word is owned (trained and predicted) by exactly one window, with up to `stride`
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import MISSING
@@ -27,6 +25,7 @@ from ftune.data.examples import Rows
 from ftune.data.readers import DataErrors, detect_format, iter_conll, iter_tagged_jsonl, json_object
 from ftune.errors import FtuneError
 from ftune.paths import resolve
+from ftune.tasks import entity_metrics
 from ftune.tasks import tag_schemes as ts
 from ftune.tasks.base import TaskBase
 from ftune.tasks.windows import plan_windows, special_tokens, token_words
@@ -67,6 +66,7 @@ class NerTask(TaskBase):
     card_example = "Angela Merkel met Emmanuel Macron in Paris ."
     onnx_outputs = ("logits",)
     explainable, stress_input = True, "tagged_tokens"
+    pseudo_labels = True  # continual.pseudo_label: an earlier model's entities on words the new data tags O
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -143,6 +143,18 @@ class NerTask(TaskBase):
                 if found := problem(tag):
                     errors.add(ex["where"], found)
         errors.raise_if_any(fix=f"fix the tags (scheme {scheme}; labels: {', '.join(sorted(known or []))[:200]})")
+
+    def pseudo_label(self, examples: list[dict], predict: Any) -> tuple[list[dict], int]:
+        """Background shift: new data tags the earlier types O. The earlier model's entities (`predict`: its
+        `format_predictions` rows) on words tagged O here are written in (ts.fill_untagged)."""
+        predicted = predict([{"tokens": example["tokens"]} for example in examples])  # the new tags: not its labels
+        out, added = [], 0
+        for example, guess in zip(examples, predicted, strict=True):
+            spans = [(e["type"], e["start_token"], e["end_token"]) for e in guess["entities"]]
+            tags, count = ts.fill_untagged(example["tags"], spans, self.scheme, set(self.labels))
+            out.append({**example, "tags": tags} if count else example)
+            added += count
+        return out, added
 
     # ---- model and features -------------------------------------------------------------------------
     def build_model(self, name_or_path: str, **kwargs: Any):
@@ -235,39 +247,16 @@ class NerTask(TaskBase):
     # Metrics are counts (entities per type: gold, predicted, correct; words: all, correct), accumulated
     # chunk by chunk (Engine.evaluate), so a large split never holds all predictions and examples at once.
     def metric_state(self) -> dict:
-        return {"gold": Counter(), "guess": Counter(), "correct": Counter(), "words": 0, "right": 0}
+        return entity_metrics.new_state()
 
     def update_metrics(self, state: dict, predictions: list, features, examples, first: int = 0) -> None:
         """Add the counts of examples[first:first + len(examples)] (the features of exactly those examples)."""
-        from seqeval.metrics.sequence_labeling import get_entities
-
         predicted, _ = self._word_predictions(predictions, features, examples, first)
         for ex, tags in zip(examples, predicted, strict=True):
-            gold, guess = ts.to_iob2(ex["tags"]), ts.to_iob2(tags)
-            state["words"] += len(gold)
-            state["right"] += sum(a == b for a, b in zip(gold, guess, strict=True))
-            true, found = set(get_entities(gold)), set(get_entities(guess))
-            state["gold"].update(kind for kind, _, _ in true)
-            state["guess"].update(kind for kind, _, _ in found)
-            state["correct"].update(kind for kind, _, _ in true & found)
+            entity_metrics.add(state, ex["tags"], tags)
 
     def final_metrics(self, state: dict) -> dict:
-        from seqeval.metrics.v1 import _precision_recall_fscore_support
-
-        kinds = sorted(set(state["gold"]) | set(state["guess"]))
-        sums = [np.array([state[key][k] for k in kinds], dtype=np.int64) for key in ("guess", "correct", "gold")]
-
-        def scores(average):  # seqeval's own arithmetic, fed with the counts: identical to its report
-            return _precision_recall_fscore_support([["O"]], [["O"]], average=average, zero_division=0,
-                                                    extract_tp_actual_correct=lambda *_: tuple(sums))
-
-        p, r, f, support = scores(None)
-        per_type = {k: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
-                    for i, k in enumerate(kinds)}
-        mp, mr, mf, entities = scores("micro") if kinds else (0.0, 0.0, 0.0, 0)
-        return {"precision": float(mp), "recall": float(mr), "f1": float(mf),
-                "accuracy": state["right"] / state["words"] if state["words"] else 0.0, "entities": int(entities),
-                "per_type": per_type}
+        return entity_metrics.final(state)
 
     def metrics_table(self, metrics: dict) -> list[tuple]:
         rows = [(kind, m["precision"], m["recall"], m["f1"], m["support"]) for kind, m in metrics["per_type"].items()]

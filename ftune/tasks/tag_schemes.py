@@ -159,3 +159,20 @@ def span_tags(kind: str, n: int, scheme: str, first_tag: str) -> list[str]:
         return [f"S-{kind}"] if n == 1 else [f"B-{kind}", *[f"I-{kind}"] * (n - 2), f"E-{kind}"]
     first = first_tag[0] if scheme == "IOB1" else "B"
     return [f"{first}-{kind}", *[f"I-{kind}"] * (n - 1)]
+
+
+def fill_untagged(tags: list[str], spans: list[tuple[str, int, int]], scheme: str, known: set[str]) -> tuple[list[str], int]:
+    """`tags` with each entity of `spans` ((type, first word, end word exclusive), e.g. an earlier model's)
+    written in `scheme` where all its words are O, unless it would join a tagged entity of its type that follows
+    it or needs a tag outside `known`; and how many were written (continual.pseudo_label)."""
+    tags, added = list(tags), 0
+    for kind, first, end in spans:
+        after = split_tag(tags[end]) if end < len(tags) else ("O", "")
+        if any(tag != "O" for tag in tags[first:end]) or after in (("I", kind), ("E", kind)):
+            continue
+        before = split_tag(tags[first - 1])[1] if first else ""
+        span = span_tags(kind, end - first, scheme, f"{'B' if before == kind else 'I'}-{kind}")  # IOB1: B- after X
+        if set(span) <= known:
+            tags[first:end] = span
+            added += 1
+    return tags, added

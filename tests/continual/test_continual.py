@@ -187,6 +187,53 @@ def test_ewc_fisher_is_computed_once_and_stored_in_the_earlier_run(tmp_path, mon
     assert len(calls) == 2
 
 
+# ---- pseudo-labels (background shift) ----------------------------------------------------------------------
+def _ner_task(scheme: str, labels: list[str]):
+    from ftune.tasks.ner import NerTask
+
+    task = NerTask(OmegaConf.create({"name": "ner", "scheme": scheme}))
+    task.labels = labels
+    return task
+
+
+def _entities(*spans) -> list[dict]:
+    return [{"type": kind, "start_token": first, "end_token": end} for kind, first, end in spans]
+
+
+@pytest.mark.parametrize("scheme, tags, predicted, expected, count", [
+    # IOB2: a PER entity on O words is written in; one over a gold ORG word is not
+    ("IOB2", ["O", "O", "O", "B-ORG", "O"], [("PER", 0, 2), ("LOC", 3, 5)], ["B-PER", "I-PER", "O", "B-ORG", "O"], 1),
+    # IOB1 starts an entity with I-, and with B- right after an entity of the same type
+    ("IOB1", ["O", "O", "O", "O"], [("PER", 0, 1), ("PER", 1, 3)], ["I-PER", "B-PER", "I-PER", "O"], 2),
+    # IOB1: an entity right before a gold I-LOC of its type would join it: left out
+    ("IOB1", ["O", "I-LOC", "O"], [("LOC", 0, 1)], ["O", "I-LOC", "O"], 0),
+    ("BIOES", ["O", "O", "O", "S-ORG"], [("LOC", 0, 1), ("PER", 1, 3)], ["S-LOC", "B-PER", "E-PER", "S-ORG"], 2),
+])
+def test_pseudo_labels_fill_only_o_words_in_the_data_scheme(scheme, tags, predicted, expected, count):
+    labels = ["O"] + [f"{p}-{k}" for k in ("LOC", "ORG", "PER") for p in ("B", "I", "E", "S")]
+    task = _ner_task(scheme, labels)
+    examples = [{"tokens": [f"w{i}" for i in range(len(tags))], "tags": tags, "where": "f:1"},
+                {"tokens": ["x"], "tags": ["O"], "where": "f:3"}]
+    seen = []
+
+    def predict(inputs):
+        seen.extend(inputs)
+        return [{"entities": _entities(*predicted)}, {"entities": []}]
+
+    out, added = task.pseudo_label(examples, predict)
+    assert [ex["tags"] for ex in out] == [expected, ["O"]]
+    assert added == count
+    assert all(set(i) == {"tokens"} for i in seen)  # the earlier model sees inputs, never the new tags
+    assert examples[0]["tags"] == tags and out[1] is examples[1]  # the input is not changed; unchanged rows shared
+
+
+def test_pseudo_labels_need_a_label_of_this_run():
+    task = _ner_task("IOB2", ["O", "B-ORG", "I-ORG", "B-PER"])  # no I-PER: a two-word PER cannot be written
+    examples = [{"tokens": ["a", "b", "c"], "tags": ["O", "O", "O"]}]
+    out, added = task.pseudo_label(examples, lambda inputs: [{"entities": _entities(("PER", 0, 2), ("PER", 2, 3))}])
+    assert out[0]["tags"] == ["O", "O", "B-PER"] and added == 1
+
+
 # ---- refusals: one line, exit 2 -------------------------------------------------------------------------------
 def _fake_run(folder, task: str):
     folder.mkdir()
@@ -203,14 +250,15 @@ def _errors(capsys) -> list[str]:
 
 def _settings(**continual) -> OmegaConf:
     base = {"previous": [], "replay": None, "replay_ratio": 0.1, "regularizer": "none", "strength": 0.0,
-            "fisher_examples": 10, "adapter": None}
-    peft = continual.pop("peft", "none")
-    return OmegaConf.create({"task": {"name": "ner"}, "peft": {"name": peft}, "model": {"name_or_path": "x"},
+            "fisher_examples": 10, "adapter": None, "pseudo_label": False}
+    peft, task = continual.pop("peft", "none"), continual.pop("task", "ner")
+    return OmegaConf.create({"task": {"name": task}, "peft": {"name": peft}, "model": {"name_or_path": "x"},
                              "continual": {**base, **continual}})
 
 
 @pytest.mark.parametrize("case", ["ewc_without_earlier", "previous_of_another_task", "previous_not_a_run",
-                                  "replay_run_of_another_task", "adapter_without_peft", "regularizer_with_peft"])
+                                  "replay_run_of_another_task", "adapter_without_peft", "regularizer_with_peft",
+                                  "pseudo_label_without_earlier_run", "pseudo_label_of_classification"])
 def test_bad_continual_settings_are_refused_before_anything_loads(case, tmp_path):
     from ftune.continual import stage
     from ftune.errors import FtuneError
@@ -221,7 +269,9 @@ def test_bad_continual_settings_are_refused_before_anything_loads(case, tmp_path
            "previous_not_a_run": _settings(previous=[str(tmp_path)]),
            "replay_run_of_another_task": _settings(replay=other),
            "adapter_without_peft": _settings(adapter="s2"),
-           "regularizer_with_peft": _settings(regularizer="l2sp", peft="lora")}[case]
+           "regularizer_with_peft": _settings(regularizer="l2sp", peft="lora"),
+           "pseudo_label_without_earlier_run": _settings(pseudo_label=True),
+           "pseudo_label_of_classification": _settings(pseudo_label=True, task="classification")}[case]
     with pytest.raises(FtuneError) as error:
         stage.check(cfg, None)
     assert error.value.where.startswith("continual.") and "\n" not in str(error.value)

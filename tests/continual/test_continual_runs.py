@@ -71,3 +71,30 @@ def test_one_adapter_per_stage_keeps_the_earlier_adapter_bit_identical(tiny_trai
     capsys.readouterr()
     assert cli_exit_code("eval", f"run_dir={second}", "adapter=s3") == 2
     assert "choose from: s1, s2" in capsys.readouterr().err
+
+
+def test_pseudo_labels_are_the_earlier_models_entities_on_untagged_words(tiny_train_overrides, tiny_ner_data,
+                                                                         tmp_path):
+    """Stage 2's data tags only ORG/MISC (PER and LOC set to O): with continual.pseudo_label the earlier model's
+    entities on O words go into its training tags; counted here from `ftune predict` of the earlier run."""
+    first, second = tmp_path / "stage1", tmp_path / "stage2"
+    stage1 = _stage(tiny_train_overrides, first, tiny_ner_data["train"], tiny_ner_data["validation"])
+    run_cli("train", *[o for o in stage1 if not o.startswith(("trainer.epochs=", "optimizer.lr="))],
+            "trainer.epochs=12", "optimizer.lr=1e-2")  # long enough to find entities
+    sentences = [[line.split() for line in block.splitlines()]
+                 for block in tiny_ner_data["test"].read_text().strip().split("\n\n")]
+    new = [[(row[0], row[-1] if row[-1][2:] in ("ORG", "MISC") else "O") for row in s] for s in sentences]
+    data = tmp_path / "stage2.conll"
+    data.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in new) + "\n")
+    inputs = tmp_path / "tokens.jsonl"
+    inputs.write_text("".join(json.dumps({"tokens": [w for w, _ in s]}) + "\n" for s in new))
+    run_cli("predict", f"run_dir={first}", f"input={inputs}", f"output={tmp_path / 'predicted.jsonl'}")
+    predicted = [json.loads(line) for line in (tmp_path / "predicted.jsonl").read_text().splitlines()]
+    expected = sum(all(t == "O" for _, t in s[e["start_token"]:e["end_token"]]) and
+                   (e["end_token"] == len(s) or s[e["end_token"]][1] != f"I-{e['type']}")
+                   for s, row in zip(new, predicted, strict=True) for e in row["entities"])
+    assert expected > 0  # the earlier model finds entities where stage 2's data has none
+    run_cli("train", *_stage(tiny_train_overrides, second, data, data, f"init_from={first}",
+                             "continual.pseudo_label=true"))
+    found = json.loads((second / "results.json").read_text())["pseudo_labels"]
+    assert found["added"] == expected and 0 < found["examples"] <= found["of"] == len(new)
