@@ -112,7 +112,8 @@ def run(cfg: DictConfig) -> dict:
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps)
     engine = Engine(model, task, cfg.trainer, accelerator, optimizer, scheduler, run_dir,
                     build_subscribers(cfg.logger, run_dir if accelerator.is_main_process else None, cfg), extras,
-                    step_hook=peft.step_hook(model, cfg.peft), penalties=penalties)
+                    step_hook=peft.step_hook(model, cfg.peft), penalties=penalties,
+                    watch=stage.watched(cfg, task, tokenizer, earlier))  # continual.every_eval: earlier splits too
     state = None
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, engine.optimizer, scheduler,

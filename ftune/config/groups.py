@@ -219,6 +219,7 @@ class ContinualConfig:
     name: str = MISSING
     # earlier runs whose validation splits are evaluated again at the end: the forgetting table
     previous: list[str] = empty(list)
+    every_eval: bool = False  # evaluate them at every evaluation too (metrics.jsonl: previous<i>/<metric>)
     replay: str | None = None  # earlier data mixed into training: a data file, or an earlier run (its train split)
     replay_ratio: float = bounded(ge=0, lt=1)  # share of the epoch's training examples drawn from `replay`
     regularizer: str = choice("none", "l2sp", "ewc")  # pull towards the starting weights (EWC: by importance)

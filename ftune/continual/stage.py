@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def check(cfg: DictConfig, source: Any) -> list[RunDir]:
             raise FtuneError(f"{path} has no validation results (unfinished, or trained without a validation split)",
                              where=key, fix="list finished runs that had a validation split")
         previous.append(run)
+    if settings.every_eval and not previous:
+        raise FtuneError("continual.every_eval evaluates the earlier runs at every evaluation: none are listed",
+                         where="continual.every_eval", fix="add continual.previous=[<earlier run dirs>]")
     if settings.replay:
         replay = RunDir(str(settings.replay))
         if replay.is_run and replay.setting("task.name") != task:
@@ -132,6 +136,7 @@ def pseudo_label(cfg: DictConfig, task: Any, train: Any, source: Any) -> tuple[A
         return train, None
     from ftune.inference import Inference
 
+    started = time.perf_counter()
     earlier = Inference.load(OmegaConf.create({"run_dir": str(source.run.path), "checkpoint": str(source.folder),
                                                "device": cfg.trainer.device}))
     examples = list(train)
@@ -141,9 +146,11 @@ def pseudo_label(cfg: DictConfig, task: Any, train: Any, source: Any) -> tuple[A
 
     labelled, added = task.pseudo_label(examples, predict)
     changed = sum(new is not old for new, old in zip(labelled, examples, strict=True))
-    log.info("pseudo-labels: the earlier model's predictions added %d items to %d of %d training examples "
-             "(continual.pseudo_label)", added, changed, len(examples))
-    return labelled, {"added": added, "examples": changed, "of": len(examples), "from": str(source.folder)}
+    seconds = time.perf_counter() - started
+    log.info("pseudo-labels: the earlier model's predictions added %d items to %d of %d training examples in "
+             "%.0f s (continual.pseudo_label)", added, changed, len(examples), seconds)
+    return labelled, {"added": added, "examples": changed, "of": len(examples), "from": str(source.folder),
+                      "seconds": round(seconds, 1)}
 
 
 # ---- replay -------------------------------------------------------------------------------------------
@@ -232,6 +239,20 @@ def previous_validation(previous: list[RunDir], task: Any, adapters: bool) -> li
             task.check_examples(examples, f"validation split of {run}")
         found.append((run, examples))
     return found
+
+
+def watched(cfg: DictConfig, task: Any, tokenizer: Any, earlier: list[tuple[RunDir, Any]]) -> list[tuple]:
+    """continual.every_eval: the earlier validation splits the engine evaluates at every evaluation as well
+    (metrics.jsonl: previous<i>/<metric>); not those of earlier adapters this run keeps (they cannot change)."""
+    from ftune.data import cache
+
+    if not cfg.continual.every_eval:
+        return []
+    kept = cfg.continual.adapter is not None
+    return [(f"previous{i}", cache.featurize(task, examples, tokenizer, f"previous {i}", cfg.trainer.cache_features,
+                                             cache.local_source(run.config().task.data, "validation"),
+                                             cfg.trainer.featurize_workers), examples)
+            for i, (run, examples) in enumerate(earlier) if not (kept and _adapters_of(run))]
 
 
 def forgetting_table(cfg: DictConfig, engine: Any, task: Any, tokenizer: Any, earlier: list[tuple[RunDir, Any]],

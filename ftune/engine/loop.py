@@ -43,12 +43,14 @@ class Engine(Evaluation):
 
     def __init__(self, model, task: Task, trainer_cfg: Any, accelerator, optimizer=None, scheduler=None,
                  run_dir: Path | None = None, subscribers: list | None = None, extras: list | None = None,
-                 step_hook=None, penalties: list | None = None):
+                 step_hook=None, penalties: list | None = None, watch: list | None = None):
         self.task, self.cfg, self.accelerator = task, trainer_cfg, accelerator
         # called with the step number after each optimizer step, gradients still in place (AdaLoRA's ranks)
         self.step_hook = step_hook
         # weight-only terms of the objective (regularisers: L2-SP, EWC): callables → scalar, added once per step
         self.penalties = penalties or []
+        # (name, features, examples) evaluated at every evaluation too, logged as <name>/<metric>; never select best/
+        self.watch = watch or []
         self.run_dir, self.subscribers, self.extras = run_dir, subscribers or [], extras or []
         self.scheduler = scheduler
         self.strategy = strategies.for_model(model, accelerator)  # ddp, or fsdp for a model ftune sharded
@@ -247,6 +249,8 @@ class Engine(Evaluation):
             return False
         started = time.perf_counter()
         metrics = self.evaluate(features, examples)
+        watched = {f"{name}/{k}": v for name, more, rows in self.watch for k, v in self.evaluate(more, rows).items()
+                   if isinstance(v, int | float)}
         self.seconds["eval"] += time.perf_counter() - started
         state.last_eval_step = state.step
         value = metrics[self.task.main_metric]
@@ -258,7 +262,7 @@ class Engine(Evaluation):
                 self._save_best(state.step)
         else:
             state.bad_evals += 1
-        flat = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+        flat = {**{f"val/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}, **watched}
         self.emit({"event": "eval", "step": state.step, "epoch": state.epoch, **flat, "is_best": better,
                    "eval_seconds": time.perf_counter() - started})
         return bool(self.cfg.patience) and state.bad_evals >= self.cfg.patience

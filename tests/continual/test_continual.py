@@ -250,7 +250,8 @@ def _errors(capsys) -> list[str]:
 
 def _settings(**continual) -> OmegaConf:
     base = {"previous": [], "replay": None, "replay_ratio": 0.1, "regularizer": "none", "strength": 0.0,
-            "fisher_examples": 10, "adapter": None, "pseudo_label": False}
+            "fisher_examples": 10, "adapter": None, "pseudo_label": False,
+            "every_eval": False}
     peft, task = continual.pop("peft", "none"), continual.pop("task", "ner")
     return OmegaConf.create({"task": {"name": task}, "peft": {"name": peft}, "model": {"name_or_path": "x"},
                              "continual": {**base, **continual}})
@@ -258,7 +259,8 @@ def _settings(**continual) -> OmegaConf:
 
 @pytest.mark.parametrize("case", ["ewc_without_earlier", "previous_of_another_task", "previous_not_a_run",
                                   "replay_run_of_another_task", "adapter_without_peft", "regularizer_with_peft",
-                                  "pseudo_label_without_earlier_run", "pseudo_label_of_classification"])
+                                  "pseudo_label_without_earlier_run", "pseudo_label_of_classification",
+                                  "every_eval_without_previous"])
 def test_bad_continual_settings_are_refused_before_anything_loads(case, tmp_path):
     from ftune.continual import stage
     from ftune.errors import FtuneError
@@ -271,7 +273,8 @@ def test_bad_continual_settings_are_refused_before_anything_loads(case, tmp_path
            "adapter_without_peft": _settings(adapter="s2"),
            "regularizer_with_peft": _settings(regularizer="l2sp", peft="lora"),
            "pseudo_label_without_earlier_run": _settings(pseudo_label=True),
-           "pseudo_label_of_classification": _settings(pseudo_label=True, task="classification")}[case]
+           "pseudo_label_of_classification": _settings(pseudo_label=True, task="classification"),
+           "every_eval_without_previous": _settings(every_eval=True)}[case]
     with pytest.raises(FtuneError) as error:
         stage.check(cfg, None)
     assert error.value.where.startswith("continual.") and "\n" not in str(error.value)

@@ -29,14 +29,21 @@ def _eval_json(capsys, *args: str) -> dict:
 def test_forgetting_table_equals_separate_evaluations(tiny_train_overrides, tiny_ner_data, tmp_path, capsys):
     first, second = tmp_path / "stage1", tmp_path / "stage2"
     run_cli("train", *_stage(tiny_train_overrides, first, tiny_ner_data["train"], tiny_ner_data["validation"]))
-    run_cli("train", *_stage(tiny_train_overrides, second, tiny_ner_data["test"], tiny_ner_data["test"],
-                             f"continual.previous=[{first}]", "logger.report=true"))
-    [row] = json.loads((second / "results.json").read_text())["forgetting"]
+    run_cli("train", *[o for o in _stage(tiny_train_overrides, second, tiny_ner_data["test"], tiny_ner_data["test"],
+                                         f"continual.previous=[{first}]", "logger.report=true",
+                                         "continual.every_eval=true") if o != "trainer.epochs=1"], "trainer.epochs=2")
+    results = json.loads((second / "results.json").read_text())
+    [row] = results["forgetting"]
     assert row["run"] == str(first) and row["metric"] == "f1"
     then = _eval_json(capsys, f"run_dir={first}")  # stage 1's best/ on its validation split
     now = _eval_json(capsys, f"run_dir={second}", f"file={tiny_ner_data['validation']}")
     assert row["when_trained"] == then["f1"] and row["now"] == now["f1"]
     assert row["difference"] == now["f1"] - then["f1"]
+    # continual.every_eval: the earlier split at each evaluation; at the best step it is the table's "now"
+    evals = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()]
+    evals = {e["step"]: e for e in evals if e.get("event") == "eval"}
+    assert len(evals) == 2 and all("previous0/f1" in e for e in evals.values())
+    assert evals[results["best_step"]]["previous0/f1"] == row["now"]
     card = (second / "best" / "README.md").read_text()
     assert "forgetting" in card and str(first) in card
     assert "Forgetting" in (second / "report.html").read_text()
