@@ -172,7 +172,7 @@ def build_card(folder: Path, run_dir: Path | None = None, repo_id: str | None = 
     rows = [["optimizer", f"{optimizer.get('name')} (lr {optimizer.get('lr')}, weight decay {optimizer.get('weight_decay')})"],
             ["scheduler", f"{scheduler.get('name')} (warm-up ratio {scheduler.get('warmup_ratio')}, "
                           f"steps {scheduler.get('warmup_steps')})"],
-            ["epochs / max steps", f"{trainer.get('epochs')} / {trainer.get('max_steps')}"],
+            ["epochs / max steps", f"{'step rule' if trainer.get('epochs') is None else trainer['epochs']} / {trainer.get('max_steps')}"],
             ["batch size × accumulation × processes", f"{trainer.get('batch_size')} × {trainer.get('grad_accum')} × "
                                                       f"{train.get('processes', 1)}"],
             ["precision", results.get("precision", trainer.get("precision"))], ["seed", trainer.get("seed")],

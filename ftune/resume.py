@@ -27,7 +27,7 @@ NO_EFFECT = ("logger.", "trainer.num_workers", "trainer.log_every", "trainer.kee
 # written into its state below; the trainer's are read by the engine as it goes (a new epochs/max_steps also
 # rebuilds the learning-rate schedule for the new total, continuing at the current step).
 CAN_CHANGE = ("optimizer.lr", "optimizer.weight_decay", "trainer.epochs", "trainer.max_steps",
-              "trainer.min_steps", "trainer.max_epochs",
+              "trainer.min_epochs", "trainer.min_steps", "trainer.max_epochs",
               "trainer.eval_every", "trainer.patience", "trainer.max_grad_norm", "trainer.nonfinite")
 
 

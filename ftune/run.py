@@ -66,7 +66,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     if cfg.optimizer.get("loraplus_lr_ratio") and not method.lora_weights:
         raise FtuneError(f"LoRA+ sets the learning rate of LoRA's B matrices; peft={cfg.peft.name} has none",
                          where="optimizer.loraplus_lr_ratio", fix="use peft=lora, dora or rslora, or leave it null")
-    if cfg.trainer.epochs < 1 and not cfg.trainer.max_steps:
+    if cfg.trainer.epochs is not None and cfg.trainer.epochs < 1 and not cfg.trainer.max_steps:
         raise FtuneError("train for at least one epoch or set max_steps", where="trainer.epochs")
     from ftune.engine import sharding
     from ftune.models import check_quantization

@@ -4,6 +4,7 @@ learning rate and epochs on three tasks (NER on CoNLL-2003 slices, SST-2 slices,
     python scripts/recipe_search.py                       # the full grid (hours of CPU; minutes on a GPU)
     python scripts/recipe_search.py --scale small         # the smaller data of docs/recipes.md
     python scripts/recipe_search.py --table-only          # print the tables of what is already measured
+    python scripts/recipe_search.py --table-only --train-size 1000   # only the runs on 1,000 training examples
     python scripts/recipe_search.py --shard 0/2 --out a.json & python scripts/recipe_search.py --shard 1/2 --out b.json
     python scripts/recipe_search.py --merge a.json b.json # two processes (OMP_NUM_THREADS=1 each), then one file
 
@@ -182,10 +183,12 @@ def search(args: argparse.Namespace) -> None:
         overrides = [*task_overrides(task, scale[task], args.work), f"model={model}",
                      f"optimizer.lr={setting['lr']}", f"optimizer.weight_decay={setting['weight_decay']}",
                      f"scheduler.warmup_ratio={setting['warmup']}", "scheduler.warmup_steps=0",
-                     f"trainer.epochs={setting['epochs']}", f"trainer.seed={seed}",
+                     f"trainer.seed={seed}",
                      *([f"trainer.batch_size={setting['batch_size']}"] if setting["batch_size"] else []),
-                     *([f"trainer.min_steps={setting['min_steps']}", f"trainer.max_epochs={setting['max_epochs']}"]
-                       if setting["min_steps"] else []), "trainer.keep_last=1",
+                     # the step rule from `epochs` (trainer.epochs null: min_epochs raised), or exactly `epochs`
+                     *(["trainer.epochs=null", f"trainer.min_epochs={setting['epochs']}",
+                        f"trainer.min_steps={setting['min_steps']}", f"trainer.max_epochs={setting['max_epochs']}"]
+                       if setting["min_steps"] else [f"trainer.epochs={setting['epochs']}"]), "trainer.keep_last=1",
                      "logger.console=none", f"run_dir={run_dir}", "overwrite=true", *args.extra]
         started = time.perf_counter()
         results = train_once(overrides)
@@ -215,6 +218,35 @@ def aggregate(data: dict) -> dict:
     return groups
 
 
+def fill_unraised_rules(groups: dict) -> list[str]:
+    """A step-rule setting (`... min_steps=N/cap`) not run at a data size where it raises no epoch trains exactly
+    its plain setting there: that setting's runs stand for it. Decided by ftune's own rule (steps.epochs_for)
+    on the training size, a lower bound of the feature count (a long sentence may make two windows), so a rule
+    that adds no epoch for the examples adds none for the features. Returns a note per substitution."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from ftune.engine.steps import epochs_for
+
+    notes, rules = [], {s for by_setting in groups.values() for s in by_setting if " min_steps=" in s}
+    for (task, _model, sizes), by_setting in groups.items():
+        train = re.search(r"train=(\d+)", sizes)
+        for rule in sorted(rules - set(by_setting)):
+            plain, spec = rule.split(" min_steps=")
+            least, cap = (int(v) for v in spec.split("/"))
+            epochs, batch = int(re.search(r"ep=(\d+)", plain)[1]), re.search(r"bs=(\d+)", plain)
+            if train is None or batch is None or plain not in by_setting:
+                continue
+            cfg = OmegaConf.create({"epochs": None, "min_epochs": epochs, "min_steps": least, "max_epochs": cap,
+                                    "batch_size": int(batch[1]), "grad_accum": 1})
+            if epochs_for(int(train[1]), cfg) == epochs:
+                by_setting[rule] = by_setting[plain]
+                notes.append(f"{task} ({sizes}): `{rule}` adds no epoch to {int(train[1]):,} examples, so its row "
+                             f"is `{plain}`'s runs")
+    return notes
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
@@ -222,6 +254,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def tables(data: dict) -> str:
     """Markdown: one table per (task, model, data size), then the across-task choice per model."""
     groups = aggregate(data)
+    notes = fill_unraised_rules(groups)
     lines: list[str] = []
     best: dict = {}  # (model, task column) -> (best mean, {setting: mean})
     for (task, model, sizes), by_setting in sorted(groups.items()):
@@ -254,7 +287,7 @@ def tables(data: dict) -> str:
         for worst, mean_gap, setting, gaps in sorted(rows):
             lines.append(f"| {setting} | " + " | ".join(f"{g:.2f}" for g in gaps) + f" | {mean_gap:.2f} | {worst:.2f} |")
         lines.append(f"\nchoice for {model}: `{sorted(rows)[0][2]}` (smallest worst gap)")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [f"\n{note}" for note in notes]) + "\n"
 
 
 def write_fingerprints(names: list[str]) -> None:
@@ -335,7 +368,10 @@ def main() -> None:
         save(args.out, data)
         args.table_only = True
     if args.table_only:
-        print(tables(load(args.out)))
+        data = load(args.out)
+        if args.train_size:  # the tables of one data size (a gap table over every setting run at that size)
+            data["runs"] = {k: r for k, r in data["runs"].items() if r["sizes"].get("train") == args.train_size}
+        print(tables(data))
         return
     missing = [name for name in ("conll2003", "sst2", "squad_v1.1") if not (DATA / name).is_dir()]
     if missing:

@@ -87,13 +87,28 @@ def _clear_hydra() -> None:
     HydraConfig.instance().cfg = None
 
 
+# A test that gives no trainer.epochs means the former default, 3: the default step rule (trainer.epochs null:
+# 3 epochs raised on small data until 1,000 optimizer steps, at most 10; docs/recipes.md) would make every tiny
+# run 10 epochs. The in-process helpers switch the rule off unless a test sets it or runs a recipe; the rule has
+# its own tests (tests/engine/test_steps.py: the arithmetic, the composed default, a run through the CLI).
+NO_STEP_RULE = "trainer.min_steps=null"
+
+
+def pinned_length(command: str, overrides: list[str]) -> list[str]:
+    """`overrides` of an in-process `ftune train` (or a composed train config) with the step rule off, unless
+    the test chose: it names trainer.min_steps or an experiment (a recipe pins its own length)."""
+    if command != "train" or any(o.lstrip("+~").startswith(("trainer.min_steps=", "experiment=")) for o in overrides):
+        return list(overrides)
+    return [*overrides, NO_STEP_RULE]
+
+
 def run_cli(*args: str) -> None:
     """`ftune <args>` in-process (sparing the imports of a subprocess); the test fails unless it exits 0."""
     from ftune import cli
 
     _clear_hydra()
     try:
-        cli.main(list(args))
+        cli.main([args[0], *pinned_length(args[0], list(args[1:]))] if args else [])
     except SystemExit as stop:
         assert stop.code in (0, None), f"ftune {' '.join(args)} exited with {stop.code}"
     finally:
@@ -106,7 +121,7 @@ def cli_exit_code(*args: str) -> int:
 
     _clear_hydra()
     try:
-        cli.main(list(args))
+        cli.main([args[0], *pinned_length(args[0], list(args[1:]))] if args else [])
     except SystemExit as stop:
         return stop.code or 0
     finally:
@@ -220,7 +235,7 @@ def compose_config():
     def _compose(name: str, overrides: list[str]):
         GlobalHydra.instance().clear()
         with initialize_config_module("ftune.configs", version_base="1.3"):
-            return compose(name, overrides=overrides)
+            return compose(name, overrides=pinned_length(name, overrides))
 
     return _compose
 

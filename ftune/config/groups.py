@@ -118,10 +118,11 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class TrainerConfig:
-    epochs: int = bounded(ge=0)
+    epochs: int | None = bounded(ge=0)  # exactly this many; null: the step rule below decides (engine/steps.py)
     max_steps: int | None = bounded(ge=1)  # optimizer steps; overrides epochs when set
-    min_steps: int | None = bounded(ge=1)  # small data: epochs raised until the run makes this many steps
-    max_epochs: int | None = bounded(ge=1)  # the most epochs min_steps may raise trainer.epochs to (null: no cap)
+    min_epochs: int = bounded(ge=1)  # the step rule: this many epochs, raised on small data until
+    min_steps: int | None = bounded(ge=1)  # the run makes this many optimizer steps (null: min_epochs exactly),
+    max_epochs: int | None = bounded(ge=1)  # but never past this many (null: no cap)
     batch_size: int = bounded(ge=1)  # examples per optimizer step on each device, before accumulation
     eval_batch_size: int = bounded(ge=1)
     grad_accum: int = bounded(ge=1)  # micro-batches per optimizer step; the loss is normalised over all their targets

@@ -278,6 +278,21 @@ def test_recipe_search_keeps_each_data_size_of_a_task_apart():
     assert "| A | 10.00 | 0.00 | 5.00 | 10.00 |" in table and "| B | 0.00 | 10.00 | 5.00 | 10.00 |" in table
 
 
+def test_a_step_rule_that_adds_no_epoch_at_a_size_stands_on_the_plain_runs():
+    """At 15,000 examples and batch 32 the rule (min_steps=1000) keeps 3 epochs: the plain setting's runs are its
+    row there; at 1,000 it would train 10 epochs, so nothing stands in for a missing run."""
+    search = recipe_search()
+    plain, rule = "lr=0.0002 ep=3 bs=32", "lr=0.0002 ep=3 bs=32 min_steps=1000/10"
+    runs = {f"{train}|{setting}": {"task": "ner", "model": "m", "sizes": {"train": train}, "setting": setting,
+                                   "seed": 1, "metric": "f1", "value": value}
+            for train, setting, value in ((1000, plain, 0.80), (1000, rule, 0.88), (15000, plain, 0.93),
+                                          (4000, plain, 0.91))}
+    table = search.tables({"runs": runs})
+    assert f"| {rule} | 93.00 ± – | 93.00 – 93.00 | 1 |" in table  # 15,000: the plain run stands for the rule
+    assert f"`{rule}` adds no epoch to 15,000 examples" in table
+    assert "adds no epoch to 4,000" not in table and "adds no epoch to 1,000" not in table  # 8 and 10 epochs there
+
+
 def test_a_recipe_never_blocks_a_resume(compose_config):
     """A run trained before recipes existed (no `recipe:` in its config.yaml), or under another range, resumes."""
     from ftune import resume
