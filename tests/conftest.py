@@ -96,8 +96,10 @@ NO_STEP_RULE = "trainer.min_steps=null"
 
 def pinned_length(command: str, overrides: list[str]) -> list[str]:
     """`overrides` of an in-process `ftune train` (or a composed train config) with the step rule off, unless
-    the test chose: it names trainer.min_steps or an experiment (a recipe pins its own length)."""
-    if command != "train" or any(o.lstrip("+~").startswith(("trainer.min_steps=", "experiment=")) for o in overrides):
+    the test chose: it names trainer.epochs (then exact: the rule does not apply), trainer.min_steps, or an
+    experiment (a recipe pins its own length)."""
+    chosen = ("trainer.epochs=", "trainer.min_steps=", "experiment=")
+    if command != "train" or any(o.lstrip("+~").startswith(chosen) for o in overrides):
         return list(overrides)
     return [*overrides, NO_STEP_RULE]
 
