@@ -27,6 +27,11 @@ CAUSES = ("the tag scheme (task.scheme)", "truncation (task.max_length)", "the l
           "the learning rate (optimizer.lr)")
 
 
+
+def _yaml(value) -> str:
+    """A setting as the user writes it on the command line (None is `null`)."""
+    return "null" if value is None else str(value)
+
 def fingerprint(task_name: str, examples: list[dict]) -> str:
     """A short hash of a split's examples as the task read them: files with other names, paths or line
     endings but the same examples match; a slice (max_train) or one changed label does not."""
@@ -152,7 +157,7 @@ def lines(record: dict, greater_is_better: bool = True) -> tuple[list[str], str 
     if not bad:
         return shown, None
     worst = bad[0]
-    differs = ", ".join(f"{k} (not the recipe's examples)" if k.startswith("data.") else f"{k}={v[0]} (recipe {v[1]})"
+    differs = ", ".join(f"{k} (not the recipe's examples)" if k.startswith("data.") else f"{k}={_yaml(v[0])} (recipe {_yaml(v[1])})"
                         for k, v in record["differs"].items())
     warning = (f"{worst['split']} {worst['metric']} {worst['value']:.4g} is {worst['verdict']} the range {worst['low']:g}–"
                f"{worst['high']:g} that recipe {record['name']} usually reaches; check {', '.join(CAUSES)}"
