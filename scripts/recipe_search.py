@@ -251,6 +251,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def column_order(column: str) -> tuple:
+    """Gap-table columns by task, then by training size as a number (1000 before 4000 before 15000)."""
+    import re
+
+    size = re.search(r"train=(\d+)", column)
+    return column.split(" (")[0], int(size[1]) if size else 0
+
+
 def tables(data: dict) -> str:
     """Markdown: one table per (task, model, data size), then the across-task choice per model."""
     groups = aggregate(data)
@@ -273,7 +281,7 @@ def tables(data: dict) -> str:
         several = sum(t == task and m == model for t, m, _ in groups) > 1
         best[(model, f"{task} ({sizes})" if several else task)] = (max(means.values()), means)
     for model in sorted({m for m, _ in best}):
-        tasks = sorted(t for m, t in best if m == model)
+        tasks = sorted((t for m, t in best if m == model), key=column_order)
         shared = set.intersection(*(set(best[(model, t)][1]) for t in tasks))
         if not shared:
             continue
