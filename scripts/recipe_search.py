@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -223,8 +224,6 @@ def fill_unraised_rules(groups: dict) -> list[str]:
     its plain setting there: that setting's runs stand for it. Decided by ftune's own rule (steps.epochs_for)
     on the training size, a lower bound of the feature count (a long sentence may make two windows), so a rule
     that adds no epoch for the examples adds none for the features. Returns a note per substitution."""
-    import re
-
     from omegaconf import OmegaConf
 
     from ftune.engine.steps import epochs_for
@@ -253,8 +252,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def column_order(column: str) -> tuple:
     """Gap-table columns by task, then by training size as a number (1000 before 4000 before 15000)."""
-    import re
-
     size = re.search(r"train=(\d+)", column)
     return column.split(" (")[0], int(size[1]) if size else 0
 
@@ -301,8 +298,6 @@ def tables(data: dict) -> str:
 def write_fingerprints(names: list[str]) -> None:
     """Put the data fingerprints of each named experiment (local data only) into its YAML file, so that a
     run on the same data and model matches the recipe without experiment=."""
-    import re
-
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 

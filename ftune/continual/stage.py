@@ -244,15 +244,19 @@ def previous_validation(previous: list[RunDir], task: Any, adapters: bool) -> li
 def watched(cfg: DictConfig, task: Any, tokenizer: Any, earlier: list[tuple[RunDir, Any]]) -> list[tuple]:
     """continual.every_eval: the earlier validation splits the engine evaluates at every evaluation as well
     (metrics.jsonl: previous<i>/<metric>); not those of earlier adapters this run keeps (they cannot change)."""
-    from ftune.data import cache
-
     if not cfg.continual.every_eval:
         return []
     kept = cfg.continual.adapter is not None
-    return [(f"previous{i}", cache.featurize(task, examples, tokenizer, f"previous {i}", cfg.trainer.cache_features,
-                                             cache.local_source(run.config().task.data, "validation"),
-                                             cfg.trainer.featurize_workers), examples)
+    return [(f"previous{i}", _earlier_features(cfg, task, tokenizer, i, run, examples), examples)
             for i, (run, examples) in enumerate(earlier) if not (kept and _adapters_of(run))]
+
+
+def _earlier_features(cfg: DictConfig, task: Any, tokenizer: Any, i: int, run: RunDir, examples: Any):
+    """The features of earlier run i's validation split, through the feature cache (keyed by its file)."""
+    from ftune.data import cache
+
+    return cache.featurize(task, examples, tokenizer, f"previous {i}", cfg.trainer.cache_features,
+                           cache.local_source(run.config().task.data, "validation"), cfg.trainer.featurize_workers)
 
 
 def forgetting_table(cfg: DictConfig, engine: Any, task: Any, tokenizer: Any, earlier: list[tuple[RunDir, Any]],
@@ -260,8 +264,6 @@ def forgetting_table(cfg: DictConfig, engine: Any, task: Any, tokenizer: Any, ea
     """One row per earlier run: its main metric on its validation split when trained and now. Now: this run's
     model (best/; every process evaluates, collectively), or, for an earlier PEFT stage whose adapter this run
     keeps, that adapter (evaluated by the main process alone)."""
-    from ftune.data import cache
-
     rows = []
     for i, (run, examples) in enumerate(earlier):
         metric = run.results().get("main_metric") or task.main_metric
@@ -276,9 +278,7 @@ def forgetting_table(cfg: DictConfig, engine: Any, task: Any, tokenizer: Any, ea
                                                      str(Path(run_dir) / ADAPTERS / name)}))
             now = loaded.evaluate(examples, f"previous {i}")[metric]
         else:
-            features = cache.featurize(task, examples, tokenizer, f"previous {i}", cfg.trainer.cache_features,
-                                       cache.local_source(run.config().task.data, "validation"),
-                                       cfg.trainer.featurize_workers)
+            features = _earlier_features(cfg, task, tokenizer, i, run, examples)
             now = engine.evaluate(features, examples)[metric]
         rows.append(forgetting.row(str(run), str(run.setting("task.name")), metric, float(before), float(now), name,
                                    bool(run.results().get("greater_is_better", True))))

@@ -215,8 +215,9 @@ class TaskBase:
             raise TypeError(f"{cls.__name__} must define compute_metrics or final_metrics (each default calls the "
                             f"other)")
 
-    # `generate(model, batch)` (see Task) has no default on purpose: a task defines it with generates=True,
-    # and the engine and Inference call it only where `generates` says so.
+    # `generate(model, batch)` and `pseudo_label(examples, predict)` (see Task) have no default on purpose: a task
+    # defines them with generates=True / pseudo_labels=True, and they are called only where those facts say so
+    # (`train` refuses continual.pseudo_label at start-up otherwise).
 
     def compute_metrics(self, predictions: list[Any], features: list[dict], examples: list[dict]) -> dict:
         """Metrics of a whole split: the task's metric stream in one chunk. A task defines either this or the
@@ -289,10 +290,6 @@ class TaskBase:
             words[span[0]] = texts[seq][span[2]:span[3]]
             index.append(span[0])
         return words, index
-
-    def pseudo_label(self, examples: list[dict], predict: Any) -> tuple[list[dict], int]:
-        """None by default: `train` refuses continual.pseudo_label at start-up where `pseudo_labels` is False."""
-        raise NotImplementedError(f"{type(self).__name__} has no pseudo-labels")
 
     @classmethod
     def auto_peft_class(cls) -> str:
